@@ -1,0 +1,66 @@
+//! Server settings: every one a clap flag with a `DOGFS_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use dogfs_core::size::ByteSize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `dogfs-chunk`: stores erasure-coded shards as flat files and serves them over gRPC.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "dogfs-chunk", version, about)]
+pub struct ChunkConfig {
+    /// Directory holding the shards, the node identity and temp files.
+    #[arg(long, env = "DOGFS_DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// gRPC listen address (ChunkService).
+    #[arg(long, env = "DOGFS_GRPC_ADDR", default_value = "0.0.0.0:7100")]
+    pub grpc_addr: SocketAddr,
+
+    /// HTTP listen address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "DOGFS_HTTP_ADDR", default_value = "0.0.0.0:9100")]
+    pub http_addr: SocketAddr,
+
+    /// Free space never used for shards; writes that would eat into it are refused.
+    #[arg(long, env = "DOGFS_RESERVE", default_value = "1GiB")]
+    pub reserve: ByteSize,
+
+    /// Most bytes shard files may use, when lower than the file system's size.
+    #[arg(long, env = "DOGFS_CAPACITY")]
+    pub capacity: Option<ByteSize>,
+
+    /// Scrubber read rate per second; 0 turns the scrubber off.
+    #[arg(long, env = "DOGFS_SCRUB_RATE", default_value = "32MiB")]
+    pub scrub_rate: ByteSize,
+
+    /// Seconds of rest between two scrub passes.
+    #[arg(long, env = "DOGFS_SCRUB_INTERVAL_SECS", default_value_t = 86_400)]
+    pub scrub_interval_secs: u64,
+
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "DOGFS_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl ChunkConfig {
+    /// Settings for tests and embedding: loopback on ephemeral ports, no reserve, scrubber off.
+    pub fn for_tests(data_dir: impl Into<PathBuf>) -> Self {
+        let loopback: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+        ChunkConfig {
+            data_dir: data_dir.into(),
+            grpc_addr: loopback,
+            http_addr: loopback,
+            reserve: ByteSize(0),
+            capacity: None,
+            scrub_rate: ByteSize(0),
+            scrub_interval_secs: 86_400,
+            log_format: LogFormat::Text,
+        }
+    }
+}

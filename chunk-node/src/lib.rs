@@ -1,0 +1,17 @@
+//! `dogfs-chunk`: the chunk server. Stores erasure-coded shards as flat files with CRC32C
+//! block checksums and serves them over gRPC (`ChunkService`), with `/metrics`, `/healthz`
+//! and `/readyz` on a side HTTP port and a background scrubber.
+
+pub mod client;
+pub mod config;
+pub mod convert;
+pub mod format;
+pub mod http;
+pub mod metrics;
+pub mod scrub;
+pub mod server;
+pub mod service;
+pub mod store;
+
+pub use config::ChunkConfig;
+pub use server::{ChunkServer, ServerError};

@@ -1,0 +1,174 @@
+//! Prometheus metrics of a chunk server, served on `/metrics`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::store::Store;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    pub method: &'static str,
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    pub method: &'static str,
+}
+
+/// Every metric of the process, registered once.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub rpcs: Family<RpcLabels, Counter>,
+    pub rpc_seconds: Family<MethodLabel, Histogram>,
+    pub bytes_written: Counter,
+    pub bytes_read: Counter,
+    pub scrub_bytes: Counter,
+    pub scrub_passes: Counter,
+    shards: Gauge,
+    used: Gauge,
+    available: Gauge,
+    capacity: Gauge,
+    checksum_errors: Gauge,
+    io_errors: Gauge,
+    corrupt: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("dogfs_chunk");
+        let rpcs = Family::<RpcLabels, Counter>::default();
+        registry.register(
+            "rpc_requests",
+            "gRPC requests by method and status code",
+            rpcs.clone(),
+        );
+        let rpc_seconds = Family::<MethodLabel, Histogram>::new_with_constructor(|| {
+            // 100 µs .. ~52 s
+            Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+        });
+        registry.register(
+            "rpc_duration_seconds",
+            "gRPC request latency (streams: until the handler finishes)",
+            rpc_seconds.clone(),
+        );
+        let counter = |reg: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            reg.register(name, help, c.clone());
+            c
+        };
+        let gauge = |reg: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            reg.register(name, help, g.clone());
+            g
+        };
+        let bytes_written = counter(&mut registry, "written_bytes", "shard bytes stored");
+        let bytes_read = counter(&mut registry, "read_bytes", "shard bytes served");
+        let scrub_bytes = counter(
+            &mut registry,
+            "scrub_bytes",
+            "bytes verified by the scrubber",
+        );
+        let scrub_passes = counter(&mut registry, "scrub_passes", "completed scrub passes");
+        let shards = gauge(&mut registry, "shards", "shards stored");
+        let used = gauge(&mut registry, "used_bytes", "bytes used by shard files");
+        let available = gauge(
+            &mut registry,
+            "available_bytes",
+            "bytes writable above the reserve",
+        );
+        let capacity = gauge(&mut registry, "capacity_bytes", "bytes this node may use");
+        let checksum_errors = gauge(
+            &mut registry,
+            "checksum_errors",
+            "blocks that failed their checksum since start",
+        );
+        let io_errors = gauge(&mut registry, "io_errors", "I/O errors since start");
+        let corrupt = gauge(
+            &mut registry,
+            "corrupt_shards",
+            "shards known to be corrupt",
+        );
+        Arc::new(Metrics {
+            registry,
+            rpcs,
+            rpc_seconds,
+            bytes_written,
+            bytes_read,
+            scrub_bytes,
+            scrub_passes,
+            shards,
+            used,
+            available,
+            capacity,
+            checksum_errors,
+            io_errors,
+            corrupt,
+        })
+    }
+
+    /// Records one finished RPC.
+    pub fn rpc(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
+        self.rpcs
+            .get_or_create(&RpcLabels {
+                method,
+                code: code_name(code),
+            })
+            .inc();
+        self.rpc_seconds
+            .get_or_create(&MethodLabel { method })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Renders the text exposition, refreshing gauges from the store first.
+    pub fn render(&self, store: &Store) -> Result<String, std::fmt::Error> {
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        if let Ok(space) = store.space() {
+            self.used.set(as_i64(space.used));
+            self.available.set(as_i64(space.available));
+            self.capacity.set(as_i64(space.capacity));
+        }
+        self.shards.set(as_i64(store.shard_count()));
+        self.checksum_errors
+            .set(as_i64(store.faults.checksum_errors.load(Ordering::Relaxed)));
+        self.io_errors
+            .set(as_i64(store.faults.io_errors.load(Ordering::Relaxed)));
+        self.corrupt
+            .set(as_i64(store.corrupt_shards().len() as u64));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}

@@ -1,0 +1,196 @@
+//! Starting and stopping a chunk server: store, gRPC, HTTP and scrubber tasks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use dogfs_core::transport::{
+    CONNECTION_WINDOW_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES,
+};
+use dogfs_proto::chunk::chunk_service_server::ChunkServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tracing::info;
+
+use crate::config::ChunkConfig;
+use crate::http::{HttpState, router};
+use crate::metrics::Metrics;
+use crate::scrub;
+use crate::service::ChunkServiceImpl;
+use crate::store::{Store, StoreConfig, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("opening store: {0}")]
+    OpenStore(#[from] StoreError),
+    #[error("binding {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+    #[error("server task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A running chunk server. Dropping it without `shutdown` leaves its tasks running until the
+/// runtime stops.
+#[derive(Debug)]
+pub struct ChunkServer {
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Sender<bool>,
+    stop_scrub: Arc<AtomicBool>,
+    serving: Arc<AtomicBool>,
+    grpc: JoinHandle<Result<(), ServerError>>,
+    http: JoinHandle<Result<(), ServerError>>,
+    scrubber: Option<JoinHandle<()>>,
+}
+
+impl ChunkServer {
+    pub async fn start(cfg: &ChunkConfig) -> Result<Self, ServerError> {
+        let store_cfg = StoreConfig {
+            data_dir: cfg.data_dir.clone(),
+            reserve: cfg.reserve.bytes(),
+            capacity: cfg.capacity.map(|c| c.bytes()),
+        };
+        let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(&store_cfg)).await??);
+        let metrics = Metrics::new();
+
+        let grpc_listener = bind("gRPC", cfg.grpc_addr).await?;
+        let http_listener = bind("HTTP", cfg.http_addr).await?;
+        let grpc_addr = local_addr("gRPC", cfg.grpc_addr, &grpc_listener)?;
+        let http_addr = local_addr("HTTP", cfg.http_addr, &http_listener)?;
+
+        let (shutdown, rx) = watch::channel(false);
+        let serving = Arc::new(AtomicBool::new(false));
+
+        let svc = ChunkServiceServer::new(ChunkServiceImpl::new(
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+        let mut grpc_rx = rx.clone();
+        let grpc = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .initial_stream_window_size(STREAM_WINDOW_BYTES)
+                .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+                .max_frame_size(MAX_FRAME_BYTES)
+                .http2_keepalive_interval(Some(Duration::from_secs(20)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = grpc_rx.wait_for(|s| *s).await;
+                })
+                .await
+                .map_err(ServerError::Grpc)
+        });
+
+        let state = HttpState {
+            store: Arc::clone(&store),
+            metrics: Arc::clone(&metrics),
+            serving: Arc::clone(&serving),
+        };
+        let mut http_rx = rx.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(http_listener, router(state))
+                .with_graceful_shutdown(async move {
+                    let _ = http_rx.wait_for(|s| *s).await;
+                })
+                .await
+                .map_err(ServerError::Http)
+        });
+
+        let stop_scrub = Arc::new(AtomicBool::new(false));
+        let scrubber = (cfg.scrub_rate.bytes() > 0).then(|| {
+            tokio::spawn(scrub::run(
+                Arc::clone(&store),
+                Arc::clone(&metrics),
+                cfg.scrub_rate.bytes(),
+                Duration::from_secs(cfg.scrub_interval_secs),
+                Arc::clone(&stop_scrub),
+                rx.clone(),
+            ))
+        });
+
+        serving.store(true, Ordering::Relaxed);
+        info!(%grpc_addr, %http_addr, node_id = %store.node_id(), "chunk server serving");
+        Ok(ChunkServer {
+            grpc_addr,
+            http_addr,
+            store,
+            metrics,
+            shutdown,
+            stop_scrub,
+            serving,
+            grpc,
+            http,
+            scrubber,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Waits until a server task ends on its own (an error: they run until shutdown).
+    pub async fn wait(&mut self) -> Result<(), ServerError> {
+        tokio::select! {
+            r = &mut self.grpc => r?,
+            r = &mut self.http => r?,
+        }
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish, and stops the scrubber. The
+    /// store (and its directory lock) is released when the last handle to it is dropped.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.serving.store(false, Ordering::Relaxed);
+        self.stop_scrub.store(true, Ordering::Relaxed);
+        let _ = self.shutdown.send(true);
+        let grpc = self.grpc.await?;
+        let http = self.http.await?;
+        if let Some(s) = self.scrubber {
+            s.await?;
+        }
+        info!("chunk server stopped");
+        grpc.and(http)
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+fn local_addr(
+    what: &'static str,
+    addr: SocketAddr,
+    l: &TcpListener,
+) -> Result<SocketAddr, ServerError> {
+    l.local_addr()
+        .map_err(|source| ServerError::Bind { what, addr, source })
+}

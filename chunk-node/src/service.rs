@@ -1,0 +1,354 @@
+//! The `ChunkService` gRPC handlers: thin wrappers that validate the request, run the store
+//! call on the blocking pool, and map errors to statuses (`convert`).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use dogfs_core::transport::DATA_MESSAGE_BYTES;
+use dogfs_proto::chunk::chunk_service_server::ChunkService;
+use dogfs_proto::chunk::put_shard_request::Msg;
+use dogfs_proto::chunk::{
+    DeleteShardRequest, DeleteShardResponse, GetShardRequest, GetShardResponse, ListShardsRequest,
+    ListShardsResponse, NodeInfoRequest, NodeInfoResponse, PutShardRequest, PutShardResponse,
+    StatShardRequest, StatShardResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::{Instrument, debug, field, info_span, warn};
+
+use crate::convert::{parse_shard_id, shard_info};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+
+/// Default and largest page of `ListShards`.
+pub const LIST_DEFAULT: u32 = 1000;
+pub const LIST_MAX: u32 = 10_000;
+
+/// Messages of a `GetShard` stream read ahead of the client.
+const READ_AHEAD: usize = 4;
+
+#[derive(Debug, Clone)]
+pub struct ChunkServiceImpl {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl ChunkServiceImpl {
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
+        Self { store, metrics }
+    }
+
+    /// Runs one unary handler body inside a span, recording its status and latency.
+    async fn observe<T>(
+        &self,
+        method: &'static str,
+        body: impl Future<Output = Result<T, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let start = Instant::now();
+        let span = info_span!("rpc", method, shard_id = field::Empty);
+        let result = body.instrument(span.clone()).await;
+        let code = result.as_ref().err().map_or(Code::Ok, Status::code);
+        self.metrics.rpc(method, code, start.elapsed());
+        if let Err(s) = &result {
+            log_status(&span, method, s);
+        }
+        result.map(Response::new)
+    }
+
+    async fn put(
+        &self,
+        mut stream: Streaming<PutShardRequest>,
+    ) -> Result<PutShardResponse, Status> {
+        let header = match stream.message().await {
+            Ok(Some(PutShardRequest {
+                msg: Some(Msg::Header(h)),
+            })) => h,
+            Ok(Some(_)) => {
+                return Err(Status::invalid_argument(
+                    "the first PutShard message must be a header",
+                ));
+            }
+            Ok(None) => {
+                return Err(Status::invalid_argument(
+                    "empty upload stream: the first PutShard message must be a header",
+                ));
+            }
+            Err(s) => return Err(stream_error(&s, "upload stream broke".into())),
+        };
+        let id = parse_shard_id("header.shard_id", &header.shard_id)?;
+        tracing::Span::current().record("shard_id", field::display(id));
+        let store = Arc::clone(&self.store);
+        let mut writer = blocking(move || store.begin_put(id, header.size)).await?;
+        loop {
+            let msg = match stream.message().await {
+                Ok(Some(m)) => m.msg,
+                Ok(None) => {
+                    return Err(Status::aborted(format!(
+                        "upload of shard {id} ended after {} of {} bytes without a trailer; nothing was stored",
+                        writer.received(),
+                        writer.declared()
+                    )));
+                }
+                Err(s) => {
+                    let what = format!(
+                        "upload of shard {id} broke after {} bytes; nothing was stored",
+                        writer.received()
+                    );
+                    return Err(stream_error(&s, what));
+                }
+            };
+            match msg {
+                Some(Msg::Data(data)) => {
+                    // Refuse before writing, so nothing past the declared size touches disk.
+                    if writer.received() + data.len() as u64 > writer.declared() {
+                        return Err(StoreError::TooMuchData {
+                            id,
+                            declared: writer.declared(),
+                        }
+                        .into());
+                    }
+                    writer = blocking(move || {
+                        writer.write(&data)?;
+                        Ok(writer)
+                    })
+                    .await?;
+                }
+                Some(Msg::Trailer(t)) => {
+                    let meta = blocking(move || writer.commit(t.crc32c)).await?;
+                    self.metrics.bytes_written.inc_by(meta.size);
+                    return Ok(PutShardResponse {
+                        shard: Some(shard_info(&meta)),
+                    });
+                }
+                Some(Msg::Header(_)) => {
+                    return Err(Status::invalid_argument(format!(
+                        "upload of shard {id}: a second header in one stream"
+                    )));
+                }
+                None => {
+                    return Err(Status::invalid_argument(
+                        "empty PutShard message: set one of header, data or trailer",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ChunkService for ChunkServiceImpl {
+    async fn put_shard(
+        &self,
+        request: Request<Streaming<PutShardRequest>>,
+    ) -> Result<Response<PutShardResponse>, Status> {
+        self.observe("PutShard", self.put(request.into_inner()))
+            .await
+    }
+
+    type GetShardStream = ReceiverStream<Result<GetShardResponse, Status>>;
+
+    async fn get_shard(
+        &self,
+        request: Request<GetShardRequest>,
+    ) -> Result<Response<Self::GetShardStream>, Status> {
+        let start = Instant::now();
+        let req = request.into_inner();
+        let metrics = Arc::clone(&self.metrics);
+        let store = Arc::clone(&self.store);
+        // The stream's outcome is only known when the reader finishes; the setup is
+        // observed here and the stream's end in the reader task.
+        let setup = async move {
+            let id = parse_shard_id("shard_id", &req.shard_id)?;
+            tracing::Span::current().record("shard_id", field::display(id));
+            let reader = blocking(move || store.reader(id)).await?;
+            let size = reader.meta().size;
+            let length = req.length.unwrap_or(size.saturating_sub(req.offset));
+            reader.check_range(req.offset, length)?;
+            Ok::<_, Status>((reader, req.offset, length))
+        };
+        let span = info_span!("rpc", method = "GetShard", shard_id = field::Empty);
+        let (reader, offset, length) = match setup.instrument(span.clone()).await {
+            Ok(v) => v,
+            Err(s) => {
+                metrics.rpc("GetShard", s.code(), start.elapsed());
+                log_status(&span, "GetShard", &s);
+                return Err(s);
+            }
+        };
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        tokio::task::spawn_blocking(move || {
+            let _enter = span.enter();
+            let info = shard_info(&reader.meta());
+            let end = offset + length;
+            let msg = DATA_MESSAGE_BYTES as u64;
+            let mut off = offset;
+            let mut first = true;
+            let code = loop {
+                // Pieces end on message boundaries (multiples of the checksum block), so
+                // each block is read and verified once.
+                let piece_end = end.min((off / msg + 1) * msg);
+                let item = match reader.read(off, piece_end - off) {
+                    Ok(data) => {
+                        metrics.bytes_read.inc_by(data.len() as u64);
+                        Ok(GetShardResponse {
+                            shard: first.then(|| info.clone()),
+                            offset: off,
+                            data,
+                        })
+                    }
+                    Err(e) => Err(Status::from(e)),
+                };
+                let failed = item.as_ref().err().map(Status::code);
+                if let Err(s) = &item {
+                    log_status(&span, "GetShard", s);
+                }
+                if tx.blocking_send(item).is_err() {
+                    // The client went away; stop reading.
+                    break Code::Cancelled;
+                }
+                if let Some(code) = failed {
+                    break code;
+                }
+                first = false;
+                off = piece_end;
+                if off >= end {
+                    break Code::Ok;
+                }
+            };
+            metrics.rpc("GetShard", code, start.elapsed());
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn delete_shard(
+        &self,
+        request: Request<DeleteShardRequest>,
+    ) -> Result<Response<DeleteShardResponse>, Status> {
+        let store = Arc::clone(&self.store);
+        self.observe("DeleteShard", async move {
+            let id = parse_shard_id("shard_id", &request.get_ref().shard_id)?;
+            tracing::Span::current().record("shard_id", field::display(id));
+            let existed = blocking(move || store.delete(id)).await?;
+            Ok(DeleteShardResponse { existed })
+        })
+        .await
+    }
+
+    async fn list_shards(
+        &self,
+        request: Request<ListShardsRequest>,
+    ) -> Result<Response<ListShardsResponse>, Status> {
+        let store = Arc::clone(&self.store);
+        self.observe("ListShards", async move {
+            let req = request.into_inner();
+            let limit = match req.limit {
+                0 => LIST_DEFAULT,
+                n if n > LIST_MAX => {
+                    return Err(Status::invalid_argument(format!(
+                        "limit {n} is over the maximum of {LIST_MAX}"
+                    )));
+                }
+                n => n,
+            } as usize;
+            let start_after = if req.start_after.is_empty() {
+                None
+            } else {
+                Some(parse_shard_id("start_after", &req.start_after)?)
+            };
+            let shards = blocking(move || store.list(start_after, limit)).await?;
+            let next_start_after = match shards.last() {
+                Some(last) if shards.len() == limit => last.id.to_string(),
+                _ => String::new(),
+            };
+            Ok(ListShardsResponse {
+                shards: shards.iter().map(shard_info).collect(),
+                next_start_after,
+            })
+        })
+        .await
+    }
+
+    async fn stat_shard(
+        &self,
+        request: Request<StatShardRequest>,
+    ) -> Result<Response<StatShardResponse>, Status> {
+        let store = Arc::clone(&self.store);
+        self.observe("StatShard", async move {
+            let id = parse_shard_id("shard_id", &request.get_ref().shard_id)?;
+            tracing::Span::current().record("shard_id", field::display(id));
+            let meta = blocking(move || store.stat(id)).await?;
+            Ok(StatShardResponse {
+                shard: Some(shard_info(&meta)),
+            })
+        })
+        .await
+    }
+
+    async fn node_info(
+        &self,
+        _request: Request<NodeInfoRequest>,
+    ) -> Result<Response<NodeInfoResponse>, Status> {
+        let store = Arc::clone(&self.store);
+        let scrub_passes = self.metrics.scrub_passes.get();
+        self.observe("NodeInfo", async move {
+            let space = blocking({
+                let store = Arc::clone(&store);
+                move || store.space()
+            })
+            .await?;
+            use std::sync::atomic::Ordering::Relaxed;
+            Ok(NodeInfoResponse {
+                node_id: store.node_id().to_string(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                capacity_bytes: space.capacity,
+                used_bytes: space.used,
+                available_bytes: space.available,
+                reserve_bytes: space.reserve,
+                shard_count: store.shard_count(),
+                checksum_errors: store.faults.checksum_errors.load(Relaxed),
+                io_errors: store.faults.io_errors.load(Relaxed),
+                corrupt_shards: store
+                    .corrupt_shards()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                scrub_passes,
+            })
+        })
+        .await
+    }
+}
+
+/// Runs a store call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(Status::from),
+        Err(e) => Err(Status::internal(format!("storage task failed: {e}"))),
+    }
+}
+
+/// A failed upload stream: a message over the size limit (tonic reports OUT_OF_RANGE while
+/// decoding) is RESOURCE_EXHAUSTED, as documented in chunk.proto; anything else (a reset,
+/// a broken connection) is ABORTED.
+fn stream_error(s: &Status, what: String) -> Status {
+    let code = match s.code() {
+        Code::OutOfRange | Code::ResourceExhausted => Code::ResourceExhausted,
+        _ => Code::Aborted,
+    };
+    Status::new(code, format!("{what}: {}", s.message()))
+}
+
+/// Client mistakes are debug-level; faults on our side are warnings.
+fn log_status(span: &tracing::Span, method: &'static str, s: &Status) {
+    let _e = span.enter();
+    match s.code() {
+        Code::Internal | Code::DataLoss | Code::Unknown => {
+            warn!(method, code = ?s.code(), message = s.message(), "request failed")
+        }
+        _ => debug!(method, code = ?s.code(), message = s.message(), "request refused"),
+    }
+}

@@ -1,0 +1,637 @@
+//! Pure builders: a validated `DogCluster` in, the exact child objects out.
+//!
+//! Nothing here talks to the API server, so the output can be compared against reviewed golden
+//! files and validated against the Kubernetes schemas offline.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+
+use crate::crd::{DogCluster, MANAGER, StorageSpec};
+
+pub const META_GRPC_PORT: i32 = 7000;
+pub const CHUNK_GRPC_PORT: i32 = 7100;
+pub const HTTP_PORT: i32 = 9100;
+/// Where each server keeps its data (the PVC mount).
+pub const DATA_DIR: &str = "/var/lib/dogfs";
+/// Where the TLS Secret is mounted.
+pub const TLS_DIR: &str = "/etc/dogfs/tls";
+/// UID/GID of the image's unprivileged user.
+pub const RUN_AS: i64 = 65532;
+/// Pod template annotation that changes whenever the shared ConfigMap does, so pods that read
+/// it through `envFrom` restart with the new values.
+pub const CONFIG_HASH_ANNOTATION: &str = "dogfs.io/config-hash";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// Owner references and names need these; objects read from the API server always have them.
+    #[error("DogCluster has no metadata.{0}")]
+    MissingMetadata(&'static str),
+}
+
+/// Everything the builders need beyond the spec, decided before building.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inputs {
+    /// Chunk StatefulSet replicas for this round (see [`plan_chunk_replicas`]).
+    pub chunk_replicas: i32,
+    /// PEM CA bundle for the client ConfigMap, read from the TLS Secret.
+    pub ca_bundle: Option<String>,
+}
+
+/// The child objects of one DogCluster, in the order they are applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    pub config: ConfigMap,
+    pub client_config: ConfigMap,
+    pub meta_headless: Service,
+    pub meta_service: Service,
+    pub chunk_headless: Service,
+    pub chunk_service: Service,
+    pub meta: StatefulSet,
+    pub chunk: StatefulSet,
+    pub meta_pdb: PodDisruptionBudget,
+    pub chunk_pdb: PodDisruptionBudget,
+}
+
+/// Object names derived from the cluster name; the single place that spells them.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub cluster: String,
+    pub namespace: String,
+}
+
+impl Names {
+    pub fn of(cluster: &DogCluster) -> Result<Names, Error> {
+        Ok(Names {
+            cluster: cluster
+                .metadata
+                .name
+                .clone()
+                .ok_or(Error::MissingMetadata("name"))?,
+            namespace: cluster
+                .metadata
+                .namespace
+                .clone()
+                .ok_or(Error::MissingMetadata("namespace"))?,
+        })
+    }
+    pub fn meta(&self) -> String {
+        format!("{}-meta", self.cluster)
+    }
+    pub fn meta_headless(&self) -> String {
+        format!("{}-meta-headless", self.cluster)
+    }
+    pub fn chunk(&self) -> String {
+        format!("{}-chunk", self.cluster)
+    }
+    pub fn chunk_headless(&self) -> String {
+        format!("{}-chunk-headless", self.cluster)
+    }
+    pub fn config(&self) -> String {
+        format!("{}-config", self.cluster)
+    }
+    pub fn client_config(&self) -> String {
+        format!("{}-client", self.cluster)
+    }
+    /// Stable DNS name of meta pod `ordinal`, with the gRPC port.
+    pub fn meta_peer(&self, ordinal: i32) -> String {
+        format!(
+            "{}-{ordinal}.{}.{}.svc.cluster.local:{META_GRPC_PORT}",
+            self.meta(),
+            self.meta_headless(),
+            self.namespace
+        )
+    }
+    /// What clients in the cluster dial: the meta client Service.
+    pub fn endpoint(&self, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
+        format!(
+            "{scheme}://{}.{}.svc:{META_GRPC_PORT}",
+            self.meta(),
+            self.namespace
+        )
+    }
+}
+
+/// The two server roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Meta,
+    Chunk,
+}
+
+impl Role {
+    fn component(self) -> &'static str {
+        match self {
+            Role::Meta => "meta",
+            Role::Chunk => "chunk",
+        }
+    }
+}
+
+/// Chunk StatefulSet replicas for this reconcile.
+///
+/// Scale-up goes straight to the target. Scale-down removes one server per round and only when
+/// every current server is ready, so at most one server's shards are missing at a time and
+/// repair can catch up; it never goes below `k + m`. Draining through the admin API replaces
+/// this once it exists.
+pub fn plan_chunk_replicas(desired: i32, floor: i32, current: Option<&StatefulSet>) -> i32 {
+    let target = desired.max(floor);
+    let Some(current) = current else {
+        return target;
+    };
+    let replicas = current.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    if target >= replicas {
+        return target;
+    }
+    let status = current.status.as_ref();
+    let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
+    let settled = status.and_then(|s| s.observed_generation) == current.metadata.generation
+        && status.map(|s| s.replicas) == Some(replicas);
+    if settled && ready == replicas {
+        replicas - 1
+    } else {
+        replicas
+    }
+}
+
+/// Builds every child object of `cluster`.
+pub fn build(cluster: &DogCluster, inputs: &Inputs) -> Result<Desired, Error> {
+    let names = Names::of(cluster)?;
+    let owner = owner_reference(cluster)?;
+    let spec = &cluster.spec;
+    let tls = spec.tls.is_some();
+
+    let config_data = shared_config(cluster, &names);
+    let config_hash = format!("{:016x}", fnv1a(&config_data));
+    let config = ConfigMap {
+        metadata: metadata(&names, names.config(), "config", &owner),
+        data: Some(config_data),
+        ..ConfigMap::default()
+    };
+
+    let mut client_data = BTreeMap::from([("DOGFS_ENDPOINT".to_string(), names.endpoint(tls))]);
+    if let Some(ca) = &inputs.ca_bundle {
+        client_data.insert("ca.crt".to_string(), ca.clone());
+    }
+    let client_config = ConfigMap {
+        metadata: metadata(&names, names.client_config(), "client", &owner),
+        data: Some(client_data),
+        ..ConfigMap::default()
+    };
+
+    Ok(Desired {
+        config,
+        client_config,
+        meta_headless: service(&names, &owner, Role::Meta, true),
+        meta_service: service(&names, &owner, Role::Meta, false),
+        chunk_headless: service(&names, &owner, Role::Chunk, true),
+        chunk_service: service(&names, &owner, Role::Chunk, false),
+        meta: stateful_set(
+            cluster,
+            &names,
+            &owner,
+            Role::Meta,
+            spec.meta.replicas,
+            &config_hash,
+        ),
+        chunk: stateful_set(
+            cluster,
+            &names,
+            &owner,
+            Role::Chunk,
+            inputs.chunk_replicas,
+            &config_hash,
+        ),
+        meta_pdb: pdb(&names, &owner, Role::Meta),
+        chunk_pdb: pdb(&names, &owner, Role::Chunk),
+    })
+}
+
+fn owner_reference(cluster: &DogCluster) -> Result<OwnerReference, Error> {
+    let mut owner = cluster
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingMetadata("uid"))?;
+    // Foreground deletion of the DogCluster waits for its children.
+    owner.block_owner_deletion = Some(true);
+    Ok(owner)
+}
+
+/// Settings both servers read through `envFrom`; clap ignores variables a binary has no flag for.
+fn shared_config(cluster: &DogCluster, names: &Names) -> BTreeMap<String, String> {
+    let peers: Vec<String> = (0..cluster.spec.meta.replicas)
+        .map(|i| names.meta_peer(i))
+        .collect();
+    let peers = peers.join(",");
+    BTreeMap::from([
+        ("DOGFS_PEERS".to_string(), peers.clone()),
+        ("DOGFS_META_ENDPOINTS".to_string(), peers),
+        (
+            "DOGFS_PARTITIONS".to_string(),
+            cluster.spec.meta.partitions.to_string(),
+        ),
+        ("DOGFS_EC_K".to_string(), cluster.spec.erasure.k.to_string()),
+        ("DOGFS_EC_M".to_string(), cluster.spec.erasure.m.to_string()),
+    ])
+}
+
+/// Stable, dependency-free hash for the config annotation (the golden files pin its value).
+fn fnv1a(data: &BTreeMap<String, String>) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, v) in data {
+        for byte in k.bytes().chain([0]).chain(v.bytes()).chain([0]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// Labels that select one role's pods; also part of every object's labels.
+fn selector_labels(names: &Names, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "dogfs".to_string()),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            names.cluster.clone(),
+        ),
+        (
+            "app.kubernetes.io/component".to_string(),
+            component.to_string(),
+        ),
+    ])
+}
+
+fn labels(names: &Names, component: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(names, component);
+    labels.insert("app.kubernetes.io/part-of".to_string(), "dogfs".to_string());
+    labels.insert(
+        "app.kubernetes.io/managed-by".to_string(),
+        MANAGER.to_string(),
+    );
+    labels
+}
+
+fn metadata(names: &Names, name: String, component: &str, owner: &OwnerReference) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(names.namespace.clone()),
+        labels: Some(labels(names, component)),
+        owner_references: Some(vec![owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn grpc_port(role: Role) -> i32 {
+    match role {
+        Role::Meta => META_GRPC_PORT,
+        Role::Chunk => CHUNK_GRPC_PORT,
+    }
+}
+
+fn service(names: &Names, owner: &OwnerReference, role: Role, headless: bool) -> Service {
+    let name = match (role, headless) {
+        (Role::Meta, true) => names.meta_headless(),
+        (Role::Meta, false) => names.meta(),
+        (Role::Chunk, true) => names.chunk_headless(),
+        (Role::Chunk, false) => names.chunk(),
+    };
+    let port = |name: &str, port: i32| ServicePort {
+        name: Some(name.to_string()),
+        port,
+        target_port: Some(IntOrString::String(name.to_string())),
+        protocol: Some("TCP".to_string()),
+        ..ServicePort::default()
+    };
+    Service {
+        metadata: metadata(names, name, role.component(), owner),
+        spec: Some(ServiceSpec {
+            cluster_ip: headless.then(|| "None".to_string()),
+            // Raft peers and registering chunk servers must resolve each other before any of
+            // them is ready, so the headless names exist from pod start.
+            publish_not_ready_addresses: headless.then_some(true),
+            selector: Some(selector_labels(names, role.component())),
+            ports: Some(vec![port("grpc", grpc_port(role)), port("http", HTTP_PORT)]),
+            type_: (!headless).then(|| "ClusterIP".to_string()),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn pdb(names: &Names, owner: &OwnerReference, role: Role) -> PodDisruptionBudget {
+    let name = match role {
+        Role::Meta => names.meta(),
+        Role::Chunk => names.chunk(),
+    };
+    PodDisruptionBudget {
+        metadata: metadata(names, name, role.component(), owner),
+        spec: Some(PodDisruptionBudgetSpec {
+            // Meta: a 3-node Raft group keeps quorum with one down. Chunk: voluntary evictions
+            // one at a time, so with m >= 1 no segment loses more than one shard to them.
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(names, role.component())),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+fn env_field(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: field_path.to_string(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::String("http".to_string()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+fn storage_claim(names: &Names, role: Role, storage: &StorageSpec) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".to_string()),
+            labels: Some(selector_labels(names, role.component())),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_string()]),
+            storage_class_name: storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(storage.size.clone()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+fn stateful_set(
+    cluster: &DogCluster,
+    names: &Names,
+    owner: &OwnerReference,
+    role: Role,
+    replicas: i32,
+    config_hash: &str,
+) -> StatefulSet {
+    let spec = &cluster.spec;
+    let (name, headless, storage, resources, binary) = match role {
+        Role::Meta => (
+            names.meta(),
+            names.meta_headless(),
+            &spec.meta.storage,
+            spec.meta.resources.clone(),
+            "dogfs-meta",
+        ),
+        Role::Chunk => (
+            names.chunk(),
+            names.chunk_headless(),
+            &spec.chunk.storage,
+            spec.chunk.resources.clone(),
+            "dogfs-chunk",
+        ),
+    };
+    let port = grpc_port(role);
+
+    let mut env_vars = vec![env_field("POD_NAME", "metadata.name")];
+    if role == Role::Meta {
+        // The StatefulSet controller labels each pod with its ordinal (Kubernetes >= 1.28).
+        env_vars.push(env_field(
+            "DOGFS_NODE_ID",
+            "metadata.labels['apps.kubernetes.io/pod-index']",
+        ));
+    }
+    env_vars.push(env(
+        "DOGFS_ADVERTISE_ADDR",
+        format!(
+            "$(POD_NAME).{headless}.{}.svc.cluster.local:{port}",
+            names.namespace
+        ),
+    ));
+    env_vars.push(env("DOGFS_GRPC_ADDR", format!("0.0.0.0:{port}")));
+    env_vars.push(env("DOGFS_HTTP_ADDR", format!("0.0.0.0:{HTTP_PORT}")));
+    env_vars.push(env("DOGFS_DATA_DIR", DATA_DIR));
+    if role == Role::Chunk
+        && let Some(reserve) = &spec.chunk.reserve
+    {
+        env_vars.push(env("DOGFS_RESERVE", reserve.clone()));
+    }
+    let mut mounts = vec![
+        VolumeMount {
+            name: "data".to_string(),
+            mount_path: DATA_DIR.to_string(),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "tmp".to_string(),
+            mount_path: "/tmp".to_string(),
+            ..VolumeMount::default()
+        },
+    ];
+    let mut volumes = vec![Volume {
+        name: "tmp".to_string(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    if let Some(tls) = &spec.tls {
+        env_vars.push(env("DOGFS_TLS_CERT", format!("{TLS_DIR}/tls.crt")));
+        env_vars.push(env("DOGFS_TLS_KEY", format!("{TLS_DIR}/tls.key")));
+        env_vars.push(env("DOGFS_TLS_CA", format!("{TLS_DIR}/ca.crt")));
+        mounts.push(VolumeMount {
+            name: "tls".to_string(),
+            mount_path: TLS_DIR.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "tls".to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls.secret_name.clone()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    if let Some(auth) = &spec.auth {
+        env_vars.push(EnvVar {
+            name: "DOGFS_AUTH_TOKEN".to_string(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: auth.secret_name.clone(),
+                    key: "token".to_string(),
+                    ..SecretKeySelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+    }
+
+    let container = Container {
+        name: role.component().to_string(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
+        command: Some(vec![binary.to_string()]),
+        env: Some(env_vars),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: names.config(),
+                ..ConfigMapEnvSource::default()
+            }),
+            ..EnvFromSource::default()
+        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("grpc".to_string()),
+                container_port: port,
+                protocol: Some("TCP".to_string()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("http".to_string()),
+                container_port: HTTP_PORT,
+                protocol: Some("TCP".to_string()),
+                ..ContainerPort::default()
+            },
+        ]),
+        // Startup allows a slow first start (WAL recovery, Raft catch-up) without letting the
+        // liveness probe kill it.
+        startup_probe: Some(http_probe("/healthz", 5, 60)),
+        liveness_probe: Some(http_probe("/healthz", 10, 3)),
+        readiness_probe: Some(http_probe("/readyz", 5, 2)),
+        resources,
+        volume_mounts: Some(mounts),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_string()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+
+    let selector = selector_labels(names, role.component());
+    let spread = |topology_key: &str| TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: topology_key.to_string(),
+        // Preferences, not rules: a small cluster (or kind) still schedules every pod.
+        when_unsatisfiable: "ScheduleAnyway".to_string(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(selector.clone()),
+            ..LabelSelector::default()
+        }),
+        ..TopologySpreadConstraint::default()
+    };
+    let pod_labels = labels(names, role.component());
+
+    StatefulSet {
+        metadata: metadata(names, name, role.component(), owner),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(headless),
+            // Raft needs a quorum before any meta pod is ready, and chunk servers do not depend
+            // on each other: start all pods at once instead of one by one.
+            pod_management_policy: Some("Parallel".to_string()),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..LabelSelector::default()
+            },
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(spec.pvc_retention.when_deleted.as_str().to_string()),
+                    when_scaled: Some(spec.pvc_retention.when_scaled.as_str().to_string()),
+                },
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_string(),
+                        config_hash.to_string(),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    enable_service_links: Some(false),
+                    termination_grace_period_seconds: Some(match role {
+                        Role::Meta => 30,
+                        // In-flight shard streams get time to finish.
+                        Role::Chunk => 60,
+                    }),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS),
+                        run_as_group: Some(RUN_AS),
+                        fs_group: Some(RUN_AS),
+                        fs_group_change_policy: Some("OnRootMismatch".to_string()),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_string(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    topology_spread_constraints: Some(vec![
+                        spread("kubernetes.io/hostname"),
+                        spread("topology.kubernetes.io/zone"),
+                    ]),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![storage_claim(names, role, storage)]),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}

@@ -1,0 +1,387 @@
+//! The `DogCluster` custom resource (`dogfs.io/v1alpha1`).
+//!
+//! The schema carries the checks the API server can enforce on admission (OpenAPI bounds and CEL
+//! rules); [`crate::validate`] repeats them for objects that reached the cluster another way (an
+//! older CRD, a disabled admission path) and reports the failing field in the status.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Name of the operator as a field manager and event reporter.
+pub const MANAGER: &str = "dogfs-operator";
+
+/// Most shards a segment may have (k + m); mirrors the limit in `dogfs-core`'s scheme.
+pub const MAX_SHARDS: u32 = 32;
+
+/// A DogFS cluster: metadata nodes, chunk servers and the erasure scheme they use.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "dogfs.io",
+    version = "v1alpha1",
+    kind = "DogCluster",
+    plural = "dogclusters",
+    shortname = "dog",
+    namespaced,
+    status = "DogClusterStatus",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Meta","type":"string","jsonPath":".status.meta.ready","description":"ready/desired metadata nodes"}"#,
+    printcolumn = r#"{"name":"Chunk","type":"string","jsonPath":".status.chunk.ready","description":"ready/desired chunk servers"}"#,
+    printcolumn = r#"{"name":"EC","type":"string","jsonPath":".status.erasure","description":"erasure scheme k+m"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "self.chunk.replicas >= self.erasure.k + self.erasure.m"
+).message("chunk.replicas must be at least erasure.k + erasure.m").field_path(".chunk.replicas"))]
+pub struct DogClusterSpec {
+    /// Container image holding `dogfs-meta`, `dogfs-chunk` and `dogfs`.
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = Rule::new("self.size() > 0").message("image must not be empty"))]
+    pub image: String,
+
+    /// Pull policy for `image`; Kubernetes' default rule applies when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+
+    /// The metadata service (a Raft group of `replicas` nodes).
+    #[serde(default)]
+    pub meta: MetaSpec,
+
+    /// The chunk servers.
+    #[serde(default)]
+    pub chunk: ChunkSpec,
+
+    /// Default erasure scheme for new objects. Immutable: stored objects record their own
+    /// scheme, but placement and the `chunk.replicas` floor depend on this one.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("erasure is immutable"))]
+    pub erasure: ErasureSpec,
+
+    /// TLS for every gRPC connection; plaintext when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
+    /// Bearer-token authentication for clients and the admin API; none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+
+    /// What happens to the PersistentVolumeClaims of removed pods.
+    #[serde(default)]
+    pub pvc_retention: PvcRetention,
+}
+
+/// Kubernetes image pull policy.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// Metadata service settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetaSpec {
+    /// Raft group size: 1 (no fault tolerance), 3 or 5. Fixed at creation: the peers bootstrap
+    /// from a static list and membership changes are not offered by the metadata service yet.
+    #[serde(default = "default_meta_replicas")]
+    #[x_kube(
+        validation = Rule::new("self in [1, 3, 5]").message("meta.replicas must be 1, 3 or 5"),
+        validation = Rule::new("self == oldSelf").message("meta.replicas is immutable")
+    )]
+    pub replicas: i32,
+
+    /// Number of object partitions (Raft groups besides the system group). Fixed at creation
+    /// because the key-to-partition hash depends on it.
+    #[serde(default = "default_partitions")]
+    #[schemars(range(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("meta.partitions is immutable"))]
+    pub partitions: i32,
+
+    /// Volume for each metadata node (Raft log and state machine). Immutable: a StatefulSet's
+    /// volume claim templates cannot change.
+    #[serde(default = "default_meta_storage")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("meta.storage is immutable"))]
+    pub storage: StorageSpec,
+
+    /// CPU and memory for each metadata node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for MetaSpec {
+    fn default() -> Self {
+        MetaSpec {
+            replicas: default_meta_replicas(),
+            partitions: default_partitions(),
+            storage: default_meta_storage(),
+            resources: None,
+        }
+    }
+}
+
+fn default_meta_replicas() -> i32 {
+    3
+}
+
+fn default_partitions() -> i32 {
+    8
+}
+
+fn default_meta_storage() -> StorageSpec {
+    StorageSpec {
+        size: "10Gi".to_string(),
+        storage_class_name: None,
+    }
+}
+
+/// Chunk server settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkSpec {
+    /// Number of chunk servers; at least erasure.k + erasure.m.
+    #[serde(default = "default_chunk_replicas")]
+    #[schemars(range(min = 2, max = 10000))]
+    pub replicas: i32,
+
+    /// Volume for each chunk server (shard files). Immutable: a StatefulSet's volume claim
+    /// templates cannot change.
+    #[serde(default = "default_chunk_storage")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("chunk.storage is immutable"))]
+    pub storage: StorageSpec,
+
+    /// Free space a chunk server keeps back; it refuses writes below it (e.g. `1Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("isQuantity(self)").message("chunk.reserve must be a quantity such as 1Gi"))]
+    pub reserve: Option<String>,
+
+    /// CPU and memory for each chunk server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for ChunkSpec {
+    fn default() -> Self {
+        ChunkSpec {
+            replicas: default_chunk_replicas(),
+            storage: default_chunk_storage(),
+            reserve: None,
+            resources: None,
+        }
+    }
+}
+
+fn default_chunk_replicas() -> i32 {
+    6
+}
+
+fn default_chunk_storage() -> StorageSpec {
+    StorageSpec {
+        size: "100Gi".to_string(),
+        storage_class_name: None,
+    }
+}
+
+/// A PersistentVolumeClaim per pod.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Requested size, a Kubernetes quantity such as `10Gi`.
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new(
+        "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))"
+    ).message("storage size must be a positive quantity such as 10Gi"))]
+    pub size: String,
+
+    /// StorageClass of the claims; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub storage_class_name: Option<String>,
+}
+
+/// Reed-Solomon parameters: k data shards and m parity shards per stripe.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.k + self.m <= 32").message("erasure.k + erasure.m must be at most 32"))]
+pub struct ErasureSpec {
+    /// Data shards per stripe.
+    #[serde(default = "default_k")]
+    #[schemars(range(min = 1, max = 31))]
+    pub k: i32,
+    /// Parity shards per stripe: how many chunk servers may be lost without losing data.
+    #[serde(default = "default_m")]
+    #[schemars(range(min = 1, max = 31))]
+    pub m: i32,
+}
+
+impl Default for ErasureSpec {
+    fn default() -> Self {
+        ErasureSpec {
+            k: default_k(),
+            m: default_m(),
+        }
+    }
+}
+
+fn default_k() -> i32 {
+    4
+}
+
+fn default_m() -> i32 {
+    2
+}
+
+/// TLS material for servers and clients.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Secret of type kubernetes.io/tls with `tls.crt`, `tls.key` and `ca.crt` (the layout
+    /// cert-manager writes). The certificate must cover `*.<cluster>-meta-headless.<ns>.svc`,
+    /// `*.<cluster>-chunk-headless.<ns>.svc` and `<cluster>-meta.<ns>.svc`.
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.size() > 0").message("tls.secretName must not be empty"))]
+    pub secret_name: String,
+}
+
+/// Bearer-token authentication.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Secret holding the token under the key `token`.
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.size() > 0").message("auth.secretName must not be empty"))]
+    pub secret_name: String,
+}
+
+/// Kubernetes' StatefulSet PVC retention, applied to both StatefulSets.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcRetention {
+    /// Claims of a deleted DogCluster. `Retain` (the default) keeps the data.
+    #[serde(default = "retain")]
+    pub when_deleted: RetentionPolicy,
+    /// Claims of chunk servers removed by a scale-down. `Retain` (the default) lets a later
+    /// scale-up bring the same shards back.
+    #[serde(default = "retain")]
+    pub when_scaled: RetentionPolicy,
+}
+
+impl Default for PvcRetention {
+    fn default() -> Self {
+        PvcRetention {
+            when_deleted: retain(),
+            when_scaled: retain(),
+        }
+    }
+}
+
+fn retain() -> RetentionPolicy {
+    RetentionPolicy::Retain
+}
+
+/// Keep or delete a claim.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetentionPolicy {
+    Retain,
+    Delete,
+}
+
+impl RetentionPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetentionPolicy::Retain => "Retain",
+            RetentionPolicy::Delete => "Delete",
+        }
+    }
+}
+
+/// Observed state, written by the operator only.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DogClusterStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// One word for humans: Pending, Creating, Scaling, Updating, Running, Degraded or Invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// `Ready`, `Progressing`, `Degraded` (later also `Draining`, `Rebalancing`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".to_string()]))]
+    pub conditions: Vec<Condition>,
+
+    /// Metadata nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<ReplicaStatus>,
+
+    /// Chunk servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<ReplicaStatus>,
+
+    /// The erasure scheme in force, as `k+m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erasure: Option<String>,
+}
+
+/// Replica counts of one StatefulSet.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    /// Replicas the spec asks for.
+    pub desired: i32,
+    /// Replicas the StatefulSet currently runs (differs from `desired` while scaling).
+    pub current: i32,
+    /// Pods passing their readiness probe.
+    pub ready_replicas: i32,
+    /// `ready/desired`, for the printer columns.
+    pub ready: String,
+}
+
+/// Coarse state of a DogCluster.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepted, nothing applied yet.
+    Pending,
+    /// Objects applied, pods not all ready yet.
+    Creating,
+    /// Chunk servers being added or removed.
+    Scaling,
+    /// A rolling update (new image or settings) is under way.
+    Updating,
+    /// Every pod ready.
+    Running,
+    /// Was running; some pods are not ready.
+    Degraded,
+    /// The spec failed validation; nothing was changed.
+    Invalid,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Creating => "Creating",
+            Phase::Scaling => "Scaling",
+            Phase::Updating => "Updating",
+            Phase::Running => "Running",
+            Phase::Degraded => "Degraded",
+            Phase::Invalid => "Invalid",
+        }
+    }
+}

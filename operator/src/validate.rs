@@ -1,0 +1,373 @@
+//! Pure validation of a `DogCluster` before anything is built or applied.
+//!
+//! The CRD schema enforces the same rules on admission; these run again because a stored object
+//! may predate the current schema, and because the status must name the offending field.
+
+use std::fmt;
+
+use crate::crd::{DogCluster, DogClusterSpec, MAX_SHARDS};
+
+/// Longest cluster name: `<name>-chunk-headless` must stay a 63-character DNS label and
+/// `<name>-chunk` leaves room for the StatefulSet's `controller-revision-hash` suffix.
+pub const MAX_NAME_LEN: usize = 40;
+
+/// One rule a spec broke, with the path of the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// JSON path from the object root, e.g. `spec.chunk.replicas`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every rule a spec broke, in field order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", join(.0))]
+pub struct InvalidSpec(pub Vec<FieldError>);
+
+fn join(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Checks a cluster's name and spec; `Err` lists every broken rule.
+pub fn validate(cluster: &DogCluster) -> Result<(), InvalidSpec> {
+    let mut errors = Vec::new();
+    let mut fail = |field: &str, message: String| {
+        errors.push(FieldError {
+            field: field.to_string(),
+            message,
+        });
+    };
+
+    match cluster.metadata.name.as_deref() {
+        None => fail("metadata.name", "is missing".to_string()),
+        Some(name) if !is_dns_label(name) || name.len() > MAX_NAME_LEN => fail(
+            "metadata.name",
+            format!(
+                "{name:?} must be a DNS label of at most {MAX_NAME_LEN} characters \
+                 (lowercase letters, digits and '-', starting with a letter)"
+            ),
+        ),
+        Some(_) => {}
+    }
+    if cluster.metadata.namespace.is_none() {
+        fail("metadata.namespace", "is missing".to_string());
+    }
+
+    let spec: &DogClusterSpec = &cluster.spec;
+    if spec.image.trim().is_empty() || spec.image.chars().any(char::is_whitespace) {
+        fail(
+            "spec.image",
+            format!("{:?} is not an image reference", spec.image),
+        );
+    }
+
+    if ![1, 3, 5].contains(&spec.meta.replicas) {
+        fail(
+            "spec.meta.replicas",
+            format!("{} must be 1, 3 or 5", spec.meta.replicas),
+        );
+    }
+    if !(1..=1024).contains(&spec.meta.partitions) {
+        fail(
+            "spec.meta.partitions",
+            format!("{} must be in 1..=1024", spec.meta.partitions),
+        );
+    }
+    check_size(&mut fail, "spec.meta.storage.size", &spec.meta.storage.size);
+    check_class(
+        &mut fail,
+        "spec.meta.storage.storageClassName",
+        &spec.meta.storage.storage_class_name,
+    );
+
+    let (k, m) = (spec.erasure.k, spec.erasure.m);
+    if k < 1 {
+        fail("spec.erasure.k", format!("{k} must be at least 1"));
+    }
+    if m < 1 {
+        fail("spec.erasure.m", format!("{m} must be at least 1"));
+    }
+    let shards = i64::from(k) + i64::from(m);
+    if shards > i64::from(MAX_SHARDS) {
+        fail(
+            "spec.erasure",
+            format!("k + m = {shards} must be at most {MAX_SHARDS}"),
+        );
+    }
+    // The erasure scheme is immutable; the status records the one the cluster was built with.
+    let recorded = cluster.status.as_ref().and_then(|s| s.erasure.as_deref());
+    let requested = erasure_label(k, m);
+    if let Some(recorded) = recorded
+        && recorded != requested
+    {
+        fail(
+            "spec.erasure",
+            format!(
+                "is immutable: the cluster was created with {recorded}, the spec asks for {requested}"
+            ),
+        );
+    }
+
+    if i64::from(spec.chunk.replicas) < shards {
+        fail(
+            "spec.chunk.replicas",
+            format!(
+                "{} is less than erasure.k + erasure.m = {shards}",
+                spec.chunk.replicas
+            ),
+        );
+    }
+    check_size(
+        &mut fail,
+        "spec.chunk.storage.size",
+        &spec.chunk.storage.size,
+    );
+    check_class(
+        &mut fail,
+        "spec.chunk.storage.storageClassName",
+        &spec.chunk.storage.storage_class_name,
+    );
+    if let Some(reserve) = &spec.chunk.reserve
+        && !is_quantity(reserve)
+    {
+        fail(
+            "spec.chunk.reserve",
+            format!("{reserve:?} is not a quantity such as 1Gi"),
+        );
+    }
+
+    if let Some(tls) = &spec.tls
+        && !is_dns_subdomain(&tls.secret_name)
+    {
+        fail(
+            "spec.tls.secretName",
+            format!("{:?} is not a valid Secret name", tls.secret_name),
+        );
+    }
+    if let Some(auth) = &spec.auth
+        && !is_dns_subdomain(&auth.secret_name)
+    {
+        fail(
+            "spec.auth.secretName",
+            format!("{:?} is not a valid Secret name", auth.secret_name),
+        );
+    }
+
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(InvalidSpec(errors))
+    }
+}
+
+/// `k+m`, as shown in the status.
+pub fn erasure_label(k: i32, m: i32) -> String {
+    format!("{k}+{m}")
+}
+
+fn check_size(fail: &mut impl FnMut(&str, String), field: &str, size: &str) {
+    if !is_positive_quantity(size) {
+        fail(
+            field,
+            format!("{size:?} is not a positive quantity such as 10Gi"),
+        );
+    }
+}
+
+fn check_class(fail: &mut impl FnMut(&str, String), field: &str, class: &Option<String>) {
+    if let Some(class) = class
+        && !is_dns_subdomain(class)
+    {
+        fail(field, format!("{class:?} is not a valid StorageClass name"));
+    }
+}
+
+/// RFC 1035 label as Kubernetes uses it for Service names.
+fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_lowercase()
+        && b[b.len() - 1] != b'-'
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// RFC 1123 subdomain, the rule for most object names.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|part| {
+            let b = part.as_bytes();
+            !b.is_empty()
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        })
+}
+
+/// Parses a Kubernetes quantity (`<sign><number><suffix>`); returns whether its number is > 0.
+fn parse_quantity(s: &str) -> Option<bool> {
+    let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let negative = s.starts_with('-');
+    let number_len = unsigned
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(unsigned.len());
+    let (number, suffix) = unsigned.split_at(number_len);
+    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+    if int.is_empty() && frac.is_empty() || frac.contains('.') {
+        return None;
+    }
+    let suffix_ok = matches!(
+        suffix,
+        "" | "Ki"
+            | "Mi"
+            | "Gi"
+            | "Ti"
+            | "Pi"
+            | "Ei"
+            | "n"
+            | "u"
+            | "m"
+            | "k"
+            | "M"
+            | "G"
+            | "T"
+            | "P"
+            | "E"
+    ) || suffix
+        .strip_prefix(['e', 'E'])
+        .map(|exp| {
+            let digits = exp.strip_prefix(['+', '-']).unwrap_or(exp);
+            !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit())
+        })
+        .unwrap_or(false);
+    if !suffix_ok {
+        return None;
+    }
+    let nonzero = int.bytes().chain(frac.bytes()).any(|c| c != b'0');
+    Some(nonzero && !negative)
+}
+
+fn is_quantity(s: &str) -> bool {
+    parse_quantity(s).is_some()
+}
+
+fn is_positive_quantity(s: &str) -> bool {
+    parse_quantity(s) == Some(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::DogClusterSpec;
+
+    fn cluster(spec: DogClusterSpec) -> DogCluster {
+        let mut c = DogCluster::new("demo", spec);
+        c.metadata.namespace = Some("default".to_string());
+        c
+    }
+
+    fn spec() -> DogClusterSpec {
+        serde_json::from_value(serde_json::json!({"image": "dogfs:dev"})).unwrap()
+    }
+
+    fn fields(c: &DogCluster) -> Vec<String> {
+        match validate(c) {
+            Ok(()) => vec![],
+            Err(InvalidSpec(errors)) => errors.into_iter().map(|e| e.field).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(validate(&cluster(spec())), Ok(()));
+    }
+
+    #[test]
+    fn quantities() {
+        for ok in [
+            "10Gi", "1", "0.5Ti", "1e3", "100M", "1.5Gi", "+2Ki", ".5Gi", "3E+2",
+        ] {
+            assert!(is_positive_quantity(ok), "{ok}");
+        }
+        for bad in [
+            "", "Gi", "10GB", "10 Gi", "-1Gi", "0", "0Gi", "1.2.3", "1e", "abc", "10gi",
+        ] {
+            assert!(!is_positive_quantity(bad), "{bad}");
+        }
+        assert!(is_quantity("0"));
+    }
+
+    #[test]
+    fn chunk_replicas_below_k_plus_m_names_the_field() {
+        let mut s = spec();
+        s.chunk.replicas = 5;
+        let err = validate(&cluster(s)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spec.chunk.replicas: 5 is less than erasure.k + erasure.m = 6"
+        );
+    }
+
+    #[test]
+    fn every_broken_rule_is_reported() {
+        let mut s = spec();
+        s.meta.replicas = 2;
+        s.erasure.k = 0;
+        s.erasure.m = 40;
+        s.meta.storage.size = "ten".to_string();
+        s.chunk.reserve = Some("lots".to_string());
+        s.image = " ".to_string();
+        let mut c = cluster(s);
+        c.metadata.name = Some("Demo".to_string());
+        assert_eq!(
+            fields(&c),
+            [
+                "metadata.name",
+                "spec.image",
+                "spec.meta.replicas",
+                "spec.meta.storage.size",
+                "spec.erasure.k",
+                "spec.erasure",
+                "spec.chunk.reserve",
+            ]
+        );
+    }
+
+    #[test]
+    fn erasure_change_is_rejected_once_recorded() {
+        let mut c = cluster(spec());
+        c.status = Some(crate::crd::DogClusterStatus {
+            erasure: Some("3+2".to_string()),
+            ..Default::default()
+        });
+        let err = validate(&c).unwrap_err();
+        assert!(
+            err.to_string().starts_with("spec.erasure: is immutable"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_dns_label("demo-1"));
+        assert!(!is_dns_label("1demo"));
+        assert!(!is_dns_label("demo-"));
+        assert!(is_dns_subdomain("fast.ssd"));
+        assert!(!is_dns_subdomain("Fast"));
+        let mut c = cluster(spec());
+        c.metadata.name = Some("a".repeat(MAX_NAME_LEN + 1));
+        assert_eq!(fields(&c), ["metadata.name"]);
+    }
+}

@@ -1,0 +1,17 @@
+//! DogFS wire protocol: the `.proto` files under `proto/` and the code generated from them.
+//! Nothing else lives here; conversions to `dogfs-core` types live in each consuming crate.
+
+#![allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    missing_debug_implementations
+)]
+
+/// The chunk service: shard storage on one chunk server.
+pub mod chunk {
+    pub mod v1 {
+        tonic::include_proto!("dogfs.chunk.v1");
+    }
+    pub use v1::*;
+}
