@@ -1,1 +1,141 @@
-fn main() {}
+//! The chunk service's stream path on one connection, against raw loopback TCP in the same run.
+//!
+//! `cargo bench -p dogfs-chunk --bench stream`
+//!
+//! The store lives on tmpfs (`/dev/shm`) when there is one, so the figures measure the stream
+//! path (HTTP/2, protobuf, CRC32C, the store's write/read and checksum code), not the disk:
+//! the bar compares it with raw TCP. Set `DOGFS_BENCH_DIR` to measure on another file system.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use dogfs_chunk::client::{connect, put_shard};
+use dogfs_chunk::{ChunkConfig, ChunkServer};
+use dogfs_core::ids::ShardId;
+use dogfs_core::transport::DATA_MESSAGE_BYTES;
+use dogfs_proto::chunk::{DeleteShardRequest, GetShardRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A 64 MiB segment over k = 4 gives 16 MiB shards.
+const SHARD: usize = 16 * 1024 * 1024;
+
+fn bench_dir() -> tempfile::TempDir {
+    let base = std::env::var_os("DOGFS_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            let shm = std::path::Path::new("/dev/shm");
+            shm.is_dir().then(|| shm.to_path_buf())
+        });
+    match base {
+        Some(b) => tempfile::tempdir_in(b).expect("bench dir"),
+        None => tempfile::tempdir().expect("bench dir"),
+    }
+}
+
+fn stream_path(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = bench_dir();
+    let server = rt
+        .block_on(ChunkServer::start(&ChunkConfig::for_tests(dir.path())))
+        .expect("server");
+    let addr = server.grpc_addr().to_string();
+    let client = rt.block_on(connect(&addr)).expect("connect");
+    let data = Bytes::from((0..SHARD).map(|i| (i * 7 + i / 4096) as u8).collect::<Vec<u8>>());
+
+    // Raw TCP: one connection, 1 MiB writes, the reader discarding into a 1 MiB buffer.
+    let sink = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind");
+    let sink_addr = sink.local_addr().expect("addr");
+    rt.spawn(async move {
+        while let Ok((mut s, _)) = sink.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; DATA_MESSAGE_BYTES];
+                let mut n = 0usize;
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => n += k,
+                    }
+                    // Acknowledge each full transfer so the writer times delivery, not
+                    // just its send buffer.
+                    if n >= SHARD {
+                        n -= SHARD;
+                        if s.write_all(&[1]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let mut tcp = rt
+        .block_on(TcpStream::connect(sink_addr))
+        .expect("connect sink");
+    tcp.set_nodelay(true).expect("nodelay");
+
+    let mut g = c.benchmark_group("stream");
+    g.throughput(Throughput::Bytes(SHARD as u64));
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(8));
+
+    g.bench_function("raw_tcp_16MiB", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                for chunk in data.chunks(DATA_MESSAGE_BYTES) {
+                    tcp.write_all(chunk).await.expect("write");
+                }
+                let mut ack = [0u8; 1];
+                tcp.read_exact(&mut ack).await.expect("ack");
+            })
+        })
+    });
+
+    g.bench_function("put_shard_16MiB", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut c = client.clone();
+                    let id = ShardId::random();
+                    let start = Instant::now();
+                    put_shard(&mut c, id, &data).await.expect("put");
+                    total += start.elapsed();
+                    let req = DeleteShardRequest {
+                        shard_id: id.to_string(),
+                    };
+                    c.delete_shard(req).await.expect("delete");
+                }
+                total
+            })
+        })
+    });
+
+    let id = ShardId::random();
+    rt.block_on(put_shard(&mut client.clone(), id, &data))
+        .expect("put");
+    g.bench_function("get_shard_16MiB", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                // Count and drop, like the raw TCP reader: measure the stream, not a Vec.
+                let mut c = client.clone();
+                let req = GetShardRequest {
+                    shard_id: id.to_string(),
+                    offset: 0,
+                    length: None,
+                };
+                let mut s = c.get_shard(req).await.expect("get").into_inner();
+                let mut n = 0;
+                while let Some(m) = s.message().await.expect("message") {
+                    n += m.data.len();
+                }
+                assert_eq!(n, SHARD);
+            })
+        })
+    });
+    g.finish();
+    rt.block_on(server.shutdown()).expect("shutdown");
+}
+
+criterion_group!(benches, stream_path);
+criterion_main!(benches);

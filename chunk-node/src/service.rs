@@ -20,7 +20,7 @@ use tracing::{Instrument, debug, field, info_span, warn};
 
 use crate::convert::{parse_shard_id, shard_info};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use crate::store::{ShardMeta, ShardWriter, Store, StoreError};
 
 /// Default and largest page of `ListShards`.
 pub const LIST_DEFAULT: u32 = 1000;
@@ -28,6 +28,9 @@ pub const LIST_MAX: u32 = 10_000;
 
 /// Messages of a `GetShard` stream read ahead of the client.
 const READ_AHEAD: usize = 4;
+
+/// Messages of a `PutShard` stream queued ahead of the writer thread.
+const WRITE_AHEAD: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct ChunkServiceImpl {
@@ -80,61 +83,99 @@ impl ChunkServiceImpl {
         let id = parse_shard_id("header.shard_id", &header.shard_id)?;
         tracing::Span::current().record("shard_id", field::display(id));
         let store = Arc::clone(&self.store);
-        let mut writer = blocking(move || store.begin_put(id, header.size)).await?;
-        loop {
+        let declared = header.size;
+        let writer = blocking(move || store.begin_put(id, declared)).await?;
+        // The file is written on a blocking thread fed through a short queue, so receiving
+        // and decoding the next messages overlaps with writing and checksumming this one.
+        let (tx, rx) = mpsc::channel(WRITE_AHEAD);
+        let write_task = tokio::task::spawn_blocking(move || write_loop(writer, rx));
+        let mut received = 0u64;
+        let failure = loop {
             let msg = match stream.message().await {
                 Ok(Some(m)) => m.msg,
                 Ok(None) => {
-                    return Err(Status::aborted(format!(
-                        "upload of shard {id} ended after {} of {} bytes without a trailer; nothing was stored",
-                        writer.received(),
-                        writer.declared()
-                    )));
+                    break Status::aborted(format!(
+                        "upload of shard {id} ended after {received} of {declared} bytes without a trailer; nothing was stored"
+                    ));
                 }
                 Err(s) => {
                     let what = format!(
-                        "upload of shard {id} broke after {} bytes; nothing was stored",
-                        writer.received()
+                        "upload of shard {id} broke after {received} bytes; nothing was stored"
                     );
-                    return Err(stream_error(&s, what));
+                    break stream_error(&s, what);
                 }
             };
             match msg {
                 Some(Msg::Data(data)) => {
                     // Refuse before writing, so nothing past the declared size touches disk.
-                    if writer.received() + data.len() as u64 > writer.declared() {
-                        return Err(StoreError::TooMuchData {
-                            id,
-                            declared: writer.declared(),
-                        }
-                        .into());
+                    received += data.len() as u64;
+                    if received > declared {
+                        break StoreError::TooMuchData { id, declared }.into();
                     }
-                    writer = blocking(move || {
-                        writer.write(&data)?;
-                        Ok(writer)
-                    })
-                    .await?;
+                    if tx.send(WriteCmd::Data(data)).await.is_err() {
+                        // The writer stopped on an error; its result says which.
+                        break Status::internal("shard writer stopped");
+                    }
                 }
                 Some(Msg::Trailer(t)) => {
-                    let meta = blocking(move || writer.commit(t.crc32c)).await?;
+                    if tx.send(WriteCmd::Commit(t.crc32c)).await.is_err() {
+                        break Status::internal("shard writer stopped");
+                    }
+                    drop(tx);
+                    let meta = match write_task.await {
+                        Ok(Ok(Some(meta))) => meta,
+                        Ok(Ok(None)) => return Err(Status::internal("shard writer ended early")),
+                        Ok(Err(e)) => return Err(e.into()),
+                        Err(e) => return Err(Status::internal(format!("shard writer: {e}"))),
+                    };
                     self.metrics.bytes_written.inc_by(meta.size);
                     return Ok(PutShardResponse {
                         shard: Some(shard_info(&meta)),
                     });
                 }
                 Some(Msg::Header(_)) => {
-                    return Err(Status::invalid_argument(format!(
+                    break Status::invalid_argument(format!(
                         "upload of shard {id}: a second header in one stream"
-                    )));
-                }
-                None => {
-                    return Err(Status::invalid_argument(
-                        "empty PutShard message: set one of header, data or trailer",
                     ));
                 }
+                None => {
+                    break Status::invalid_argument(
+                        "empty PutShard message: set one of header, data or trailer",
+                    );
+                }
             }
+        };
+        // Close the queue and wait for the writer to drop its temp file, so that when the
+        // client hears of the failure nothing of the upload remains. A store error (disk
+        // full, I/O) is the more precise answer when there is one.
+        drop(tx);
+        match write_task.await {
+            Ok(Err(e)) => Err(e.into()),
+            _ => Err(failure),
         }
     }
+}
+
+/// Messages from an upload's handler to its writer thread.
+#[derive(Debug)]
+enum WriteCmd {
+    Data(bytes::Bytes),
+    Commit(u32),
+}
+
+/// Writes an upload's data as it arrives; returns the stored shard after a commit, or
+/// `None` when the queue closed first (the writer, dropped, removes its temp file).
+fn write_loop(
+    mut writer: ShardWriter,
+    mut rx: mpsc::Receiver<WriteCmd>,
+) -> Result<Option<ShardMeta>, StoreError> {
+    while let Some(cmd) = rx.blocking_recv() {
+        match cmd {
+            WriteCmd::Data(d) => writer.write(&d)?,
+            WriteCmd::Commit(crc) => return writer.commit(crc).map(Some),
+        }
+    }
+    Ok(None)
 }
 
 #[tonic::async_trait]

@@ -2,6 +2,9 @@
 //! RS 4+2 encode with 1 MiB cells ≥ 8 GB/s and ≥ 0.8 × a 256 MiB memcpy; reconstruct with two
 //! shards lost ≥ 6 GB/s. All on one thread. Run: `cargo bench -p dogfs-core --bench codec`.
 
+// A benchmark whose setup fails should stop loudly, as a test does.
+#![allow(clippy::unwrap_used)]
+
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -55,7 +58,7 @@ fn encode(c: &mut Criterion) {
     });
 
     // Column widths around the default, to show the tuning.
-    for column in [4 * 1024, 8 * 1024, 32 * 1024, 64 * 1024, CELL] {
+    for column in [4 * 1024, 8 * 1024, 16 * 1024, 32 * 1024, 64 * 1024, CELL] {
         if column == COLUMN_BYTES {
             continue;
         }
@@ -89,6 +92,15 @@ fn encode(c: &mut Criterion) {
         b.iter(|| {
             for s in segment.chunks(K * CELL) {
                 codec.encode_stripe(black_box(s), &mut parity).unwrap();
+            }
+        });
+    });
+    g.bench_function("64MiB_crate_encode_sep", |b| {
+        b.iter(|| {
+            for s in segment.chunks(K * CELL) {
+                let data: Vec<&[u8]> = s.chunks(CELL).collect();
+                let mut par: Vec<&mut [u8]> = parity.chunks_mut(CELL).collect();
+                rs.encode_sep(black_box(&data), &mut par).unwrap();
             }
         });
     });

@@ -36,7 +36,6 @@ impl BlockHasher {
     }
 
     pub fn update(&mut self, mut data: &[u8]) {
-        self.whole = crc32c_append(self.whole, data);
         self.total += data.len() as u64;
         while !data.is_empty() {
             let take = (BLOCK_SIZE - self.current_len).min(data.len());
@@ -44,11 +43,18 @@ impl BlockHasher {
             self.current_len += take;
             data = &data[take..];
             if self.current_len == BLOCK_SIZE {
-                self.blocks.push(self.current);
-                self.current = 0;
-                self.current_len = 0;
+                self.close_block();
             }
         }
+    }
+
+    /// One CRC pass over the data: the whole-data checksum is combined from the block
+    /// checksums rather than computed a second time.
+    fn close_block(&mut self) {
+        self.blocks.push(self.current);
+        self.whole = crc32c::crc32c_combine(self.whole, self.current, self.current_len);
+        self.current = 0;
+        self.current_len = 0;
     }
 
     /// Bytes seen so far.
@@ -63,7 +69,7 @@ impl BlockHasher {
     /// The block checksums (the last block may be short) and the whole-data checksum.
     pub fn finish(mut self) -> (Vec<u32>, u32) {
         if self.current_len > 0 {
-            self.blocks.push(self.current);
+            self.close_block();
         }
         (self.blocks, self.whole)
     }

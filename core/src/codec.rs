@@ -31,7 +31,7 @@ use crate::scheme::{Codec, ErasureScheme, MAX_TOTAL_SHARDS};
 /// (docs/erasure.md): (k + 1) blocks must sit in L1/L2 together, and a block must be long
 /// enough that the per-call cost of the SIMD kernel is amortised. A multiple of 64, so only the
 /// last block of a cell can end in the kernel's scalar tail.
-pub const COLUMN_BYTES: usize = 16 * 1024;
+pub const COLUMN_BYTES: usize = 8 * 1024;
 
 /// Erasure patterns whose decode plans are kept; a cluster sees few distinct patterns at once.
 const PLAN_CACHE_ENTRIES: usize = 256;
@@ -101,7 +101,7 @@ pub trait ErasureCodec: Send + Sync + fmt::Debug {
     /// `parity` m cells back to back, all of `data.len() / k` bytes.
     fn encode_stripe(&self, data: &[u8], parity: &mut [u8]) -> Result<(), CodecError> {
         let (k, m) = (self.data_shards(), self.parity_shards());
-        if data.len() % k != 0 {
+        if !data.len().is_multiple_of(k) {
             return Err(CodecError::StripeLength {
                 len: data.len(),
                 cells: k,
@@ -615,7 +615,7 @@ mod tests {
                 ..
             })
         ));
-        let mut short = vec![0u8; 63];
+        let mut short = [0u8; 63];
         let mut bad: Vec<&mut [u8]> = vec![&mut short[..], &mut []];
         assert!(matches!(
             codec.encode(&refs, &mut bad),

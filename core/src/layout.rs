@@ -70,7 +70,7 @@ pub struct ObjectLayout {
 impl ObjectLayout {
     pub fn new(size: u64, segment_size: u64, scheme: ErasureScheme) -> Result<Self, LayoutError> {
         let stripe_data = scheme.stripe_data_size();
-        if segment_size == 0 || segment_size % stripe_data != 0 {
+        if segment_size == 0 || !segment_size.is_multiple_of(stripe_data) {
             return Err(LayoutError::SegmentSize {
                 segment_size,
                 stripe_data,

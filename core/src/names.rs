@@ -305,7 +305,8 @@ mod tests {
     #[test]
     fn rejects_bad_buckets_with_the_rule() {
         use NameError::*;
-        let cases: &[(&str, fn(&NameError) -> bool)] = &[
+        type Check = fn(&NameError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("", |e| matches!(e, BucketLength { len: 0, .. })),
             ("ab", |e| matches!(e, BucketLength { len: 2, .. })),
             (&"a".repeat(64), |e| {

@@ -99,7 +99,7 @@ impl ErasureScheme {
     /// value from the wire is reported as itself rather than truncated.
     pub fn new(codec: Codec, k: u32, m: u32, cell_size: u64) -> Result<Self, SchemeError> {
         let (k, m) = Self::check_shards(k, m)?;
-        let ok = cell_size % u64::from(CELL_ALIGN) == 0
+        let ok = cell_size.is_multiple_of(u64::from(CELL_ALIGN))
             && (u64::from(MIN_CELL_SIZE)..=u64::from(MAX_CELL_SIZE)).contains(&cell_size);
         if !ok {
             return Err(SchemeError::CellSize { cell_size });
@@ -132,7 +132,7 @@ impl ErasureScheme {
     #[cfg(test)]
     pub(crate) fn for_tests(k: u32, m: u32, cell_size: u32) -> Self {
         let (k, m) = Self::check_shards(k, m).unwrap();
-        assert!(cell_size >= CELL_ALIGN && cell_size % CELL_ALIGN == 0);
+        assert!(cell_size >= CELL_ALIGN && cell_size.is_multiple_of(CELL_ALIGN));
         Self {
             codec: Codec::ReedSolomon,
             k,

@@ -147,7 +147,8 @@ pub async fn reconcile(cluster: Arc<DogCluster>, ctx: Arc<Context>) -> Result<Ac
         generation = cluster.metadata.generation.unwrap_or_default(),
     );
     let started = Instant::now();
-    let result = reconcile_inner(&cluster, &ctx).instrument(span).await;
+    // Boxed: the future holds every built object and is large.
+    let result = Box::pin(reconcile_inner(&cluster, &ctx).instrument(span)).await;
     let label = match &result {
         Ok((_, Outcome::Invalid)) => "invalid",
         Ok(_) => "ok",

@@ -76,7 +76,6 @@ pub fn compute(cluster: &DogCluster, observed: &Observed, now: &Time) -> DogClus
     let chunk_target = spec.chunk.replicas.max(spec.erasure.k + spec.erasure.m);
     let (meta, chunk) = (&observed.meta, &observed.chunk);
 
-    let scaling = chunk.desired != chunk_target || chunk.current != chunk.desired;
     let rolled_out = meta.rolled_out && chunk.rolled_out;
     let all_ready = meta.all_ready() && chunk.all_ready();
     // Once a cluster has been up, missing pods mean trouble rather than a slow start.
@@ -84,6 +83,9 @@ pub fn compute(cluster: &DogCluster, observed: &Observed, now: &Time) -> DogClus
         previous.phase,
         Some(Phase::Running | Phase::Degraded | Phase::Updating | Phase::Scaling)
     );
+    // A StatefulSet short of the target is a scale-down in steps; pods still being added to
+    // a running cluster are a scale-up. On first creation, missing pods are just "Creating".
+    let scaling = chunk.desired != chunk_target || (was_up && chunk.current != chunk.desired);
     let phase = if scaling {
         Phase::Scaling
     } else if all_ready && rolled_out {

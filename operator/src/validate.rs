@@ -340,6 +340,7 @@ mod tests {
                 "spec.meta.storage.size",
                 "spec.erasure.k",
                 "spec.erasure",
+                "spec.chunk.replicas",
                 "spec.chunk.reserve",
             ]
         );

@@ -1,0 +1,551 @@
+//! Reconcile against a mocked API server (tower-test, as kube-rs' controller-rs does): every
+//! request the operator sends is checked for method, path and body, in order, and answered the
+//! way the API server would.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dogfs_operator::build::{self, Inputs};
+use dogfs_operator::crd::{DogCluster, DogClusterStatus, Phase};
+use dogfs_operator::metrics::Metrics;
+use dogfs_operator::reconcile::{Context, error_policy, reconcile};
+use dogfs_operator::status::{Observed, Workload, compute};
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+type Respond = tower_test::mock::SendResponse<Response<Body>>;
+
+const NS: &str = "default";
+/// kube's query string for a forced server-side apply (its serializer starts with `&`).
+const APPLY: &str = "?&force=true&fieldManager=dogfs-operator";
+
+fn fixed_clock() -> Time {
+    Time(Timestamp::from_second(1_700_000_000).unwrap())
+}
+
+/// The example users apply, as the API server would hand it to the operator.
+fn example() -> DogCluster {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/dogcluster.yaml");
+    let mut cluster: DogCluster =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    cluster.metadata.namespace = Some(NS.to_string());
+    cluster.metadata.uid = Some("5d3c8f1e-0000-4000-8000-000000000001".to_string());
+    cluster.metadata.generation = Some(1);
+    cluster
+}
+
+/// Starts `reconcile` on a client whose HTTP service is the returned handle.
+fn start(cluster: DogCluster) -> (JoinHandle<Result<Action, String>>, Handle, Arc<Context>) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, NS);
+    let ctx = Context::new(client, Metrics::new(), fixed_clock);
+    let task_ctx = ctx.clone();
+    let task = tokio::spawn(async move {
+        reconcile(Arc::new(cluster), task_ctx)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    (task, handle, ctx)
+}
+
+/// Waits for the next request and checks its method and full URI; returns its JSON body.
+async fn expect(handle: &mut Handle, method: Method, uri: &str) -> (Value, Respond) {
+    let (request, respond) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {method} {uri}"))
+        .unwrap_or_else(|| panic!("client gone while waiting for {method} {uri}"));
+    assert_eq!(
+        (request.method(), request.uri().to_string().as_str()),
+        (&method, uri),
+        "unexpected request"
+    );
+    let bytes = request.into_body().collect_bytes().await.unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (body, respond)
+}
+
+fn reply(respond: Respond, status: StatusCode, body: &Value) {
+    let response = Response::builder()
+        .status(status)
+        .body(Body::from(serde_json::to_vec(body).unwrap()));
+    respond.send_response(response.unwrap());
+}
+
+fn not_found(respond: Respond, name: &str) {
+    let status = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("statefulsets.apps \"{name}\" not found"),
+        "reason": "NotFound", "code": 404,
+    });
+    reply(respond, StatusCode::NOT_FOUND, &status);
+}
+
+/// A server-side apply: the body must equal `expected`; the answer echoes it with `status`.
+async fn expect_apply(handle: &mut Handle, path: &str, expected: &Value, status: Option<Value>) {
+    let (body, respond) = expect(handle, Method::PATCH, &format!("{path}{APPLY}")).await;
+    assert_eq!(&body, expected, "apply body of {path}");
+    let mut answer = body;
+    answer["metadata"]["generation"] = json!(1);
+    if let Some(status) = status {
+        answer["status"] = status;
+    }
+    reply(respond, StatusCode::OK, &answer);
+}
+
+fn sts_status(replicas: i32, ready: i32) -> Value {
+    json!({
+        "replicas": replicas, "readyReplicas": ready, "updatedReplicas": replicas,
+        "currentReplicas": replicas, "observedGeneration": 1,
+        "currentRevision": "r1", "updateRevision": "r1",
+    })
+}
+
+/// Every child apply, in order, with bodies exactly as the builders make them.
+async fn expect_children(
+    handle: &mut Handle,
+    cluster: &DogCluster,
+    chunk_replicas: i32,
+    meta_status: Value,
+    chunk_status: Value,
+) {
+    let d = build::build(
+        cluster,
+        &Inputs {
+            chunk_replicas,
+            ca_bundle: None,
+        },
+    )
+    .unwrap();
+    let core = format!("/api/v1/namespaces/{NS}");
+    let apps = format!("/apis/apps/v1/namespaces/{NS}");
+    let policy = format!("/apis/policy/v1/namespaces/{NS}");
+    expect_apply(
+        handle,
+        &format!("{core}/configmaps/demo-config"),
+        &v(&d.config),
+        None,
+    )
+    .await;
+    expect_apply(
+        handle,
+        &format!("{core}/configmaps/demo-client"),
+        &v(&d.client_config),
+        None,
+    )
+    .await;
+    for (name, svc) in [
+        ("demo-meta-headless", &d.meta_headless),
+        ("demo-meta", &d.meta_service),
+        ("demo-chunk-headless", &d.chunk_headless),
+        ("demo-chunk", &d.chunk_service),
+    ] {
+        expect_apply(handle, &format!("{core}/services/{name}"), &v(svc), None).await;
+    }
+    expect_apply(
+        handle,
+        &format!("{apps}/statefulsets/demo-meta"),
+        &v(&d.meta),
+        Some(meta_status),
+    )
+    .await;
+    expect_apply(
+        handle,
+        &format!("{apps}/statefulsets/demo-chunk"),
+        &v(&d.chunk),
+        Some(chunk_status),
+    )
+    .await;
+    expect_apply(
+        handle,
+        &format!("{policy}/poddisruptionbudgets/demo-meta"),
+        &v(&d.meta_pdb),
+        None,
+    )
+    .await;
+    expect_apply(
+        handle,
+        &format!("{policy}/poddisruptionbudgets/demo-chunk"),
+        &v(&d.chunk_pdb),
+        None,
+    )
+    .await;
+}
+
+fn v<T: serde::Serialize>(object: &T) -> Value {
+    serde_json::to_value(object).unwrap()
+}
+
+/// An Event about the DogCluster `demo`; returns its body for further checks.
+async fn expect_event(handle: &mut Handle, type_: &str, reason: &str) -> Value {
+    let uri = format!("/apis/events.k8s.io/v1/namespaces/{NS}/events?");
+    let (body, respond) = expect(handle, Method::POST, &uri).await;
+    assert_eq!(body["type"], type_, "{body}");
+    assert_eq!(body["reason"], reason, "{body}");
+    assert_eq!(body["reportingController"], "dogfs-operator");
+    assert_eq!(body["regarding"]["kind"], "DogCluster");
+    assert_eq!(body["regarding"]["name"], "demo");
+    reply(respond, StatusCode::CREATED, &body);
+    body
+}
+
+/// The status apply; the body must be exactly `expected`.
+async fn expect_status(handle: &mut Handle, expected: &DogClusterStatus) {
+    let uri = format!("/apis/dogfs.io/v1alpha1/namespaces/{NS}/dogclusters/demo/status{APPLY}");
+    let (body, respond) = expect(handle, Method::PATCH, &uri).await;
+    let want = json!({"apiVersion": "dogfs.io/v1alpha1", "kind": "DogCluster", "status": expected});
+    assert_eq!(body, want);
+    reply(
+        respond,
+        StatusCode::OK,
+        &json!({"apiVersion": "dogfs.io/v1alpha1", "kind": "DogCluster",
+        "metadata": {"name": "demo", "namespace": NS}, "spec": {"image": "x"}, "status": body["status"]}),
+    );
+}
+
+/// The reconcile finished with `action` and sent nothing more.
+async fn finish(
+    task: JoinHandle<Result<Action, String>>,
+    mut handle: Handle,
+    ctx: Arc<Context>,
+) -> Action {
+    let action = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    drop(ctx);
+    let extra = tokio::time::timeout(Duration::from_secs(1), handle.next_request()).await;
+    if let Ok(Some((request, _))) = extra {
+        panic!(
+            "unexpected extra request {} {}",
+            request.method(),
+            request.uri()
+        );
+    }
+    action
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn create_applies_every_child_then_reports_creating() {
+    let cluster = example();
+    let (task, mut handle, ctx) = start(cluster.clone());
+
+    let (body, respond) = expect(
+        &mut handle,
+        Method::GET,
+        &format!("/apis/apps/v1/namespaces/{NS}/statefulsets/demo-chunk"),
+    )
+    .await;
+    assert_eq!(body, Value::Null);
+    not_found(respond, "demo-chunk");
+
+    // Brand new StatefulSets: no pods yet.
+    expect_children(
+        &mut handle,
+        &cluster,
+        6,
+        json!({"replicas": 0}),
+        json!({"replicas": 0}),
+    )
+    .await;
+
+    let event = expect_event(&mut handle, "Normal", "Creating").await;
+    assert_eq!(
+        event["note"],
+        "0/3 metadata nodes and 0/6 chunk servers ready"
+    );
+    let observed = Observed {
+        meta: Workload {
+            desired: 3,
+            current: 0,
+            ready: 0,
+            rolled_out: false,
+        },
+        chunk: Workload {
+            desired: 6,
+            current: 0,
+            ready: 0,
+            rolled_out: false,
+        },
+    };
+    let expected = compute(&cluster, &observed, &fixed_clock());
+    assert_eq!(expected.phase, Some(Phase::Creating));
+    expect_status(&mut handle, &expected).await;
+    let status = serde_json::to_value(&expected).unwrap();
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+    assert_eq!(condition(&status, "Progressing")["status"], "True");
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(status["erasure"], "4+2");
+
+    assert_eq!(
+        finish(task, handle, ctx).await,
+        Action::requeue(Duration::from_secs(300))
+    );
+}
+
+/// A cluster that has been running with 6 chunk servers, all ready.
+fn running(mut cluster: DogCluster) -> DogCluster {
+    let observed = Observed {
+        meta: Workload {
+            desired: 3,
+            current: 3,
+            ready: 3,
+            rolled_out: true,
+        },
+        chunk: Workload {
+            desired: 6,
+            current: 6,
+            ready: 6,
+            rolled_out: true,
+        },
+    };
+    let status = compute(&cluster, &observed, &fixed_clock());
+    assert_eq!(status.phase, Some(Phase::Running));
+    cluster.status = Some(status);
+    cluster
+}
+
+fn chunk_sts(replicas: i32, ready: i32) -> Value {
+    let sts = StatefulSet {
+        metadata: kube::api::ObjectMeta {
+            name: Some("demo-chunk".into()),
+            namespace: Some(NS.into()),
+            generation: Some(1),
+            ..Default::default()
+        },
+        spec: Some(k8s_openapi::api::apps::v1::StatefulSetSpec {
+            replicas: Some(replicas),
+            ..Default::default()
+        }),
+        status: Some(StatefulSetStatus {
+            replicas,
+            ready_replicas: Some(ready),
+            observed_generation: Some(1),
+            ..Default::default()
+        }),
+    };
+    serde_json::to_value(sts).unwrap()
+}
+
+#[tokio::test]
+async fn update_scales_chunk_up_and_rolls_out_a_new_image() {
+    let mut cluster = running(example());
+    cluster.metadata.generation = Some(2);
+    cluster.spec.chunk.replicas = 8;
+    cluster.spec.image = "ghcr.io/dogfs/dogfs:0.2.0".to_string();
+    let (task, mut handle, ctx) = start(cluster.clone());
+
+    let (_, respond) = expect(
+        &mut handle,
+        Method::GET,
+        &format!("/apis/apps/v1/namespaces/{NS}/statefulsets/demo-chunk"),
+    )
+    .await;
+    reply(respond, StatusCode::OK, &chunk_sts(6, 6));
+
+    // The StatefulSets' status right after the apply: 8 wanted, 6 exist.
+    expect_children(&mut handle, &cluster, 8, sts_status(3, 3), sts_status(6, 6)).await;
+
+    // What went out, checked field by field as a user would read it.
+    let d = build::build(
+        &cluster,
+        &Inputs {
+            chunk_replicas: 8,
+            ca_bundle: None,
+        },
+    )
+    .unwrap();
+    let chunk = serde_json::to_value(&d.chunk).unwrap();
+    assert_eq!(chunk["spec"]["replicas"], 8);
+    assert_eq!(
+        chunk["spec"]["template"]["spec"]["containers"][0]["image"],
+        "ghcr.io/dogfs/dogfs:0.2.0"
+    );
+    let meta = serde_json::to_value(&d.meta).unwrap();
+    assert_eq!(
+        meta["spec"]["template"]["spec"]["containers"][0]["image"],
+        "ghcr.io/dogfs/dogfs:0.2.0"
+    );
+    assert_eq!(meta["spec"]["replicas"], 3);
+
+    let event = expect_event(&mut handle, "Normal", "ScalingUp").await;
+    assert_eq!(event["note"], "chunk servers 6 -> 8 (target 8)");
+    expect_event(&mut handle, "Normal", "Scaling").await;
+    let observed = Observed {
+        meta: Workload {
+            desired: 3,
+            current: 3,
+            ready: 3,
+            rolled_out: false,
+        },
+        chunk: Workload {
+            desired: 8,
+            current: 6,
+            ready: 6,
+            rolled_out: false,
+        },
+    };
+    let expected = compute(&cluster, &observed, &fixed_clock());
+    assert_eq!(expected.phase, Some(Phase::Scaling));
+    assert_eq!(expected.chunk.as_ref().unwrap().ready, "6/8");
+    expect_status(&mut handle, &expected).await;
+
+    assert_eq!(
+        finish(task, handle, ctx).await,
+        Action::requeue(Duration::from_secs(300))
+    );
+}
+
+#[tokio::test]
+async fn update_scales_chunk_down_one_server_at_a_time() {
+    let mut cluster = running(example());
+    cluster.metadata.generation = Some(3);
+    cluster.spec.chunk.replicas = 6;
+    let (task, mut handle, ctx) = start(cluster.clone());
+
+    let (_, respond) = expect(
+        &mut handle,
+        Method::GET,
+        &format!("/apis/apps/v1/namespaces/{NS}/statefulsets/demo-chunk"),
+    )
+    .await;
+    reply(respond, StatusCode::OK, &chunk_sts(8, 8));
+
+    // 8 → 7 only: the next step waits until the 7 remaining servers are ready again.
+    expect_children(&mut handle, &cluster, 7, sts_status(3, 3), sts_status(8, 8)).await;
+    let event = expect_event(&mut handle, "Normal", "ScalingDown").await;
+    assert_eq!(event["note"], "chunk servers 8 -> 7 (target 6)");
+    expect_event(&mut handle, "Normal", "Scaling").await;
+    let observed = Observed {
+        meta: Workload {
+            desired: 3,
+            current: 3,
+            ready: 3,
+            rolled_out: true,
+        },
+        chunk: Workload {
+            desired: 7,
+            current: 8,
+            ready: 8,
+            rolled_out: true,
+        },
+    };
+    expect_status(&mut handle, &compute(&cluster, &observed, &fixed_clock())).await;
+
+    assert_eq!(
+        finish(task, handle, ctx).await,
+        Action::requeue(Duration::from_secs(15))
+    );
+}
+
+#[tokio::test]
+async fn invalid_spec_reports_ready_false_naming_the_field_and_touches_no_child() {
+    let mut cluster = running(example());
+    cluster.metadata.generation = Some(4);
+    cluster.spec.chunk.replicas = 4; // below k + m = 6
+    let (task, mut handle, ctx) = start(cluster.clone());
+
+    let event = expect_event(&mut handle, "Warning", "Invalid").await;
+    assert_eq!(
+        event["note"],
+        "spec.chunk.replicas: 4 is less than erasure.k + erasure.m = 6"
+    );
+
+    let uri = format!("/apis/dogfs.io/v1alpha1/namespaces/{NS}/dogclusters/demo/status{APPLY}");
+    let (body, respond) = expect(&mut handle, Method::PATCH, &uri).await;
+    let status = &body["status"];
+    assert_eq!(status["phase"], "Invalid");
+    assert_eq!(status["observedGeneration"], 4);
+    let ready = condition(status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert_eq!(
+        ready["message"],
+        "spec.chunk.replicas: 4 is less than erasure.k + erasure.m = 6"
+    );
+    assert_eq!(ready["observedGeneration"], 4);
+    // The counts of the running cluster are kept: nothing was changed.
+    assert_eq!(status["chunk"]["ready"], "6/6");
+    let mut answer = serde_json::to_value(&cluster).unwrap();
+    answer["status"] = status.clone();
+    reply(respond, StatusCode::OK, &answer);
+
+    // No GET, PATCH or DELETE of any StatefulSet, Service, ConfigMap or PDB; no retry either.
+    assert_eq!(finish(task, handle, ctx).await, Action::await_change());
+}
+
+#[tokio::test]
+async fn deletion_sends_nothing_and_leaves_children_to_the_garbage_collector() {
+    let mut cluster = running(example());
+    cluster.metadata.deletion_timestamp = Some(fixed_clock());
+    let (task, handle, ctx) = start(cluster);
+    assert_eq!(finish(task, handle, ctx).await, Action::await_change());
+}
+
+#[tokio::test]
+async fn apply_failure_is_an_error_and_retries_back_off() {
+    let cluster = example();
+    let (task, mut handle, ctx) = start(cluster.clone());
+    let (_, respond) = expect(
+        &mut handle,
+        Method::GET,
+        &format!("/apis/apps/v1/namespaces/{NS}/statefulsets/demo-chunk"),
+    )
+    .await;
+    not_found(respond, "demo-chunk");
+    let (_, respond) = expect(
+        &mut handle,
+        Method::PATCH,
+        &format!("/api/v1/namespaces/{NS}/configmaps/demo-config{APPLY}"),
+    )
+    .await;
+    let failure = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "message": "etcd is sad", "reason": "InternalError", "code": 500});
+    reply(respond, StatusCode::INTERNAL_SERVER_ERROR, &failure);
+    let error = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        error.starts_with("applying ConfigMap demo-config"),
+        "{error}"
+    );
+
+    // Backoff grows per failure of this cluster: 5 s, 10 s, 20 s ...
+    let cluster = Arc::new(cluster);
+    let err = dogfs_operator::reconcile::Error::MissingNamespace;
+    assert_eq!(
+        error_policy(cluster.clone(), &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(
+        error_policy(cluster.clone(), &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(10))
+    );
+    assert_eq!(
+        error_policy(cluster, &err, ctx),
+        Action::requeue(Duration::from_secs(20))
+    );
+}
