@@ -42,7 +42,11 @@ fn stream_path(c: &mut Criterion) {
         .expect("server");
     let addr = server.grpc_addr().to_string();
     let client = rt.block_on(connect(&addr)).expect("connect");
-    let data = Bytes::from((0..SHARD).map(|i| (i * 7 + i / 4096) as u8).collect::<Vec<u8>>());
+    let data = Bytes::from(
+        (0..SHARD)
+            .map(|i| (i * 7 + i / 4096) as u8)
+            .collect::<Vec<u8>>(),
+    );
 
     // Raw TCP: one connection, 1 MiB writes, the reader discarding into a 1 MiB buffer.
     let sink = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind");

@@ -43,6 +43,10 @@ pub struct ChunkConfig {
     #[arg(long, env = "DOGFS_SCRUB_INTERVAL_SECS", default_value_t = 86_400)]
     pub scrub_interval_secs: u64,
 
+    /// Seconds in-flight requests get to finish after SIGTERM before the server exits anyway.
+    #[arg(long, env = "DOGFS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "DOGFS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -60,6 +64,7 @@ impl ChunkConfig {
             capacity: None,
             scrub_rate: ByteSize(0),
             scrub_interval_secs: 86_400,
+            shutdown_grace_secs: 5,
             log_format: LogFormat::Text,
         }
     }

@@ -54,6 +54,7 @@ pub struct ChunkServer {
     grpc: JoinHandle<Result<(), ServerError>>,
     http: JoinHandle<Result<(), ServerError>>,
     scrubber: Option<JoinHandle<()>>,
+    grace: Duration,
 }
 
 impl ChunkServer {
@@ -137,6 +138,7 @@ impl ChunkServer {
             grpc,
             http,
             scrubber,
+            grace: Duration::from_secs(cfg.shutdown_grace_secs),
         })
     }
 
@@ -164,19 +166,45 @@ impl ChunkServer {
         }
     }
 
-    /// Stops accepting requests, lets in-flight ones finish, and stops the scrubber. The
-    /// store (and its directory lock) is released when the last handle to it is dropped.
+    /// Stops accepting requests, gives in-flight ones the grace period to finish, and stops
+    /// the scrubber. The store (and its directory lock) is released when the last handle to
+    /// it is dropped.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         self.serving.store(false, Ordering::Relaxed);
         self.stop_scrub.store(true, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
-        let grpc = self.grpc.await?;
-        let http = self.http.await?;
+        let grpc = finish_within(self.grpc, self.grace, "gRPC").await?;
+        let http = finish_within(self.http, self.grace, "HTTP").await?;
         if let Some(s) = self.scrubber {
             s.await?;
         }
         info!("chunk server stopped");
         grpc.and(http)
+    }
+}
+
+/// Awaits a server task, aborting it when connections outlive the grace period (a client
+/// that never closes must not keep the process alive). Uploads cut this way leave only
+/// temp files, which the next start removes.
+async fn finish_within(
+    mut task: JoinHandle<Result<(), ServerError>>,
+    grace: Duration,
+    what: &'static str,
+) -> Result<Result<(), ServerError>, tokio::task::JoinError> {
+    match tokio::time::timeout(grace, &mut task).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!(
+                server = what,
+                ?grace,
+                "connections still open after the grace period; closing them"
+            );
+            task.abort();
+            match task.await {
+                Err(e) if e.is_cancelled() => Ok(Ok(())),
+                other => other,
+            }
+        }
     }
 }
 

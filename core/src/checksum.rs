@@ -1,6 +1,8 @@
 //! CRC32C (Castagnoli) checksums: one per 64 KiB block of every shard file, plus one over the
 //! whole shard. The `crc32c` crate uses the SSE4.2 / ARMv8 instructions when present.
 
+use std::sync::OnceLock;
+
 /// Bytes covered by one block checksum.
 pub const BLOCK_SIZE: usize = 64 * 1024;
 
@@ -52,7 +54,11 @@ impl BlockHasher {
     /// checksums rather than computed a second time.
     fn close_block(&mut self) {
         self.blocks.push(self.current);
-        self.whole = crc32c::crc32c_combine(self.whole, self.current, self.current_len);
+        self.whole = if self.current_len == BLOCK_SIZE {
+            shift_one_block(self.whole) ^ self.current
+        } else {
+            crc32c::crc32c_combine(self.whole, self.current, self.current_len)
+        };
         self.current = 0;
         self.current_len = 0;
     }
@@ -75,6 +81,28 @@ impl BlockHasher {
     }
 }
 
+/// `crc32c_combine(c, 0, BLOCK_SIZE)`: the CRC register advanced over one block of zeros.
+/// The operation is linear over GF(2), so it is a table lookup per byte of `c`; the generic
+/// combine re-derives the operator on every call, which cost a tenth of an upload's CPU.
+fn shift_one_block(c: u32) -> u32 {
+    static TABLES: OnceLock<[[u32; 256]; 4]> = OnceLock::new();
+    let t = TABLES.get_or_init(|| {
+        let bit: [u32; 32] = std::array::from_fn(|i| crc32c::crc32c_combine(1 << i, 0, BLOCK_SIZE));
+        std::array::from_fn(|k| {
+            std::array::from_fn(|b| {
+                (0..8)
+                    .filter(|j| b >> j & 1 == 1)
+                    .fold(0, |acc, j| acc ^ bit[8 * k + j])
+            })
+        })
+    });
+    let b = c.to_le_bytes();
+    t[0][usize::from(b[0])]
+        ^ t[1][usize::from(b[1])]
+        ^ t[2][usize::from(b[2])]
+        ^ t[3][usize::from(b[3])]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +116,14 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn block_shift_matches_generic_combine(c: u32, d: u32) {
+            prop_assert_eq!(
+                shift_one_block(c) ^ d,
+                crc32c::crc32c_combine(c, d, BLOCK_SIZE)
+            );
+        }
+
         #[test]
         fn block_hasher_matches_direct_computation(
             len in 0usize..(3 * BLOCK_SIZE + 17),
