@@ -6,6 +6,9 @@
 //! path (HTTP/2, protobuf, CRC32C, the store's write/read and checksum code), not the disk:
 //! the bar compares it with raw TCP. Set `DOGFS_BENCH_DIR` to measure on another file system.
 
+// Test and benchmark code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;

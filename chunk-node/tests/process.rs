@@ -1,6 +1,9 @@
 //! The `dogfs-chunk` binary as a real process: configuration from `DOGFS_*` variables,
 //! SIGTERM, and kill -9 in the middle of an upload.
 
+// Test and benchmark code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

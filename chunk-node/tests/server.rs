@@ -1,5 +1,8 @@
 //! Chunk server tests against a real server on 127.0.0.1 (ephemeral ports, temp dirs).
 
+// Test and benchmark code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -163,10 +163,11 @@ pub struct ChunkSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("chunk.storage is immutable"))]
     pub storage: StorageSpec,
 
-    /// Free space a chunk server keeps back; it refuses writes below it (e.g. `1Gi`).
+    /// Free space a chunk server keeps back; it refuses writes below it. Whole bytes or binary
+    /// units only (`512Mi`, `2Gi`), the subset of quantities `dogfs-chunk --reserve` parses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
-    #[x_kube(validation = Rule::new("isQuantity(self)").message("chunk.reserve must be a quantity such as 1Gi"))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(Ki|Mi|Gi|Ti)?$')").message("chunk.reserve must be whole bytes or Ki, Mi, Gi, Ti"))]
     pub reserve: Option<String>,
 
     /// CPU and memory for each chunk server.
@@ -317,7 +318,7 @@ pub struct DogClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// One word for humans: Pending, Creating, Scaling, Updating, Running, Degraded or Invalid.
+    /// One word for humans: Creating, Scaling, Updating, Running, Degraded or Invalid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
 
@@ -356,8 +357,6 @@ pub struct ReplicaStatus {
 /// Coarse state of a DogCluster.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
-    /// Accepted, nothing applied yet.
-    Pending,
     /// Objects applied, pods not all ready yet.
     Creating,
     /// Chunk servers being added or removed.
@@ -375,7 +374,6 @@ pub enum Phase {
 impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
-            Phase::Pending => "Pending",
             Phase::Creating => "Creating",
             Phase::Scaling => "Scaling",
             Phase::Updating => "Updating",

@@ -108,3 +108,28 @@ async fn readyz(State(metrics): State<Arc<Metrics>>) -> (StatusCode, &'static st
         (StatusCode::SERVICE_UNAVAILABLE, "starting")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_reconcile_counters_by_result() {
+        let metrics = Metrics::new();
+        metrics.record("ok", Duration::from_millis(3));
+        metrics.record("apply", Duration::from_millis(40));
+        let text = metrics.render().unwrap();
+        assert!(
+            text.contains("dogfs_operator_reconciliations_total{result=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dogfs_operator_reconciliations_total{result=\"apply\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dogfs_operator_reconcile_duration_seconds_count 2"),
+            "{text}"
+        );
+    }
+}

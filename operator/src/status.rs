@@ -84,8 +84,11 @@ pub fn compute(cluster: &DogCluster, observed: &Observed, now: &Time) -> DogClus
         Some(Phase::Running | Phase::Degraded | Phase::Updating | Phase::Scaling)
     );
     // A StatefulSet short of the target is a scale-down in steps; pods still being added to
-    // a running cluster are a scale-up. On first creation, missing pods are just "Creating".
-    let scaling = chunk.desired != chunk_target || (was_up && chunk.current != chunk.desired);
+    // a running cluster are a scale-up, until the new ones are ready too. On first creation,
+    // missing pods are just "Creating".
+    let scaling = chunk.desired != chunk_target
+        || (was_up && chunk.current != chunk.desired)
+        || (previous.phase == Some(Phase::Scaling) && !chunk.all_ready());
     let phase = if scaling {
         Phase::Scaling
     } else if all_ready && rolled_out {
@@ -303,6 +306,20 @@ mod tests {
         );
         assert_eq!(s.phase, Some(Phase::Scaling));
         assert_eq!(s.chunk.as_ref().unwrap().ready, "6/8");
+        // The new pods exist but are not ready yet: still scaling, not degraded.
+        c.status = Some(s);
+        let adding = Observed {
+            meta: workload(3, 3),
+            chunk: workload(8, 6),
+        };
+        let s = compute(&c, &adding, &time(2));
+        assert_eq!(s.phase, Some(Phase::Scaling));
+        c.status = Some(s);
+        let done = Observed {
+            meta: workload(3, 3),
+            chunk: workload(8, 8),
+        };
+        assert_eq!(compute(&c, &done, &time(3)).phase, Some(Phase::Running));
 
         c.spec.chunk.replicas = 6;
         c.status = Some(DogClusterStatus {

@@ -138,11 +138,11 @@ pub fn validate(cluster: &DogCluster) -> Result<(), InvalidSpec> {
         &spec.chunk.storage.storage_class_name,
     );
     if let Some(reserve) = &spec.chunk.reserve
-        && !is_quantity(reserve)
+        && !is_reserve(reserve)
     {
         fail(
             "spec.chunk.reserve",
-            format!("{reserve:?} is not a quantity such as 1Gi"),
+            format!("{reserve:?} must be whole bytes or Ki/Mi/Gi/Ti, such as 1Gi"),
         );
     }
 
@@ -259,8 +259,19 @@ fn parse_quantity(s: &str) -> Option<bool> {
     Some(nonzero && !negative)
 }
 
+#[cfg(test)]
 fn is_quantity(s: &str) -> bool {
     parse_quantity(s).is_some()
+}
+
+/// The chunk server's `--reserve` parser (dogfs-core `ByteSize`) reads these forms the same
+/// way Kubernetes does; decimal SI units it reads as binary, so they are refused here.
+fn is_reserve(s: &str) -> bool {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &s[digits.len()..];
+    !digits.is_empty()
+        && digits.bytes().all(|c| c.is_ascii_digit())
+        && matches!(unit, "" | "Ki" | "Mi" | "Gi" | "Ti")
 }
 
 fn is_positive_quantity(s: &str) -> bool {
@@ -307,6 +318,12 @@ mod tests {
             assert!(!is_positive_quantity(bad), "{bad}");
         }
         assert!(is_quantity("0"));
+        for ok in ["0", "1048576", "512Mi", "2Gi", "1Ti"] {
+            assert!(is_reserve(ok), "{ok}");
+        }
+        for bad in ["", "1G", "1GiB", "1.5Gi", "-1Gi", "1e9", "Gi"] {
+            assert!(!is_reserve(bad), "{bad}");
+        }
     }
 
     #[test]

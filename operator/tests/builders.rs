@@ -2,6 +2,9 @@
 //! child object must equal its reviewed manifest in `golden/`. After an intended change, rerun
 //! with `UPDATE_GOLDEN=1` and review the diff like code.
 
+// Test helpers outside #[test] functions may unwrap and panic too (clippy.toml only covers the latter).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 
 use dogfs_operator::build::{self, Desired, Inputs};

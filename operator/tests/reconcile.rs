@@ -2,6 +2,9 @@
 //! request the operator sends is checked for method, path and body, in order, and answered the
 //! way the API server would.
 
+// Test helpers outside #[test] functions may unwrap and panic too (clippy.toml only covers the latter).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,11 +123,30 @@ async fn expect_children(
     meta_status: Value,
     chunk_status: Value,
 ) {
+    expect_children_with_ca(
+        handle,
+        cluster,
+        chunk_replicas,
+        None,
+        meta_status,
+        chunk_status,
+    )
+    .await;
+}
+
+async fn expect_children_with_ca(
+    handle: &mut Handle,
+    cluster: &DogCluster,
+    chunk_replicas: i32,
+    ca_bundle: Option<String>,
+    meta_status: Value,
+    chunk_status: Value,
+) {
     let d = build::build(
         cluster,
         &Inputs {
             chunk_replicas,
-            ca_bundle: None,
+            ca_bundle,
         },
     )
     .unwrap();
@@ -547,5 +569,80 @@ async fn apply_failure_is_an_error_and_retries_back_off() {
     assert_eq!(
         error_policy(cluster, &err, ctx),
         Action::requeue(Duration::from_secs(20))
+    );
+}
+
+#[tokio::test]
+async fn tls_copies_the_ca_bundle_into_the_client_config_map() {
+    let mut cluster = example();
+    cluster.spec.tls = Some(dogfs_operator::crd::TlsSpec {
+        secret_name: "demo-tls".into(),
+    });
+    let (task, mut handle, ctx) = start(cluster.clone());
+
+    let (_, respond) = expect(
+        &mut handle,
+        Method::GET,
+        &format!("/apis/apps/v1/namespaces/{NS}/statefulsets/demo-chunk"),
+    )
+    .await;
+    not_found(respond, "demo-chunk");
+    let (_, respond) = expect(
+        &mut handle,
+        Method::GET,
+        &format!("/api/v1/namespaces/{NS}/secrets/demo-tls"),
+    )
+    .await;
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n";
+    // Secret data is base64 on the wire.
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "demo-tls", "namespace": NS}, "type": "kubernetes.io/tls",
+        "data": {"ca.crt": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJ0ZXN0Ci0tLS0tRU5EIENFUlRJRklDQVRFLS0tLS0K",
+                 "tls.crt": "", "tls.key": ""}});
+    reply(respond, StatusCode::OK, &secret);
+
+    expect_children_with_ca(
+        &mut handle,
+        &cluster,
+        6,
+        Some(ca.to_string()),
+        json!({"replicas": 0}),
+        json!({"replicas": 0}),
+    )
+    .await;
+    let d = build::build(
+        &cluster,
+        &Inputs {
+            chunk_replicas: 6,
+            ca_bundle: Some(ca.into()),
+        },
+    )
+    .unwrap();
+    let client = d.client_config.data.unwrap();
+    assert_eq!(
+        client["DOGFS_ENDPOINT"],
+        "https://demo-meta.default.svc:7000"
+    );
+    assert_eq!(client["ca.crt"], ca);
+
+    expect_event(&mut handle, "Normal", "Creating").await;
+    let observed = Observed {
+        meta: Workload {
+            desired: 3,
+            current: 0,
+            ready: 0,
+            rolled_out: false,
+        },
+        chunk: Workload {
+            desired: 6,
+            current: 0,
+            ready: 0,
+            rolled_out: false,
+        },
+    };
+    expect_status(&mut handle, &compute(&cluster, &observed, &fixed_clock())).await;
+    assert_eq!(
+        finish(task, handle, ctx).await,
+        Action::requeue(Duration::from_secs(300))
     );
 }
