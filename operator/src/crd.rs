@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 /// Name of the operator as a field manager and event reporter.
 pub const MANAGER: &str = "dogfs-operator";
 
-/// Most shards a segment may have (k + m); mirrors the limit in `dogfs-core`'s scheme.
-pub const MAX_SHARDS: u32 = 32;
+/// Most shards a segment may have (k + m): `dogfs-core`'s limit, the one the servers enforce.
+pub const MAX_SHARDS: u32 = dogfs_core::scheme::MAX_TOTAL_SHARDS as u32;
 
 /// A DogFS cluster: metadata nodes, chunk servers and the erasure scheme they use.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -266,12 +266,16 @@ fn is_quantity(s: &str) -> bool {
 
 /// The chunk server's `--reserve` parser (dogfs-core `ByteSize`) reads these forms the same
 /// way Kubernetes does; decimal SI units it reads as binary, so they are refused here.
+/// The reserve goes to `dogfs-chunk --reserve`, so it must parse with the server's own
+/// parser; only the units Kubernetes and `ByteSize` read alike are allowed (`1G` is 10^9 to
+/// Kubernetes but 2^30 to `ByteSize`).
 fn is_reserve(s: &str) -> bool {
     let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let unit = &s[digits.len()..];
     !digits.is_empty()
         && digits.bytes().all(|c| c.is_ascii_digit())
         && matches!(unit, "" | "Ki" | "Mi" | "Gi" | "Ti")
+        && s.parse::<dogfs_core::size::ByteSize>().is_ok()
 }
 
 fn is_positive_quantity(s: &str) -> bool {
