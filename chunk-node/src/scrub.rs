@@ -1,6 +1,7 @@
 //! The scrubber: re-reads every shard at a bounded rate, verifying block and whole-shard
 //! checksums, so silent corruption is found before a read (or a repair) needs the shard.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -34,18 +35,18 @@ pub fn scrub_pass(
 ) -> Result<ScrubReport, StoreError> {
     let started = Instant::now();
     let mut report = ScrubReport::default();
-    for id in store.all_ids()? {
+    store.walk_ids(None, |id| {
         if stop.load(Ordering::Relaxed) {
             report.stopped = true;
-            return Ok(report);
+            return Ok(ControlFlow::Break(()));
         }
         let reader = match store.reader(id) {
             Ok(r) => r,
             // Deleted since the listing: nothing to check.
-            Err(StoreError::NotFound(_)) => continue,
+            Err(StoreError::NotFound(_)) => return Ok(ControlFlow::Continue(())),
             Err(e) if e.is_corruption() => {
                 report.corrupt.push(id);
-                continue;
+                return Ok(ControlFlow::Continue(()));
             }
             Err(e) => return Err(e),
         };
@@ -55,15 +56,19 @@ pub fn scrub_pass(
             throttle(started, report.bytes, rate, stop);
         });
         match result {
-            Ok(()) => {}
+            Ok(()) => report.shards += 1,
             Err(e) if e.is_corruption() => {
                 warn!(shard_id = %id, error = %e, "scrub found a corrupt shard");
                 report.corrupt.push(id);
+                report.shards += 1;
             }
-            Err(StoreError::NotFound(_)) => continue,
+            Err(StoreError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
-        report.shards += 1;
+        Ok(ControlFlow::Continue(()))
+    })?;
+    if report.stopped {
+        return Ok(report);
     }
     metrics.scrub_passes.inc();
     Ok(report)

@@ -13,6 +13,7 @@
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -347,6 +348,36 @@ impl Store {
     /// Up to `limit` shards with ids greater than `start_after`, in ascending order.
     pub fn list(&self, start_after: Option<ShardId>, limit: usize) -> Result<Vec<ShardMeta>> {
         let mut out = Vec::new();
+        self.walk_ids(start_after, |id| {
+            match self.stat(id) {
+                Ok(m) => out.push(m),
+                // Deleted between readdir and open: not an error for a listing.
+                Err(StoreError::NotFound(_)) => return Ok(ControlFlow::Continue(())),
+                // A damaged file is still a stored shard; list it so repair sees it.
+                Err(e) if e.is_corruption() => out.push(ShardMeta {
+                    id,
+                    size: 0,
+                    crc32c: 0,
+                    created_unix: 0,
+                }),
+                Err(e) => return Err(e),
+            }
+            Ok(if out.len() >= limit {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
+        })?;
+        Ok(out)
+    }
+
+    /// Visits stored shard ids greater than `start_after` in ascending order until `f`
+    /// breaks. Memory stays at one fan-out folder's names, whatever the store holds.
+    pub fn walk_ids(
+        &self,
+        start_after: Option<ShardId>,
+        mut f: impl FnMut(ShardId) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
         let (a0, b0) = start_after.map(|s| s.fanout()).unzip();
         for a in sorted_hex_dirs(&self.shards_dir)? {
             if a0.as_ref().is_some_and(|x| a < *x) {
@@ -357,51 +388,20 @@ impl Store {
                 if a0.as_ref() == Some(&a) && b0.as_ref().is_some_and(|x| b < *x) {
                     continue;
                 }
-                let bdir = adir.join(&b);
-                let mut ids: Vec<ShardId> = read_dir_names(&bdir)?
+                let mut ids: Vec<ShardId> = read_dir_names(&adir.join(&b))?
                     .iter()
                     .filter_map(|n| n.parse().ok())
                     .filter(|id| start_after.is_none_or(|s| *id > s))
                     .collect();
                 ids.sort_unstable();
                 for id in ids {
-                    match self.stat(id) {
-                        Ok(m) => out.push(m),
-                        // Deleted between readdir and open: not an error for a listing.
-                        Err(StoreError::NotFound(_)) => continue,
-                        // A damaged file is still a stored shard; list it so repair sees it.
-                        Err(e) if e.is_corruption() => out.push(ShardMeta {
-                            id,
-                            size: 0,
-                            crc32c: 0,
-                            created_unix: 0,
-                        }),
-                        Err(e) => return Err(e),
-                    }
-                    if out.len() >= limit {
-                        return Ok(out);
+                    if f(id)?.is_break() {
+                        return Ok(());
                     }
                 }
             }
         }
-        Ok(out)
-    }
-
-    /// Every stored shard id, in order (scrubber).
-    pub fn all_ids(&self) -> Result<Vec<ShardId>> {
-        let mut ids = Vec::new();
-        for a in sorted_hex_dirs(&self.shards_dir)? {
-            let adir = self.shards_dir.join(&a);
-            for b in sorted_hex_dirs(&adir)? {
-                let mut v: Vec<ShardId> = read_dir_names(&adir.join(&b))?
-                    .iter()
-                    .filter_map(|n| n.parse().ok())
-                    .collect();
-                v.sort_unstable();
-                ids.extend(v);
-            }
-        }
-        Ok(ids)
+        Ok(())
     }
 
     /// Shards found corrupt since start (by reads or the scrubber).

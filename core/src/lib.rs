@@ -6,6 +6,7 @@ pub mod codec;
 pub mod ids;
 pub mod layout;
 pub mod names;
+pub mod placement;
 pub mod scheme;
 pub mod size;
 pub mod transport;
