@@ -1,0 +1,326 @@
+//! The writer thread and group commit.
+//!
+//! Submitters encode their records, apply them to the in-memory state and push them onto one
+//! queue, all under one lock, so the queue order is the file order is the state order. The
+//! writer thread takes *everything* queued, writes it with one `write` per segment, calls
+//! `fdatasync` once, and only then completes the batch's acknowledgements. While it syncs, new
+//! submissions pile up and become the next batch: one sync covers many appends from all groups.
+//!
+//! After a write or sync error the WAL is failed for good: the error is returned to the
+//! batch's waiters and to every later submission. A failed `fdatasync` is never retried: the
+//! kernel may have dropped the dirty pages, so a retry that "succeeds" proves nothing.
+
+use std::fs::File;
+use std::future::Future;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+use super::segment::{self, SegmentError};
+use super::state::LogState;
+
+/// A failure of the writer thread, reported to every waiter it affects (hence `Clone`).
+#[derive(Debug, Clone, Error)]
+pub enum WriterError {
+    #[error("writing segment {file} at offset {offset}: {source}")]
+    Write {
+        file: PathBuf,
+        offset: u64,
+        source: Arc<io::Error>,
+    },
+    #[error("fdatasync of segment {file} (length {offset}): {source}")]
+    Sync {
+        file: PathBuf,
+        offset: u64,
+        source: Arc<io::Error>,
+    },
+    #[error("rolling to segment {seq}: {source}")]
+    Roll { seq: u64, source: Arc<SegmentError> },
+    #[error("deleting dead segment {seq}: {source}")]
+    Delete { seq: u64, source: Arc<SegmentError> },
+    #[error("the WAL failed earlier and accepts no more writes: {0}")]
+    Failed(Box<WriterError>),
+    #[error("the WAL writer has stopped")]
+    Closed,
+}
+
+/// One queued step, in file order.
+#[derive(Debug)]
+pub(crate) enum Item {
+    /// Encoded records for the current segment.
+    Records(Vec<u8>),
+    /// Close the current segment (after syncing it) and start segment `seq`.
+    Roll(u64),
+    /// Acknowledge once everything before it is synced.
+    Done(oneshot::Sender<Result<(), WriterError>>),
+}
+
+/// Counters, readable at any time.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub records: AtomicU64,
+    pub bytes: AtomicU64,
+    pub syncs: AtomicU64,
+    pub batches: AtomicU64,
+    pub segments_created: AtomicU64,
+    pub segments_deleted: AtomicU64,
+}
+
+/// What a reclaim pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReclaimReport {
+    /// Segments deleted.
+    pub deleted: Vec<u64>,
+    /// Groups whose live records were rewritten to the head of the log.
+    pub rewritten_groups: Vec<u64>,
+    /// Bytes of payload rewritten.
+    pub rewritten_bytes: u64,
+}
+
+/// Everything behind the lock.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub state: LogState,
+    /// The segment new records go to (on the submit side; the writer catches up via `Roll`).
+    pub active_seq: u64,
+    /// Its length once every queued record is written.
+    pub active_len: u64,
+    pub queue: Vec<Item>,
+    /// Reclaim passes waiting for the next batch.
+    pub reclaim: Vec<(
+        ReclaimReport,
+        mpsc::Sender<Result<ReclaimReport, WriterError>>,
+    )>,
+    pub failed: Option<WriterError>,
+    pub shutdown: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub inner: Mutex<Inner>,
+    pub wake: Condvar,
+    pub counters: Counters,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// An acknowledgement: resolves once the records it covers are durable (or the WAL failed).
+///
+/// Block on it with [`Ack::wait`] from a plain thread, or `.await` it from async code.
+#[derive(Debug)]
+#[must_use = "a write is durable only once its Ack resolves"]
+pub struct Ack {
+    rx: oneshot::Receiver<Result<(), WriterError>>,
+}
+
+impl Ack {
+    pub(crate) fn new() -> (Ack, oneshot::Sender<Result<(), WriterError>>) {
+        let (tx, rx) = oneshot::channel();
+        (Ack { rx }, tx)
+    }
+
+    /// Blocks until the covered records are durable. Must not be called from inside an async
+    /// runtime (await the `Ack` there).
+    pub fn wait(self) -> Result<(), WriterError> {
+        self.rx.blocking_recv().unwrap_or(Err(WriterError::Closed))
+    }
+}
+
+impl Future for Ack {
+    type Output = Result<(), WriterError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(WriterError::Closed)))
+    }
+}
+
+/// The writer thread's own state: the file it appends to.
+pub(crate) struct Writer {
+    pub shared: Arc<Shared>,
+    pub file: File,
+    pub seq: u64,
+    pub len: u64,
+}
+
+impl Writer {
+    fn path(&self) -> PathBuf {
+        segment::path(&self.shared.dir, self.seq)
+    }
+
+    fn write(&mut self, buf: &mut Vec<u8>) -> Result<(), WriterError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all(buf)
+            .map_err(|source| WriterError::Write {
+                file: self.path(),
+                offset: self.len,
+                source: Arc::new(source),
+            })?;
+        self.len += buf.len() as u64;
+        self.shared
+            .counters
+            .bytes
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        buf.clear();
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), WriterError> {
+        self.file.sync_data().map_err(|source| WriterError::Sync {
+            file: self.path(),
+            offset: self.len,
+            source: Arc::new(source),
+        })?;
+        self.shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes and syncs one batch; returns the acknowledgements it holds.
+    fn process(
+        &mut self,
+        items: Vec<Item>,
+        acks: &mut Vec<oneshot::Sender<Result<(), WriterError>>>,
+    ) -> Result<(), WriterError> {
+        let mut buf = Vec::new();
+        let mut dirty = false;
+        for item in items {
+            match item {
+                Item::Records(bytes) => {
+                    if buf.is_empty() {
+                        buf = bytes;
+                    } else {
+                        buf.extend_from_slice(&bytes);
+                    }
+                    dirty = true;
+                }
+                Item::Roll(seq) => {
+                    self.write(&mut buf)?;
+                    if dirty {
+                        self.sync()?;
+                        dirty = false;
+                    }
+                    let file =
+                        segment::create(&self.shared.dir, seq).map_err(|e| WriterError::Roll {
+                            seq,
+                            source: Arc::new(e),
+                        })?;
+                    self.shared
+                        .counters
+                        .segments_created
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.file = file;
+                    self.seq = seq;
+                    self.len = segment::HEADER_LEN;
+                }
+                Item::Done(tx) => acks.push(tx),
+            }
+        }
+        self.write(&mut buf)?;
+        if dirty {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// The thread body: batch, write, sync, acknowledge, until shut down and drained.
+    pub fn run(mut self) {
+        loop {
+            let (items, reclaim, dead) = {
+                let mut g = self.shared.lock();
+                while g.queue.is_empty() && g.reclaim.is_empty() && !g.shutdown {
+                    g = self
+                        .shared
+                        .wake
+                        .wait(g)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                if g.queue.is_empty() && g.reclaim.is_empty() {
+                    return;
+                }
+                let items = std::mem::take(&mut g.queue);
+                let reclaim = std::mem::take(&mut g.reclaim);
+                // Segments dead now stay dead; the records that killed them are all in this
+                // batch or earlier ones, so they are durable once this batch is synced.
+                let dead = if reclaim.is_empty() {
+                    Vec::new()
+                } else {
+                    let active = g.active_seq;
+                    g.state.take_dead_prefix(active)
+                };
+                (items, reclaim, dead)
+            };
+            self.shared.counters.batches.fetch_add(1, Ordering::Relaxed);
+            let mut acks = Vec::new();
+            let failed = self.shared.lock().failed.clone();
+            let result = match failed {
+                Some(e) => {
+                    for item in items {
+                        if let Item::Done(tx) = item {
+                            acks.push(tx);
+                        }
+                    }
+                    Err(e)
+                }
+                None => self.process(items, &mut acks).inspect_err(|e| {
+                    tracing::error!(error = %e, "WAL write failed; the WAL accepts no more writes");
+                    self.shared.lock().failed = Some(WriterError::Failed(Box::new(e.clone())));
+                }),
+            };
+            for tx in acks {
+                let _ = tx.send(result.clone());
+            }
+            let reclaimed = match result {
+                Ok(()) => self.delete(&dead),
+                Err(e) => Err(e),
+            };
+            for (mut report, tx) in reclaim {
+                let _ = tx.send(reclaimed.clone().map(|deleted| {
+                    report.deleted = deleted;
+                    report
+                }));
+            }
+        }
+    }
+
+    /// Deletes dead segments oldest first, fsyncing the directory after each, so a crash
+    /// leaves a contiguous run of segments. Returns those deleted.
+    fn delete(&self, dead: &[u64]) -> Result<Vec<u64>, WriterError> {
+        let dir: &Path = &self.shared.dir;
+        let mut deleted = Vec::new();
+        for &seq in dead {
+            let file = segment::path(dir, seq);
+            let step = segment::remove(&file).and_then(|()| segment::sync_dir(dir));
+            if let Err(e) = step {
+                // Not fatal for writes: this and later dead segments stay on disk (a
+                // contiguous run, holding no live records) until a reclaim after a restart.
+                tracing::warn!(error = %e, "could not delete dead WAL segment");
+                return Err(WriterError::Delete {
+                    seq,
+                    source: Arc::new(e),
+                });
+            }
+            self.shared
+                .counters
+                .segments_deleted
+                .fetch_add(1, Ordering::Relaxed);
+            deleted.push(seq);
+        }
+        Ok(deleted)
+    }
+}
