@@ -97,7 +97,19 @@ fn contents(sm: &StateMachine<SledEngine>) -> Model {
 }
 
 fn open(dir: &Path) -> (SledEngine, StateMachine<SledEngine>) {
-    let engine = SledEngine::open(dir.join("sled")).unwrap();
+    // sled releases its file lock from a background thread after the last handle drops, so a
+    // reopen straight after a drop can find it still held: retry, with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let engine = loop {
+        match SledEngine::open(dir.join("sled")) {
+            Ok(e) => break e,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("opening sled: {e}"),
+        }
+    };
     let sm = StateMachine::open(&engine, 1, dir.join("snapshots")).unwrap();
     (engine, sm)
 }

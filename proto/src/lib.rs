@@ -15,3 +15,12 @@ pub mod chunk {
     }
     pub use v1::*;
 }
+
+/// The internal Raft transport of the metadata service: Raft messages of many groups, routed by
+/// group id.
+pub mod raft {
+    pub mod v1 {
+        tonic::include_proto!("dogfs.raft.v1");
+    }
+    pub use v1::*;
+}

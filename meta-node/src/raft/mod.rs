@@ -7,13 +7,24 @@
 //!   implementation [`SledEngine`].
 //! - [`state_machine`]: [`StateMachine`], a transactional KV per group, with fsynced snapshot
 //!   files.
+//! - [`network`]: the gRPC client side of the Raft transport ([`NetworkFactory`], one pooled
+//!   channel per peer shared by all groups).
+//! - [`server`]: the gRPC `RaftService`, routing messages by group id ([`RaftServer`]).
+//! - [`node`]: [`MultiRaft`], every group of one node on one WAL and one sled database
+//!   (`docs/raft-network.md`).
 
 pub mod engine;
 pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod server;
 pub mod state_machine;
 pub mod types;
 
 pub use engine::{EngineError, KvEngine, KvSpace, SledEngine, SledSpace};
 pub use log_store::{LogStore, LogStoreError};
+pub use network::{Connections, GroupClient, NetworkFactory, TransportError};
+pub use node::{MultiRaft, NodeConfig, NodeError};
+pub use server::{RaftRegistry, RaftServer, ServerError};
 pub use state_machine::{KvReader, SnapshotBuilder, StateMachine, StateMachineError, Versioned};
 pub use types::{Command, Condition, Key, Response, TypeConfig, Write};

@@ -1,0 +1,84 @@
+//! Trees and key layout of the catalogue (`docs/catalog.md`, "Key layout").
+//!
+//! Keys are built only from validated names ([`BucketName`], [`ObjectKey`]) and ids, never from
+//! raw request strings. Bucket names contain no NUL, so `bucket ‖ 0x00 ‖ key` keeps every
+//! bucket's objects contiguous and ordered by key bytes (= S3's UTF-8 binary order), and a
+//! listing of one bucket is a prefix range.
+
+use dogfs_core::ids::ShardId;
+use dogfs_core::names::{BucketName, ObjectKey};
+
+use crate::raft::Key;
+
+/// System group: bucket name → [`BucketRecord`](super::BucketRecord).
+pub const BUCKETS: &str = "bucket";
+/// Partition: `bucket ‖ 0x00 ‖ key` → current [`ObjectVersion`](super::ObjectVersion).
+pub const OBJECTS: &str = "object";
+/// Partition: upload id (16 bytes, big-endian) → [`UploadRecord`](super::UploadRecord).
+pub const UPLOADS: &str = "upload";
+/// Partition: shard id (16 bytes, big-endian) → [`GcEntry`](super::GcEntry).
+pub const GC: &str = "gc";
+/// Partition: `bucket ‖ 0x00 ‖ incarnation (u64 BE)` → empty: the bucket incarnation is being
+/// deleted, no upload may begin or commit for it in this partition.
+pub const SEALS: &str = "seal";
+
+/// Byte that never occurs in UTF-8; `prefix ‖ 0xFF` sorts after every key starting with
+/// `prefix` and before every greater key that does not.
+pub(crate) const PAST_PREFIX: u8 = 0xFF;
+
+/// The bucket's record in the system group.
+pub fn bucket(name: &BucketName) -> Key {
+    Key::new(BUCKETS, name.as_str().as_bytes())
+}
+
+/// `bucket ‖ 0x00`: the prefix of every object key of the bucket.
+pub fn object_prefix(bucket: &BucketName) -> Vec<u8> {
+    let mut k = Vec::with_capacity(bucket.as_str().len() + 1);
+    k.extend_from_slice(bucket.as_str().as_bytes());
+    k.push(0);
+    k
+}
+
+/// The object's current version in its partition.
+pub fn object(bucket: &BucketName, key: &ObjectKey) -> Key {
+    let mut k = object_prefix(bucket);
+    k.extend_from_slice(key.as_str().as_bytes());
+    Key::new(OBJECTS, k)
+}
+
+/// A pending upload.
+pub fn upload(id: u128) -> Key {
+    Key::new(UPLOADS, id.to_be_bytes().to_vec())
+}
+
+/// A deletion-queue entry.
+pub fn gc(shard: ShardId) -> Key {
+    Key::new(GC, shard.as_u128().to_be_bytes().to_vec())
+}
+
+/// The seal of a bucket incarnation in a partition.
+pub fn seal(bucket: &BucketName, incarnation: u64) -> Key {
+    let mut k = object_prefix(bucket);
+    k.extend_from_slice(&incarnation.to_be_bytes());
+    Key::new(SEALS, k)
+}
+
+/// The object partition (1..=`partitions`) of a key: `1 + fnv1a64(bucket ‖ 0x00 ‖ key) mod P`.
+/// FNV-1a 64 is fixed forever (DESIGN §5): changing it would move every object. `partitions`
+/// of 0 is treated as 1.
+pub fn partition_of(bucket: &BucketName, key: &ObjectKey, partitions: u64) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    let bytes = bucket
+        .as_str()
+        .as_bytes()
+        .iter()
+        .chain(std::iter::once(&0u8))
+        .chain(key.as_str().as_bytes());
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(PRIME);
+    }
+    1 + h % partitions.max(1)
+}

@@ -1,0 +1,215 @@
+//! The stored records. Each value is one format byte ([`FORMAT_V1`]) followed by the bincode
+//! encoding of the record, so a later format can be told apart and migrated on read.
+//!
+//! `dogfs-core` types carry no serde, so records hold their raw forms (`u128` ids, the scheme's
+//! fields) and convert through the validating constructors on the way out.
+
+use std::collections::BTreeMap;
+
+use dogfs_core::ids::ShardId;
+use dogfs_core::layout::ObjectLayout;
+use dogfs_core::placement::NodeId;
+use dogfs_core::scheme::{Codec, ErasureScheme};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::CatalogError;
+
+/// The current record format.
+pub const FORMAT_V1: u8 = 1;
+
+/// Encodes a record: format byte, then bincode.
+pub fn encode<T: Serialize>(what: &'static str, record: &T) -> Result<Vec<u8>, CatalogError> {
+    let mut out = vec![FORMAT_V1];
+    bincode::serialize_into(&mut out, record).map_err(|e| CatalogError::Encode {
+        what,
+        reason: e.to_string(),
+    })?;
+    Ok(out)
+}
+
+/// Decodes a record written by [`encode`].
+pub fn decode<T: DeserializeOwned>(what: &'static str, raw: &[u8]) -> Result<T, CatalogError> {
+    match raw.split_first() {
+        Some((&FORMAT_V1, body)) => bincode::deserialize(body).map_err(|e| CatalogError::Corrupt {
+            what,
+            reason: e.to_string(),
+        }),
+        Some((other, _)) => Err(CatalogError::Corrupt {
+            what,
+            reason: format!("unknown format byte {other}"),
+        }),
+        None => Err(CatalogError::Corrupt {
+            what,
+            reason: "empty value".into(),
+        }),
+    }
+}
+
+/// A bucket, in the system group. Its incarnation is the version (log index) of the entry that
+/// created it, i.e. the record's version as read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRecord {
+    pub name: String,
+    pub created_unix: u64,
+}
+
+/// An erasure scheme in stored form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemeRecord {
+    pub codec: String,
+    pub k: u8,
+    pub m: u8,
+    pub cell_size: u32,
+}
+
+impl SchemeRecord {
+    pub fn from_scheme(s: &ErasureScheme) -> SchemeRecord {
+        SchemeRecord {
+            codec: s.codec().as_str().to_owned(),
+            k: s.k(),
+            m: s.m(),
+            cell_size: s.cell_size(),
+        }
+    }
+
+    /// The validated scheme.
+    pub fn scheme(&self) -> Result<ErasureScheme, CatalogError> {
+        let codec: Codec = self.codec.parse()?;
+        Ok(ErasureScheme::new(
+            codec,
+            u32::from(self.k),
+            u32::from(self.m),
+            u64::from(self.cell_size),
+        )?)
+    }
+}
+
+/// One shard of a committed segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    /// 0..k are data shards, k..k+m parity.
+    pub index: u8,
+    pub shard_id: u128,
+    /// The chunk server holding it (`placement::NodeId` as u128).
+    pub node: u128,
+    /// CRC32C of the whole shard file (0 when missing).
+    pub crc32c: u32,
+    /// Bytes of the shard file (the layout's `shard_len`).
+    pub size: u64,
+    /// Not stored at commit (DESIGN §4 step 3); repair fills it.
+    pub missing: bool,
+}
+
+impl ShardRecord {
+    pub fn shard(&self) -> ShardId {
+        ShardId::from_u128(self.shard_id)
+    }
+
+    pub fn node(&self) -> NodeId {
+        NodeId::from_u128(self.node)
+    }
+}
+
+/// One committed segment: its k+m shards in index order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentRecord {
+    pub index: u64,
+    pub shards: Vec<ShardRecord>,
+}
+
+/// Where an object's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectBody {
+    /// At most `inline_max` bytes, kept in the record (replicated by Raft).
+    Inline(Vec<u8>),
+    /// Erasure-coded segments.
+    Segments(Vec<SegmentRecord>),
+}
+
+/// The current version of an object (immutable once committed; a new PUT replaces it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectVersion {
+    pub bucket: String,
+    pub key: String,
+    /// The upload id it was committed from.
+    pub version_id: u128,
+    /// The bucket incarnation it belongs to.
+    pub incarnation: u64,
+    pub size: u64,
+    pub etag: String,
+    pub content_type: String,
+    pub user_metadata: BTreeMap<String, String>,
+    pub created_unix: u64,
+    pub scheme: SchemeRecord,
+    pub segment_size: u64,
+    pub body: ObjectBody,
+}
+
+impl ObjectVersion {
+    /// The object's layout (validated scheme and segment size).
+    pub fn layout(&self) -> Result<ObjectLayout, CatalogError> {
+        Ok(ObjectLayout::new(
+            self.size,
+            self.segment_size,
+            self.scheme.scheme()?,
+        )?)
+    }
+
+    /// Every shard of the version (none when inline).
+    pub fn shards(&self) -> impl Iterator<Item = &ShardRecord> {
+        let segs: &[SegmentRecord] = match &self.body {
+            ObjectBody::Inline(_) => &[],
+            ObjectBody::Segments(s) => s,
+        };
+        segs.iter().flat_map(|s| s.shards.iter())
+    }
+}
+
+/// The k+m targets of one segment: (shard id, node) per shard index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentTargets {
+    pub shards: Vec<(u128, u128)>,
+}
+
+/// A pending upload (DESIGN §4 step 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub upload_id: u128,
+    pub bucket: String,
+    pub key: String,
+    /// The bucket incarnation the upload was begun in.
+    pub incarnation: u64,
+    /// Declared object size.
+    pub size: u64,
+    pub scheme: SchemeRecord,
+    pub segment_size: u64,
+    /// Per segment, the targets; empty for an inline object.
+    pub segments: Vec<SegmentTargets>,
+    pub created_unix: u64,
+    pub expires_unix: u64,
+}
+
+/// Why a shard is in the deletion queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GcReason {
+    /// Its version was replaced by a newer commit.
+    Replaced,
+    /// Its object was deleted.
+    Deleted,
+    /// Its upload was aborted.
+    Aborted,
+    /// It was a target of a pending upload that was replaced (it may hold a partial write).
+    TargetReplaced,
+    /// Its upload expired.
+    Expired,
+}
+
+/// A deletion-queue entry: delete `shard_id` on `node`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcEntry {
+    pub shard_id: u128,
+    pub node: u128,
+    pub reason: GcReason,
+    pub queued_unix: u64,
+}

@@ -1,0 +1,226 @@
+//! The server side of the Raft transport (`proto/raft.proto`): one tonic `RaftService` per node
+//! that routes each message by its group id to that group's [`openraft::Raft`].
+//!
+//! Status codes: an unknown group is `NOT_FOUND`, a payload that does not decode is
+//! `INVALID_ARGUMENT`, a stopped Raft (shutdown or fatal error) is `UNAVAILABLE`; every other
+//! outcome, including the Raft's own errors, is the bincode of openraft's `Result` in the reply.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use dogfs_proto::raft::raft_service_server::{RaftService, RaftServiceServer};
+use dogfs_proto::raft::{RaftReply, RaftRequest};
+use openraft::Raft;
+use openraft::error::RaftError;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+use tonic::{Request, Response, Status};
+
+use super::network::MAX_RAFT_MESSAGE_BYTES;
+use super::types::TypeConfig;
+use crate::wal::GroupId;
+
+/// Errors of the Raft service (turned into gRPC statuses).
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The node does not host the group.
+    #[error("raft group {0} is not hosted on this node")]
+    UnknownGroup(GroupId),
+    /// The payload is not the expected openraft request.
+    #[error("group {group}: cannot decode {what} payload: {source}")]
+    Decode {
+        /// The group.
+        group: GroupId,
+        /// The RPC.
+        what: &'static str,
+        /// The cause.
+        source: bincode::Error,
+    },
+    /// The reply could not be encoded.
+    #[error("group {group}: cannot encode {what} reply: {source}")]
+    Encode {
+        /// The group.
+        group: GroupId,
+        /// The RPC.
+        what: &'static str,
+        /// The cause.
+        source: bincode::Error,
+    },
+    /// The group's Raft has stopped.
+    #[error("group {group}: raft stopped: {reason}")]
+    Stopped {
+        /// The group.
+        group: GroupId,
+        /// The fatal error.
+        reason: String,
+    },
+    /// The registry lock was poisoned.
+    #[error("raft registry lock poisoned")]
+    Poisoned,
+}
+
+impl From<ServerError> for Status {
+    fn from(e: ServerError) -> Status {
+        let msg = e.to_string();
+        match e {
+            ServerError::UnknownGroup(_) => Status::not_found(msg),
+            ServerError::Decode { .. } => Status::invalid_argument(msg),
+            ServerError::Stopped { .. } => Status::unavailable(msg),
+            ServerError::Encode { .. } | ServerError::Poisoned => Status::internal(msg),
+        }
+    }
+}
+
+/// The groups a node hosts, by id; shared by the server and the node.
+#[derive(Clone, Default)]
+pub struct RaftRegistry {
+    groups: Arc<RwLock<HashMap<GroupId, Raft<TypeConfig>>>>,
+}
+
+impl std::fmt::Debug for RaftRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftRegistry")
+            .field("groups", &self.group_ids())
+            .finish()
+    }
+}
+
+impl RaftRegistry {
+    /// An empty registry.
+    pub fn new() -> RaftRegistry {
+        RaftRegistry::default()
+    }
+
+    /// Adds (or replaces) a group's Raft.
+    pub fn insert(&self, group: GroupId, raft: Raft<TypeConfig>) -> Result<(), ServerError> {
+        self.groups
+            .write()
+            .map_err(|_| ServerError::Poisoned)?
+            .insert(group, raft);
+        Ok(())
+    }
+
+    /// Removes a group; later messages for it get `NOT_FOUND`.
+    pub fn remove(&self, group: GroupId) -> Result<Option<Raft<TypeConfig>>, ServerError> {
+        Ok(self
+            .groups
+            .write()
+            .map_err(|_| ServerError::Poisoned)?
+            .remove(&group))
+    }
+
+    /// The group's Raft.
+    pub fn get(&self, group: GroupId) -> Result<Raft<TypeConfig>, ServerError> {
+        self.groups
+            .read()
+            .map_err(|_| ServerError::Poisoned)?
+            .get(&group)
+            .cloned()
+            .ok_or(ServerError::UnknownGroup(group))
+    }
+
+    /// The hosted group ids, sorted.
+    pub fn group_ids(&self) -> Vec<GroupId> {
+        let mut ids: Vec<GroupId> = self
+            .groups
+            .read()
+            .map(|g| g.keys().copied().collect())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+/// The tonic `RaftService` implementation.
+#[derive(Debug, Clone)]
+pub struct RaftServer {
+    registry: RaftRegistry,
+}
+
+impl RaftServer {
+    /// A server routing to the groups of `registry`.
+    pub fn new(registry: RaftRegistry) -> RaftServer {
+        RaftServer { registry }
+    }
+
+    /// The tonic service, with message limits for entry batches and snapshot chunks.
+    pub fn into_service(self) -> RaftServiceServer<RaftServer> {
+        RaftServiceServer::new(self)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+    }
+
+    /// Decodes the request, hands it to the group's Raft with `handle`, encodes the result.
+    async fn route<Req, Resp, E, F, Fut>(
+        &self,
+        what: &'static str,
+        request: Request<RaftRequest>,
+        handle: F,
+    ) -> Result<Response<RaftReply>, Status>
+    where
+        Req: DeserializeOwned,
+        Resp: Serialize,
+        E: Serialize + std::error::Error,
+        F: FnOnce(Raft<TypeConfig>, Req) -> Fut,
+        Fut: std::future::Future<Output = Result<Resp, RaftError<u64, E>>>,
+    {
+        let RaftRequest { group_id, payload } = request.into_inner();
+        let raft = self.registry.get(group_id)?;
+        let req: Req = bincode::deserialize(&payload).map_err(|source| ServerError::Decode {
+            group: group_id,
+            what,
+            source,
+        })?;
+        let res = handle(raft, req).await;
+        if let Err(RaftError::Fatal(fatal)) = &res {
+            // A stopped Raft is as good as absent: the caller treats it as unreachable.
+            return Err(ServerError::Stopped {
+                group: group_id,
+                reason: fatal.to_string(),
+            }
+            .into());
+        }
+        let bytes = bincode::serialize(&res).map_err(|source| ServerError::Encode {
+            group: group_id,
+            what,
+            source,
+        })?;
+        Ok(Response::new(RaftReply {
+            payload: Bytes::from(bytes),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftServer {
+    async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        self.route(
+            "Vote",
+            request,
+            |raft, req| async move { raft.vote(req).await },
+        )
+        .await
+    }
+
+    async fn append_entries(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        self.route("AppendEntries", request, |raft, req| async move {
+            raft.append_entries(req).await
+        })
+        .await
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        self.route("InstallSnapshot", request, |raft, req| async move {
+            raft.install_snapshot(req).await
+        })
+        .await
+    }
+}
