@@ -79,6 +79,19 @@ async fn expect(handle: &mut Handle, method: Method, uri: &str) -> (Value, Respo
     (body, respond)
 }
 
+/// The first request of every reconcile that gets past validation: the chunk StatefulSet is
+/// read (a GET with no body) to plan the replica count.
+async fn expect_chunk_lookup(handle: &mut Handle) -> Respond {
+    let (body, respond) = expect(
+        handle,
+        Method::GET,
+        &format!("/apis/apps/v1/namespaces/{NS}/statefulsets/demo-chunk"),
+    )
+    .await;
+    assert_eq!(body, Value::Null);
+    respond
+}
+
 fn reply(respond: Respond, status: StatusCode, body: &Value) {
     let response = Response::builder()
         .status(status)
@@ -273,13 +286,7 @@ async fn create_applies_every_child_then_reports_creating() {
     let cluster = example();
     let (task, mut handle, ctx) = start(cluster.clone());
 
-    let (body, respond) = expect(
-        &mut handle,
-        Method::GET,
-        &format!("/apis/apps/v1/namespaces/{NS}/statefulsets/demo-chunk"),
-    )
-    .await;
-    assert_eq!(body, Value::Null);
+    let respond = expect_chunk_lookup(&mut handle).await;
     not_found(respond, "demo-chunk");
 
     // Brand new StatefulSets: no pods yet.
@@ -378,12 +385,7 @@ async fn update_scales_chunk_up_and_rolls_out_a_new_image() {
     cluster.spec.image = "ghcr.io/dogfs/dogfs:0.2.0".to_string();
     let (task, mut handle, ctx) = start(cluster.clone());
 
-    let (_, respond) = expect(
-        &mut handle,
-        Method::GET,
-        &format!("/apis/apps/v1/namespaces/{NS}/statefulsets/demo-chunk"),
-    )
-    .await;
+    let respond = expect_chunk_lookup(&mut handle).await;
     reply(respond, StatusCode::OK, &chunk_sts(6, 6));
 
     // The StatefulSets' status right after the apply: 8 wanted, 6 exist.
@@ -446,12 +448,7 @@ async fn update_scales_chunk_down_one_server_at_a_time() {
     cluster.spec.chunk.replicas = 6;
     let (task, mut handle, ctx) = start(cluster.clone());
 
-    let (_, respond) = expect(
-        &mut handle,
-        Method::GET,
-        &format!("/apis/apps/v1/namespaces/{NS}/statefulsets/demo-chunk"),
-    )
-    .await;
+    let respond = expect_chunk_lookup(&mut handle).await;
     reply(respond, StatusCode::OK, &chunk_sts(8, 8));
 
     // 8 → 7 only: the next step waits until the 7 remaining servers are ready again.
@@ -529,12 +526,7 @@ async fn deletion_sends_nothing_and_leaves_children_to_the_garbage_collector() {
 async fn apply_failure_is_an_error_and_retries_back_off() {
     let cluster = example();
     let (task, mut handle, ctx) = start(cluster.clone());
-    let (_, respond) = expect(
-        &mut handle,
-        Method::GET,
-        &format!("/apis/apps/v1/namespaces/{NS}/statefulsets/demo-chunk"),
-    )
-    .await;
+    let respond = expect_chunk_lookup(&mut handle).await;
     not_found(respond, "demo-chunk");
     let (_, respond) = expect(
         &mut handle,
@@ -580,12 +572,7 @@ async fn tls_copies_the_ca_bundle_into_the_client_config_map() {
     });
     let (task, mut handle, ctx) = start(cluster.clone());
 
-    let (_, respond) = expect(
-        &mut handle,
-        Method::GET,
-        &format!("/apis/apps/v1/namespaces/{NS}/statefulsets/demo-chunk"),
-    )
-    .await;
+    let respond = expect_chunk_lookup(&mut handle).await;
     not_found(respond, "demo-chunk");
     let (_, respond) = expect(
         &mut handle,
