@@ -2,7 +2,7 @@
 //! no system protoc.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/chunk.proto", "proto/raft.proto"];
+    let protos = ["proto/chunk.proto", "proto/meta.proto", "proto/raft.proto"];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -16,6 +16,14 @@ pub mod chunk {
     pub use v1::*;
 }
 
+/// The metadata service's public API: objects and buckets, the chunk registry, administration.
+pub mod meta {
+    pub mod v1 {
+        tonic::include_proto!("dogfs.meta.v1");
+    }
+    pub use v1::*;
+}
+
 /// The internal Raft transport of the metadata service: Raft messages of many groups, routed by
 /// group id.
 pub mod raft {
