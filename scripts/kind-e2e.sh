@@ -11,8 +11,9 @@
 # scale chunk servers up and down, reading back each time → check that an invalid spec is
 # refused → tear down.
 #
-# The CLI calls (`dogfs mb`, `dogfs put`, `dogfs get`) are in cli_* below: the one place to
-# adjust if the CLI's syntax differs.
+# The CLI calls (`dogfs mb BUCKET`, `dogfs put FILE BUCKET/KEY`, `dogfs get BUCKET/KEY FILE`,
+# docs/cli.md) are in cli_* below. The client pod takes DOGFS_ENDPOINT from the
+# `<cluster>-client` ConfigMap, as an application pod using the SDK would.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -107,8 +108,8 @@ kube wait -n "$NS" pod/dogfs-client --for=condition=Ready --timeout=120s
 
 in_client() { kube exec -n "$NS" dogfs-client -- sh -c "$1"; }
 cli_mb() { in_client "dogfs mb $1"; }
-cli_put() { in_client "dogfs put $1 $2 $3"; }
-cli_get() { in_client "dogfs get $1 $2 $3"; }
+cli_put() { in_client "dogfs put $3 $1/$2"; }
+cli_get() { in_client "dogfs get $1/$2 $3"; }
 
 # Objects on both sides of the inline limit and spanning several stripes.
 log "write objects"
@@ -127,6 +128,7 @@ read_back() {
   echo "read back ok ($1)"
 }
 read_back "healthy"
+in_client 'dogfs ls e2e && dogfs cluster status'
 
 log "delete a chunk pod and read again"
 kube delete pod -n "$NS" demo-chunk-1 --wait=false

@@ -47,6 +47,26 @@ pub struct ChunkConfig {
     #[arg(long, env = "DOGFS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
+    /// Metadata nodes (`host:port`, comma-separated) to register with and heartbeat to. Any
+    /// one of them forwards to the leader. Empty: standalone, no registration.
+    #[arg(
+        long,
+        env = "DOGFS_META_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub meta_endpoints: Vec<String>,
+
+    /// `host:port` clients and peers use to reach this server's gRPC port, as registered with
+    /// metadata. Default: the bound gRPC address, unless that is a wildcard (0.0.0.0, ::),
+    /// which nobody can dial: then it must be set whenever --meta-endpoints is.
+    #[arg(long, env = "DOGFS_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+
+    /// Failure domain (zone) reported at registration; empty when there are none.
+    #[arg(long, env = "DOGFS_ZONE", default_value = "")]
+    pub zone: String,
+
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "DOGFS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -65,7 +85,20 @@ impl ChunkConfig {
             scrub_rate: ByteSize(0),
             scrub_interval_secs: 86_400,
             shutdown_grace_secs: 5,
+            meta_endpoints: Vec::new(),
+            advertise_addr: None,
+            zone: String::new(),
             log_format: LogFormat::Text,
         }
+    }
+
+    /// The metadata endpoints with blanks removed (`DOGFS_META_ENDPOINTS=""` or a trailing
+    /// comma must not count as an endpoint).
+    pub fn meta_endpoints(&self) -> Vec<String> {
+        self.meta_endpoints
+            .iter()
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty())
+            .collect()
     }
 }

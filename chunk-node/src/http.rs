@@ -1,5 +1,10 @@
 //! The HTTP side port: `/metrics`, `/healthz` (the process is alive) and `/readyz` (the
 //! store answers and the gRPC server is serving).
+//!
+//! Readiness deliberately ignores registration with metadata: a chunk server can serve reads
+//! (and writes placed earlier) while metadata is down or electing, and a Service that dropped
+//! every chunk pod during a metadata outage would turn it into a full read outage. The
+//! registry state is on `/metrics` (`dogfs_chunk_node_state`) instead.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod convert;
 pub mod format;
+pub mod heartbeat;
 pub mod http;
 pub mod metrics;
 pub mod scrub;

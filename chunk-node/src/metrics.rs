@@ -24,6 +24,23 @@ pub struct MethodLabel {
     pub method: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
+}
+
+/// The values `node_state` can take: `unregistered` until metadata first answers, then the
+/// state metadata last reported (`NodeState` names, lowercased).
+pub const NODE_STATES: [&str; 7] = [
+    "unregistered",
+    "unspecified",
+    "up",
+    "suspect",
+    "down",
+    "draining",
+    "removed",
+];
+
 /// Every metric of the process, registered once.
 #[derive(Debug)]
 pub struct Metrics {
@@ -34,6 +51,11 @@ pub struct Metrics {
     pub bytes_read: Counter,
     pub scrub_bytes: Counter,
     pub scrub_passes: Counter,
+    /// Successful Register and Heartbeat calls.
+    pub registry_calls: Counter,
+    /// Failed Register and Heartbeat calls (any endpoint, any reason).
+    pub registry_errors: Counter,
+    node_state: Family<StateLabel, Gauge>,
     shards: Gauge,
     used: Gauge,
     available: Gauge,
@@ -79,6 +101,22 @@ impl Metrics {
             "bytes verified by the scrubber",
         );
         let scrub_passes = counter(&mut registry, "scrub_passes", "completed scrub passes");
+        let registry_calls = counter(
+            &mut registry,
+            "registry_calls",
+            "successful Register and Heartbeat calls to metadata",
+        );
+        let registry_errors = counter(
+            &mut registry,
+            "registry_errors",
+            "failed Register and Heartbeat calls to metadata",
+        );
+        let node_state = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "node_state",
+            "1 for the registry state metadata last reported for this node (unregistered until it answers)",
+            node_state.clone(),
+        );
         let shards = gauge(&mut registry, "shards", "shards stored");
         let used = gauge(&mut registry, "used_bytes", "bytes used by shard files");
         let available = gauge(
@@ -106,6 +144,9 @@ impl Metrics {
             bytes_read,
             scrub_bytes,
             scrub_passes,
+            registry_calls,
+            registry_errors,
+            node_state,
             shards,
             used,
             available,
@@ -127,6 +168,16 @@ impl Metrics {
         self.rpc_seconds
             .get_or_create(&MethodLabel { method })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets `node_state{state}` to 1 for `state` (one of [`NODE_STATES`]) and 0 for the others,
+    /// so a dashboard can plot the state as one series per value.
+    pub fn set_node_state(&self, state: &'static str) {
+        for s in NODE_STATES {
+            self.node_state
+                .get_or_create(&StateLabel { state: s })
+                .set(i64::from(s == state));
+        }
     }
 
     /// Renders the text exposition, refreshing gauges from the store first.

@@ -9,6 +9,7 @@ use dogfs_core::transport::{
     CONNECTION_WINDOW_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES,
 };
 use dogfs_proto::chunk::chunk_service_server::ChunkServiceServer;
+use dogfs_proto::meta::NodeState;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -16,6 +17,7 @@ use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 use crate::config::ChunkConfig;
+use crate::heartbeat::{self, RegistryError, RegistryOptions};
 use crate::http::{HttpState, router};
 use crate::metrics::Metrics;
 use crate::scrub;
@@ -36,6 +38,8 @@ pub enum ServerError {
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    #[error("registration settings: {0}")]
+    Registry(#[from] RegistryError),
     #[error("server task: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -54,11 +58,26 @@ pub struct ChunkServer {
     grpc: JoinHandle<Result<(), ServerError>>,
     http: JoinHandle<Result<(), ServerError>>,
     scrubber: Option<JoinHandle<()>>,
+    registration: Option<JoinHandle<()>>,
+    node_state: watch::Receiver<Option<NodeState>>,
     grace: Duration,
 }
 
 impl ChunkServer {
     pub async fn start(cfg: &ChunkConfig) -> Result<Self, ServerError> {
+        // Settings are checked before anything is opened or bound, so a bad value fails fast.
+        let endpoints = cfg.meta_endpoints();
+        for e in &endpoints {
+            heartbeat::check_host_port("meta endpoint", e)?;
+        }
+        if let Some(a) = &cfg.advertise_addr {
+            heartbeat::check_host_port("advertise address", a)?;
+        } else if !endpoints.is_empty() && cfg.grpc_addr.ip().is_unspecified() {
+            return Err(RegistryError::NoAdvertiseAddr {
+                grpc_addr: cfg.grpc_addr,
+            }
+            .into());
+        }
         let store_cfg = StoreConfig {
             data_dir: cfg.data_dir.clone(),
             reserve: cfg.reserve.bytes(),
@@ -127,6 +146,28 @@ impl ChunkServer {
 
         serving.store(true, Ordering::Relaxed);
         info!(%grpc_addr, %http_addr, node_id = %store.node_id(), "chunk server serving");
+
+        // Registration starts once the server serves: metadata may place shards here as soon
+        // as it hears of the node.
+        let (state_tx, node_state) = watch::channel(None);
+        let registration = (!endpoints.is_empty()).then(|| {
+            let opts = RegistryOptions {
+                endpoints,
+                // Default: the address actually bound (an ephemeral port is resolved by now).
+                advertise_addr: cfg
+                    .advertise_addr
+                    .clone()
+                    .unwrap_or_else(|| grpc_addr.to_string()),
+                zone: cfg.zone.clone(),
+            };
+            tokio::spawn(heartbeat::run(
+                Arc::clone(&store),
+                Arc::clone(&metrics),
+                opts,
+                state_tx,
+                rx.clone(),
+            ))
+        });
         Ok(ChunkServer {
             grpc_addr,
             http_addr,
@@ -138,6 +179,8 @@ impl ChunkServer {
             grpc,
             http,
             scrubber,
+            registration,
+            node_state,
             grace: Duration::from_secs(cfg.shutdown_grace_secs),
         })
     }
@@ -156,6 +199,12 @@ impl ChunkServer {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The registry state metadata last reported; `None` before the first answer and when
+    /// the server runs standalone (no meta endpoints).
+    pub fn node_state(&self) -> Option<NodeState> {
+        *self.node_state.borrow()
     }
 
     /// Waits until a server task ends on its own (an error: they run until shutdown).
@@ -177,6 +226,9 @@ impl ChunkServer {
         let http = finish_within(self.http, self.grace, "HTTP").await?;
         if let Some(s) = self.scrubber {
             s.await?;
+        }
+        if let Some(r) = self.registration {
+            r.await?;
         }
         info!("chunk server stopped");
         grpc.and(http)

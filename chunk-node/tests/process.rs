@@ -157,4 +157,16 @@ fn bad_flags_are_refused_with_a_message() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere"));
+
+    // Registering needs an address others can dial; the wildcard default is not one.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dogfs-chunk"))
+        .env("DOGFS_DATA_DIR", dir.path())
+        .env("DOGFS_META_ENDPOINTS", "meta-0:7000,meta-1:7000")
+        .env_remove("DOGFS_ADVERTISE_ADDR")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("DOGFS_ADVERTISE_ADDR"), "{err}");
 }

@@ -273,6 +273,27 @@ impl fmt::Debug for ObjectKey {
     }
 }
 
+/// The object partition (1..=`partitions`) of a key: `1 + fnv1a64(bucket ‖ 0x00 ‖ key) mod P`.
+/// FNV-1a 64 is fixed forever (DESIGN §5): changing it would move every object. Here rather
+/// than in the metadata service so that clients can route to a partition's leader with the
+/// same function. `partitions` of 0 is treated as 1.
+pub fn partition_of(bucket: &BucketName, key: &ObjectKey, partitions: u64) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    let bytes = bucket
+        .as_str()
+        .as_bytes()
+        .iter()
+        .chain(std::iter::once(&0u8))
+        .chain(key.as_str().as_bytes());
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(PRIME);
+    }
+    1 + h % partitions.max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +413,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.len() < 200, "{e}");
+    }
+
+    #[test]
+    fn partition_is_fnv1a64_of_bucket_nul_key() {
+        let b = BucketName::parse("photos").unwrap();
+        let k = ObjectKey::parse("a/b.jpg").unwrap();
+        // Reference FNV-1a 64 over b"photos\0a/b.jpg", computed independently.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for x in b"photos\0a/b.jpg" {
+            h = (h ^ u64::from(*x)).wrapping_mul(0x100_0000_01b3);
+        }
+        assert_eq!(partition_of(&b, &k, 8), 1 + h % 8);
+        assert_eq!(partition_of(&b, &k, 0), 1);
+        assert_eq!(partition_of(&b, &k, 1), 1);
     }
 
     #[test]

@@ -3,8 +3,24 @@
 //! - [`wal`]: the write-ahead log that the Raft log and vote of every group are stored in
 //!   (`docs/wal.md`).
 //! - [`raft`]: openraft 0.9 storage on it: the log store over the WAL and the transactional
-//!   key-value state machine on sled, with snapshot files (`docs/raft-storage.md`).
+//!   key-value state machine on sled, with snapshot files (`docs/raft-storage.md`); the
+//!   multi-group node and its transport (`docs/raft-network.md`).
+//! - [`catalog`]: buckets, objects, uploads and the deletion queue on the Raft KV
+//!   (`docs/catalog.md`); [`registry`]: chunk servers and the cluster config.
+//! - [`service`], [`server`], [`tasks`], [`http`], [`metrics`], [`config`]: the gRPC services,
+//!   the server that runs them, its background tasks and HTTP side port
+//!   (`docs/meta-service.md`).
 
 pub mod catalog;
+pub mod config;
+pub mod http;
+pub mod metrics;
 pub mod raft;
+pub mod registry;
+pub mod server;
+pub mod service;
+pub mod tasks;
 pub mod wal;
+
+pub use config::{LogFormat, MetaConfig};
+pub use server::{MetaServer, ServerError};

@@ -14,7 +14,7 @@ use dogfs_meta::catalog::list::ObjectSummary;
 use dogfs_meta::catalog::ops;
 use dogfs_meta::catalog::{
     BeginPut, CatalogError, CommitObject, DEFAULT_INLINE_MAX, GcReason, ListEntry, ListPage,
-    ListQuery, ObjectBody, Prepared, ShardReport, Targets, list_partition, merge_pages,
+    ListQuery, ObjectBody, Prepared, PutInline, ShardReport, Targets, list_partition, merge_pages,
     partition_of,
 };
 use dogfs_meta::raft::{
@@ -1243,4 +1243,180 @@ fn corrupt_or_unknown_format_records_are_reported() {
             ..
         })
     ));
+}
+
+fn inline_req(bucket: &str, key: &str, version_id: u128, data: &[u8]) -> PutInline {
+    PutInline {
+        version_id,
+        bucket: BucketName::parse(bucket).unwrap(),
+        key: ObjectKey::parse(key).unwrap(),
+        data: data.to_vec(),
+        etag: "etag".into(),
+        content_type: "text/plain".into(),
+        user_metadata: BTreeMap::from([("k".to_string(), "v".to_string())]),
+        scheme: scheme(),
+        segment_size: SEGMENT,
+        now_unix: NOW,
+    }
+}
+
+#[test]
+fn put_inline_writes_one_entry_and_queues_the_replaced_version() {
+    let mut c = Cluster::new(2);
+    let inc = c.create_bucket("small").unwrap();
+    let bn = BucketName::parse("small").unwrap();
+    let kn = ObjectKey::parse("obj").unwrap();
+    // An erasure-coded version first; the inline PUT replaces it and queues its shards in the
+    // same entry.
+    let old = c.put("small", "obj", 40_000).unwrap();
+    let old_shards: BTreeSet<u128> = c
+        .get("small", "obj")
+        .unwrap()
+        .shards()
+        .map(|s| s.shard_id)
+        .collect();
+    assert!(!old_shards.is_empty());
+    let g = c.part(&bn, &kn);
+    let p = ops::put_inline(
+        &g.reader(),
+        &inline_req("small", "obj", 900, b"tiny"),
+        inc,
+        DEFAULT_INLINE_MAX,
+    )
+    .unwrap();
+    let version = g.run(&p).unwrap();
+    let o = c.get("small", "obj").unwrap();
+    assert_eq!(o.body, ObjectBody::Inline(b"tiny".to_vec()));
+    assert_eq!(o.version_id, 900);
+    assert_ne!(o.version_id, old);
+    assert_eq!(o.user_metadata["k"], "v");
+    let gc = c.gc();
+    assert_eq!(gc.keys().copied().collect::<BTreeSet<_>>(), old_shards);
+    assert!(gc.values().all(|(_, r)| *r == GcReason::Replaced));
+    let g = c.part(&bn, &kn);
+    let versions = g
+        .reader()
+        .list(keys::GC, b"", None, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(_, v)| v.version)
+        .collect::<BTreeSet<_>>();
+    assert_eq!(versions, BTreeSet::from([version]));
+
+    // Too large, or a bad key: refused, nothing written.
+    let before = c.dump();
+    let g = c.part(&bn, &kn);
+    let err = ops::put_inline(
+        &g.reader(),
+        &inline_req("small", "obj", 901, &[0; 4097]),
+        inc,
+        DEFAULT_INLINE_MAX,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "an inline object has at most 4096 bytes, got 4097; use BeginPut"
+    );
+    // Built on a stale read: the second of two racing PUTs conflicts, state unchanged.
+    let a = ops::put_inline(
+        &g.reader(),
+        &inline_req("small", "obj", 902, b"a"),
+        inc,
+        DEFAULT_INLINE_MAX,
+    )
+    .unwrap();
+    let b = ops::put_inline(
+        &g.reader(),
+        &inline_req("small", "obj", 903, b"b"),
+        inc,
+        DEFAULT_INLINE_MAX,
+    )
+    .unwrap();
+    assert_eq!(c.dump(), before);
+    let g = c.part(&bn, &kn);
+    g.run(&a).unwrap();
+    let after_a = c.dump();
+    let g = c.part(&bn, &kn);
+    assert!(matches!(g.run(&b), Err(CatalogError::Conflict { .. })));
+    assert_eq!(c.dump(), after_a);
+    // Overwriting an inline version queues nothing new.
+    let gc_before = c.gc();
+    let g = c.part(&bn, &kn);
+    let p = ops::put_inline(
+        &g.reader(),
+        &inline_req("small", "obj", 904, b""),
+        inc,
+        DEFAULT_INLINE_MAX,
+    )
+    .unwrap();
+    g.run(&p).unwrap();
+    assert_eq!(c.gc(), gc_before);
+    assert_eq!(c.get("small", "obj").unwrap().size, 0);
+
+    // A sealed (being deleted) incarnation refuses the PUT; a new key in a deleted bucket too.
+    c.delete_bucket("small").unwrap_err();
+    let g = c.part(&bn, &kn);
+    let p = ops::put_inline(
+        &g.reader(),
+        &inline_req("small", "obj", 905, b"x"),
+        inc,
+        DEFAULT_INLINE_MAX,
+    )
+    .unwrap();
+    g.run(&ops::seal_bucket(&bn, inc)).unwrap();
+    let sealed = c.dump();
+    let g = c.part(&bn, &kn);
+    assert!(matches!(g.run(&p), Err(CatalogError::BucketBusy { .. })));
+    assert_eq!(c.dump(), sealed);
+}
+
+#[test]
+fn batch_entries_apply_each_command_in_order_atomically() {
+    let mut c = Cluster::new(1);
+    c.create_bucket("batch").unwrap();
+    let bn = BucketName::parse("batch").unwrap();
+    let inc = ops::get_bucket(&c.system.reader(), &bn).unwrap().1;
+    let k1 = ObjectKey::parse("one").unwrap();
+    let g = c.part(&bn, &k1);
+    // Two PUTs of the same key built on the same read, and one of another key, in one entry:
+    // the second PUT of "one" sees the first's write and conflicts; the others apply.
+    let a = ops::put_inline(&g.reader(), &inline_req("batch", "one", 1, b"a"), inc, 4096).unwrap();
+    let b = ops::put_inline(&g.reader(), &inline_req("batch", "one", 2, b"b"), inc, 4096).unwrap();
+    let d = ops::put_inline(&g.reader(), &inline_req("batch", "two", 3, b"d"), inc, 4096).unwrap();
+    let r = g.apply(Command::batch(vec![
+        a.command.clone(),
+        b.command.clone(),
+        d.command.clone(),
+    ]));
+    let Response::Batch(rs) = r else {
+        panic!("not a batch response: {r:?}")
+    };
+    assert_eq!(rs.len(), 3);
+    let version = a.interpret(&rs[0]).unwrap();
+    assert!(matches!(
+        b.interpret(&rs[1]),
+        Err(CatalogError::Conflict { .. })
+    ));
+    assert_eq!(
+        d.interpret(&rs[2]).unwrap(),
+        version,
+        "one entry, one version"
+    );
+    assert_eq!(
+        c.get("batch", "one").unwrap().body,
+        ObjectBody::Inline(b"a".to_vec())
+    );
+    assert_eq!(
+        c.get("batch", "two").unwrap().body,
+        ObjectBody::Inline(b"d".to_vec())
+    );
+    // A malformed batch (its own writes, or nested) changes nothing.
+    let before = c.dump();
+    let g = c.part(&bn, &k1);
+    let mut bad = Command::batch(vec![a.command.clone()]);
+    bad.writes = d.command.writes.clone();
+    assert!(matches!(g.apply(bad), Response::Invalid { .. }));
+    let nested = Command::batch(vec![Command::batch(vec![a.command.clone()])]);
+    assert!(matches!(g.apply(nested), Response::Invalid { .. }));
+    assert_eq!(c.dump(), before);
 }

@@ -53,7 +53,11 @@ fn step_strategy() -> impl Strategy<Value = Step> {
             prop::collection::vec(condition_strategy(), 0..3),
             prop::collection::vec(write_strategy(), 0..4)
         )
-            .prop_map(|(conditions, writes)| Step::Apply(Command { conditions, writes })),
+            .prop_map(|(conditions, writes)| Step::Apply(Command {
+                conditions,
+                writes,
+                batch: Vec::new(),
+            })),
         1 => Just(Step::Transfer),
         1 => Just(Step::Restart),
     ]

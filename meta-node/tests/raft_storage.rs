@@ -168,6 +168,7 @@ fn command_conditions_writes_and_failures() {
                 Command {
                     conditions: vec![Condition::Absent(key("bucket", "a"))],
                     writes: vec![put("bucket", "a", "A2"), put("bucket", "b", "B2")],
+                    batch: Vec::new(),
                 },
             )])
             .await
@@ -193,6 +194,7 @@ fn command_conditions_writes_and_failures() {
                         Condition::Exists(key("bucket", "zzz")),
                     ],
                     writes: vec![Write::Delete(key("bucket", "a"))],
+                    batch: Vec::new(),
                 },
             )])
             .await
@@ -219,6 +221,7 @@ fn command_conditions_writes_and_failures() {
                         Write::Delete(key("object", "a")),
                         Write::Delete(key("object", "never-existed")),
                     ],
+                    batch: Vec::new(),
                 },
             )])
             .await
@@ -240,6 +243,7 @@ fn command_conditions_writes_and_failures() {
                     Command {
                         conditions: vec![Condition::Equals(key("object", "a"), b"O1".to_vec())],
                         writes: vec![],
+                        batch: Vec::new(),
                     },
                 ),
                 normal(
@@ -247,6 +251,7 @@ fn command_conditions_writes_and_failures() {
                     Command {
                         conditions: vec![Condition::VersionEquals(key("object", "a"), 1)],
                         writes: vec![],
+                        batch: Vec::new(),
                     },
                 ),
                 // An over-long tree name is rejected deterministically.
@@ -405,6 +410,7 @@ fn snapshot_build_and_install_round_trip() {
                 Command {
                     conditions: vec![Condition::VersionEquals(key("bucket", "z"), 3)],
                     writes: vec![put("bucket", "z", "4")],
+                    batch: Vec::new(),
                 },
             )])
             .await

@@ -64,21 +64,8 @@ pub fn seal(bucket: &BucketName, incarnation: u64) -> Key {
 }
 
 /// The object partition (1..=`partitions`) of a key: `1 + fnv1a64(bucket ‖ 0x00 ‖ key) mod P`.
-/// FNV-1a 64 is fixed forever (DESIGN §5): changing it would move every object. `partitions`
-/// of 0 is treated as 1.
+/// FNV-1a 64 is fixed forever (DESIGN §5). Implemented in `dogfs-core` so clients route with
+/// the same function.
 pub fn partition_of(bucket: &BucketName, key: &ObjectKey, partitions: u64) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = OFFSET;
-    let bytes = bucket
-        .as_str()
-        .as_bytes()
-        .iter()
-        .chain(std::iter::once(&0u8))
-        .chain(key.as_str().as_bytes());
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(PRIME);
-    }
-    1 + h % partitions.max(1)
+    dogfs_core::names::partition_of(bucket, key, partitions)
 }

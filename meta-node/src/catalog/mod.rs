@@ -32,7 +32,9 @@ pub use list::ObjectSummary;
 pub use list::{
     ContinuationToken, ListEntry, ListPage, ListQuery, PartitionPage, list_partition, merge_pages,
 };
-pub use ops::{BeginPut, Check, CommitObject, DEFAULT_INLINE_MAX, Prepared, ShardReport, Targets};
+pub use ops::{
+    BeginPut, Check, CommitObject, DEFAULT_INLINE_MAX, Prepared, PutInline, ShardReport, Targets,
+};
 pub use records::{
     BucketRecord, GcEntry, GcReason, ObjectBody, ObjectVersion, SchemeRecord, SegmentRecord,
     ShardRecord, UploadRecord,
@@ -183,6 +185,8 @@ pub enum CatalogError {
         missing: usize,
         allowed: usize,
     },
+    #[error("an inline object has at most {inline_max} bytes, got {size}; use BeginPut")]
+    InlineObjectTooLarge { size: u64, inline_max: u64 },
     #[error("invalid listing: {reason}")]
     InvalidListing { reason: String },
     #[error("invalid continuation token: {reason}")]

@@ -47,7 +47,7 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    fn new(operation: &'static str) -> Prepared {
+    pub(crate) fn new(operation: &'static str) -> Prepared {
         Prepared {
             operation,
             command: Command::default(),
@@ -55,12 +55,12 @@ impl Prepared {
         }
     }
 
-    fn require(&mut self, condition: Condition, check: Check) {
+    pub(crate) fn require(&mut self, condition: Condition, check: Check) {
         self.command.conditions.push(condition);
         self.checks.push(check);
     }
 
-    fn write(&mut self, write: Write) {
+    pub(crate) fn write(&mut self, write: Write) {
         self.command.writes.push(write);
     }
 
@@ -90,7 +90,7 @@ impl Prepared {
             Response::Invalid { reason } => Err(CatalogError::Rejected {
                 reason: reason.clone(),
             }),
-            Response::Internal => Err(CatalogError::UnexpectedResponse {
+            Response::Internal | Response::Batch(_) => Err(CatalogError::UnexpectedResponse {
                 operation: self.operation,
                 response: format!("{response:?}"),
             }),
@@ -99,7 +99,7 @@ impl Prepared {
 }
 
 /// "Absent" if nothing was read, else "VersionEquals(what was read)".
-fn unchanged(key: crate::raft::Key, version: Option<u64>) -> Condition {
+pub(crate) fn unchanged(key: crate::raft::Key, version: Option<u64>) -> Condition {
     match version {
         Some(v) => Condition::VersionEquals(key, v),
         None => Condition::Absent(key),
@@ -803,4 +803,76 @@ pub fn gc_done(shards: &[ShardId]) -> Prepared {
         p.write(Write::Delete(keys::gc(*s)));
     }
     p
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small objects in one entry.
+
+/// A PutInlineObject request, with the version id and time the leader chose.
+#[derive(Debug, Clone)]
+pub struct PutInline {
+    /// The new version's id (drawn like an upload id).
+    pub version_id: u128,
+    pub bucket: BucketName,
+    pub key: ObjectKey,
+    pub data: Vec<u8>,
+    pub etag: String,
+    pub content_type: String,
+    pub user_metadata: BTreeMap<String, String>,
+    /// Recorded in the version (the cluster default), so a later read has a layout.
+    pub scheme: ErasureScheme,
+    pub segment_size: u64,
+    pub now_unix: u64,
+}
+
+/// PutInlineObject in the key's partition, for bucket incarnation `incarnation`: one entry
+/// writes the inline version and queues the replaced version's shards. Conditions: the
+/// incarnation not sealed, the current version unchanged (or still absent).
+pub fn put_inline<S: KvSpace>(
+    partition: &KvReader<S>,
+    req: &PutInline,
+    incarnation: u64,
+    inline_max: u64,
+) -> Result<Prepared, CatalogError> {
+    let size = req.data.len() as u64;
+    if size > inline_max {
+        return Err(CatalogError::InlineObjectTooLarge { size, inline_max });
+    }
+    // Validates the scheme and segment size like a BeginPut would.
+    ObjectLayout::new(size, req.segment_size, req.scheme)?;
+    let current = read_object(partition, &req.bucket, &req.key)?;
+    let version = ObjectVersion {
+        bucket: req.bucket.to_string(),
+        key: req.key.to_string(),
+        version_id: req.version_id,
+        incarnation,
+        size,
+        etag: req.etag.clone(),
+        content_type: req.content_type.clone(),
+        user_metadata: req.user_metadata.clone(),
+        created_unix: req.now_unix,
+        scheme: SchemeRecord::from_scheme(&req.scheme),
+        segment_size: req.segment_size,
+        body: ObjectBody::Inline(req.data.clone()),
+    };
+    let mut p = Prepared::new("putting an inline object");
+    p.require(
+        Condition::Absent(keys::seal(&req.bucket, incarnation)),
+        Check::NotSealed {
+            bucket: req.bucket.to_string(),
+        },
+    );
+    let okey = keys::object(&req.bucket, &req.key);
+    p.require(
+        unchanged(okey.clone(), current.as_ref().map(|(_, v)| *v)),
+        Check::Unchanged,
+    );
+    p.write(Write::Put(
+        okey,
+        records::encode("object version", &version)?,
+    ));
+    if let Some((old, _)) = &current {
+        queue_version(&mut p, old, GcReason::Replaced, req.now_unix)?;
+    }
+    Ok(p)
 }

@@ -120,12 +120,19 @@ pub enum LogStoreError {
 pub struct LogStore {
     wal: Arc<Wal>,
     group: GroupId,
+    /// The latest committed marker not yet handed to the WAL: it rides with the group's next
+    /// append instead of costing a sync of its own (shared by this store's clones).
+    pending_committed: Arc<std::sync::Mutex<Option<Bytes>>>,
 }
 
 impl LogStore {
     /// The log store of `group` in `wal`.
     pub fn new(wal: Arc<Wal>, group: GroupId) -> LogStore {
-        LogStore { wal, group }
+        LogStore {
+            wal,
+            group,
+            pending_committed: Arc::default(),
+        }
     }
 
     /// The group id.
@@ -224,7 +231,12 @@ impl LogStore {
 
     /// The saved committed log id.
     pub fn committed(&self) -> Result<Option<LogId<NodeId>>, LogStoreError> {
-        match self.wal.committed(self.group) {
+        let pending = self
+            .pending_committed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match pending.or_else(|| self.wal.committed(self.group)) {
             Some(b) => self.decode("the committed log id", &b),
             None => Ok(None),
         }
@@ -287,14 +299,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let payload = self
             .encode("the committed log id", &committed)
             .map_err(write_err)?;
-        // Not awaited: the committed marker is an optimisation (entries up to it are re-applied
-        // on restart), not needed for safety. The WAL writes records in submission order, so
-        // once it is durable so are the entries it points to.
-        let _ack = self
-            .wal
-            .save_committed(group, payload)
-            .map_err(Box::new)
-            .map_err(|source| write_err(LogStoreError::SaveCommitted { group, source }))?;
+        // Not written now: the committed marker is an optimisation (entries up to it are
+        // re-applied on restart), not needed for safety, and a WAL submission of its own would
+        // cost a sync per commit. It is submitted just before the group's next append, so it
+        // shares that append's sync; the WAL writes records in submission order, so once it is
+        // durable so are the entries it points to.
+        let _ = group;
+        *self
+            .pending_committed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(payload);
         Ok(())
     }
 
@@ -308,6 +322,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let group = self.group;
+        let committed = self
+            .pending_committed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(payload) = committed {
+            // Its Ack is not awaited (see `save_committed`).
+            let _ack = self
+                .wal
+                .save_committed(group, payload)
+                .map_err(Box::new)
+                .map_err(|source| write_err(LogStoreError::SaveCommitted { group, source }))?;
+        }
         // Entries at or below the purge point are covered by the snapshot (committed, hence
         // equal to what was purged) and are skipped, as Raft followers skip entries already in
         // their snapshot. This only happens on an empty log (the WAL keeps entries above the

@@ -24,7 +24,7 @@ pub mod types;
 pub use engine::{EngineError, KvEngine, KvSpace, SledEngine, SledSpace};
 pub use log_store::{LogStore, LogStoreError};
 pub use network::{Connections, GroupClient, NetworkFactory, TransportError};
-pub use node::{MultiRaft, NodeConfig, NodeError};
+pub use node::{MultiRaft, NodeConfig, NodeError, RaftHandle};
 pub use server::{RaftRegistry, RaftServer, ServerError};
 pub use state_machine::{KvReader, SnapshotBuilder, StateMachine, StateMachineError, Versioned};
 pub use types::{Command, Condition, Key, Response, TypeConfig, Write};

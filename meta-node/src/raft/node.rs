@@ -25,7 +25,7 @@ use super::network::{Connections, NetworkFactory};
 use super::server::{RaftRegistry, RaftServer, ServerError};
 use super::state_machine::{KvReader, StateMachine, StateMachineError};
 use super::types::{Command, Response, TypeConfig};
-use crate::wal::{GroupId, Wal, WalConfig, WalError};
+use crate::wal::{GroupId, SyncObserver, Wal, WalConfig, WalError};
 
 type NodeId = u64;
 
@@ -132,6 +132,8 @@ pub struct NodeConfig {
     pub reclaim_interval: Duration,
     /// Connect timeout of the peer channels.
     pub connect_timeout: Duration,
+    /// Called with the duration of every WAL `fdatasync` (metrics).
+    pub sync_observer: Option<SyncObserver>,
 }
 
 impl NodeConfig {
@@ -151,6 +153,7 @@ impl NodeConfig {
             wal: WalConfig::default(),
             reclaim_interval: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(1),
+            sync_observer: None,
         }
     }
 }
@@ -172,6 +175,7 @@ pub fn default_raft_config() -> openraft::Config {
     }
 }
 
+#[derive(Clone)]
 struct Group {
     raft: Raft<TypeConfig>,
     reader: KvReader<SledSpace>,
@@ -188,11 +192,10 @@ impl std::fmt::Debug for Group {
 /// Every Raft group of one metadata node, with its gRPC Raft service.
 #[derive(Debug)]
 pub struct MultiRaft {
-    node_id: NodeId,
+    handle: RaftHandle,
     addr: SocketAddr,
-    groups: BTreeMap<GroupId, Group>,
+    listener: Option<tokio::net::TcpListener>,
     registry: RaftRegistry,
-    connections: Connections,
     wal: Weak<Wal>,
     shutdown: watch::Sender<bool>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
@@ -227,6 +230,17 @@ impl MultiRaft {
         config: NodeConfig,
         listener: tokio::net::TcpListener,
     ) -> Result<MultiRaft, NodeError> {
+        let mut node = MultiRaft::open(config, listener).await?;
+        node.serve(tonic::service::Routes::default());
+        Ok(node)
+    }
+
+    /// Like [`MultiRaft::start`], but does not serve yet: the caller adds its own services with
+    /// [`MultiRaft::serve`] (they need the node's [`RaftHandle`] first).
+    pub async fn open(
+        config: NodeConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Result<MultiRaft, NodeError> {
         let addr = listener.local_addr().map_err(NodeError::Listener)?;
         let raft_config = Arc::new(
             config
@@ -249,6 +263,9 @@ impl MultiRaft {
         )
         .await??;
         tracing::info!(node = config.node_id, ?report, "WAL opened");
+        if let Some(observer) = &config.sync_observer {
+            wal.set_sync_observer(observer.clone());
+        }
         let wal = Arc::new(wal);
         let sled_dir = dir.join("sled");
         let engine = open_retrying(
@@ -287,43 +304,166 @@ impl MultiRaft {
         }
 
         let (shutdown, rx) = watch::channel(false);
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let svc = RaftServer::new(registry.clone()).into_service();
-        let mut server_rx = rx.clone();
-        let server = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = server_rx.wait_for(|s| *s).await;
-                })
-                .await
-        });
-
         let weak = Arc::downgrade(&wal);
         drop(wal);
         let reclaimer = tokio::spawn(reclaim_loop(weak.clone(), config.reclaim_interval, rx));
-        tracing::info!(node = config.node_id, %addr, groups = ?registry.group_ids(), "raft node serving");
         Ok(MultiRaft {
-            node_id: config.node_id,
+            handle: RaftHandle {
+                node_id: config.node_id,
+                groups: Arc::new(groups),
+                connections,
+            },
             addr,
-            groups,
+            listener: Some(listener),
             registry,
-            connections,
             wal: weak,
             shutdown,
-            server: Some(server),
+            server: None,
             reclaimer: Some(reclaimer),
         })
     }
 
+    /// Serves the Raft service plus `routes` (the caller's services) on the listener given to
+    /// [`MultiRaft::open`]. Does nothing when already serving.
+    pub fn serve(&mut self, routes: tonic::service::Routes) {
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let routes = routes.add_service(RaftServer::new(self.registry.clone()).into_service());
+        let mut server_rx = self.shutdown.subscribe();
+        self.server = Some(tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = server_rx.wait_for(|s| *s).await;
+                })
+                .await
+        }));
+        tracing::info!(node = self.handle.node_id, addr = %self.addr, groups = ?self.registry.group_ids(), "raft node serving");
+    }
+
+    /// A cheap, cloneable handle on the groups (for request handlers and background tasks).
+    /// Drop every handle before reopening the node in the same process: its readers keep the
+    /// database open.
+    pub fn handle(&self) -> RaftHandle {
+        self.handle.clone()
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
-        self.node_id
+        self.handle.node_id
     }
 
     /// The address the Raft service listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The hosted group ids.
+    pub fn group_ids(&self) -> Vec<GroupId> {
+        self.handle.group_ids()
+    }
+
+    /// The group's Raft.
+    pub fn raft(&self, group: GroupId) -> Result<&Raft<TypeConfig>, NodeError> {
+        self.handle.raft(group)
+    }
+
+    /// A reader on the group's applied state (local, not linearizable by itself).
+    pub fn reader(&self, group: GroupId) -> Result<KvReader<SledSpace>, NodeError> {
+        self.handle.reader(group)
+    }
+
+    /// The pool of peer channels.
+    pub fn connections(&self) -> &Connections {
+        &self.handle.connections
+    }
+
+    /// See [`RaftHandle::initialize`].
+    pub async fn initialize(
+        &self,
+        members: &BTreeMap<NodeId, String>,
+    ) -> Result<Vec<GroupId>, NodeError> {
+        self.handle.initialize(members).await
+    }
+
+    /// See [`RaftHandle::client_write`].
+    pub async fn client_write(
+        &self,
+        group: GroupId,
+        command: Command,
+    ) -> Result<Response, NodeError> {
+        self.handle.client_write(group, command).await
+    }
+
+    /// Stops every group (its messages then get `NOT_FOUND`), the gRPC server and the
+    /// reclaimer, and waits until the WAL is released, so the node can be reopened from the
+    /// same directory. Readers handed out keep the database open until dropped.
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+        let _ = self.shutdown.send(true);
+        let ids: Vec<GroupId> = self.handle.group_ids();
+        for group in &ids {
+            self.registry.remove(*group)?;
+        }
+        let mut first_err = None;
+        let groups: Vec<(GroupId, Raft<TypeConfig>)> = self
+            .handle
+            .groups
+            .iter()
+            .map(|(id, g)| (*id, g.raft.clone()))
+            .collect();
+        self.handle.groups = Arc::new(BTreeMap::new());
+        drop(self.listener.take());
+        for (group, raft) in groups {
+            if let Err(e) = raft.shutdown().await {
+                first_err.get_or_insert(NodeError::Fatal {
+                    group,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        if let Some(server) = self.server.take() {
+            let abort = server.abort_handle();
+            match tokio::time::timeout(SHUTDOWN_WAIT, server).await {
+                Ok(Ok(Err(e))) => {
+                    first_err.get_or_insert(NodeError::Server(e));
+                }
+                Ok(_) => {}
+                Err(_) => abort.abort(),
+            }
+        }
+        if let Some(reclaimer) = self.reclaimer.take() {
+            reclaimer.abort();
+            let _ = reclaimer.await;
+        }
+        // openraft's tasks (state-machine worker, replication streams, log-flush waiters) drop
+        // their storage handles asynchronously after the core stopped.
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        while self.wal.strong_count() > 0 {
+            if Instant::now() >= deadline {
+                first_err.get_or_insert(NodeError::WalStillHeld(SHUTDOWN_WAIT));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!(node = self.handle.node_id, "raft node stopped");
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// A cloneable handle on a node's groups: their Raft handles, readers and the peer channels.
+#[derive(Debug, Clone)]
+pub struct RaftHandle {
+    node_id: NodeId,
+    groups: Arc<BTreeMap<GroupId, Group>>,
+    connections: Connections,
+}
+
+impl RaftHandle {
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
     }
 
     /// The hosted group ids.
@@ -367,7 +507,7 @@ impl MultiRaft {
             .map(|(id, addr)| (*id, BasicNode::new(addr)))
             .collect();
         let mut done = Vec::new();
-        for (&group, g) in &self.groups {
+        for (&group, g) in self.groups.iter() {
             let initialized = g
                 .raft
                 .is_initialized()
@@ -419,52 +559,6 @@ impl MultiRaft {
                 source: Box::new(source),
             }),
         }
-    }
-
-    /// Stops every group (its messages then get `NOT_FOUND`), the gRPC server and the
-    /// reclaimer, and waits until the WAL is released, so the node can be reopened from the
-    /// same directory. Readers handed out keep the database open until dropped.
-    pub async fn shutdown(mut self) -> Result<(), NodeError> {
-        let _ = self.shutdown.send(true);
-        let ids: Vec<GroupId> = self.groups.keys().copied().collect();
-        for group in &ids {
-            self.registry.remove(*group)?;
-        }
-        let mut first_err = None;
-        for (group, g) in std::mem::take(&mut self.groups) {
-            if let Err(e) = g.raft.shutdown().await {
-                first_err.get_or_insert(NodeError::Fatal {
-                    group,
-                    reason: e.to_string(),
-                });
-            }
-        }
-        if let Some(server) = self.server.take() {
-            let abort = server.abort_handle();
-            match tokio::time::timeout(SHUTDOWN_WAIT, server).await {
-                Ok(Ok(Err(e))) => {
-                    first_err.get_or_insert(NodeError::Server(e));
-                }
-                Ok(_) => {}
-                Err(_) => abort.abort(),
-            }
-        }
-        if let Some(reclaimer) = self.reclaimer.take() {
-            reclaimer.abort();
-            let _ = reclaimer.await;
-        }
-        // openraft's tasks (state-machine worker, replication streams, log-flush waiters) drop
-        // their storage handles asynchronously after the core stopped.
-        let deadline = Instant::now() + SHUTDOWN_WAIT;
-        while self.wal.strong_count() > 0 {
-            if Instant::now() >= deadline {
-                first_err.get_or_insert(NodeError::WalStillHeld(SHUTDOWN_WAIT));
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        tracing::info!(node = self.node_id, "raft node stopped");
-        first_err.map_or(Ok(()), Err)
     }
 }
 

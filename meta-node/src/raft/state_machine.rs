@@ -544,51 +544,91 @@ impl<E: KvEngine> StateMachine<E> {
         index: u64,
         meta_writes: &[RawWrite],
     ) -> Result<Response, StateMachineError> {
-        let invalid = cmd
-            .conditions
-            .iter()
-            .map(Condition::key)
-            .chain(cmd.writes.iter().map(Write::key))
-            .find_map(|k| check_tree(k).err());
+        let is_batch = !cmd.batch.is_empty();
+        let subs: Vec<&Command> = if is_batch {
+            cmd.batch.iter().collect()
+        } else {
+            vec![cmd]
+        };
+        let malformed_batch = is_batch
+            && (!cmd.conditions.is_empty()
+                || !cmd.writes.is_empty()
+                || cmd.batch.iter().any(|c| !c.batch.is_empty()));
+        let invalid = if malformed_batch {
+            Some("a batch command carries conditions, writes or a nested batch".to_string())
+        } else {
+            subs.iter()
+                .flat_map(|c| {
+                    c.conditions
+                        .iter()
+                        .map(Condition::key)
+                        .chain(c.writes.iter().map(Write::key))
+                })
+                .find_map(|k| check_tree(k).err())
+        };
         if let Some(reason) = invalid {
             self.transact(&[], &mut |_| meta_writes.to_vec())?;
             return Ok(Response::Invalid { reason });
         }
-        let reads: Vec<Vec<u8>> = cmd.conditions.iter().map(|c| data_key(c.key())).collect();
-        let mut outcome = Response::Applied { version: index };
+        let reads: Vec<Vec<u8>> = subs
+            .iter()
+            .flat_map(|c| c.conditions.iter().map(|c| data_key(c.key())))
+            .collect();
+        let mut outcomes = Vec::with_capacity(subs.len());
         let group = self.group;
         self.transact(&reads, &mut |values| {
-            let failed = cmd.conditions.iter().zip(values).position(|(c, v)| {
-                let v = v
-                    .as_deref()
-                    .and_then(|raw| split_value(group, &[], raw).ok());
-                !match c {
-                    Condition::Exists(_) => v.is_some(),
-                    Condition::Absent(_) => v.is_none(),
-                    Condition::Equals(_, want) => v.is_some_and(|v| &v.value == want),
-                    Condition::VersionEquals(_, want) => v.is_some_and(|v| v.version == *want),
-                }
-            });
+            // May run more than once (engine retries): start from scratch each time.
+            outcomes.clear();
+            // Writes of earlier sub-commands of a batch, seen by the conditions of later ones.
+            let mut overlay: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>> =
+                std::collections::HashMap::new();
             let mut writes = meta_writes.to_vec();
-            if let Some(i) = failed {
-                outcome = Response::ConditionFailed { index: i };
-                return writes;
-            }
-            outcome = Response::Applied { version: index };
-            for w in &cmd.writes {
-                match w {
-                    Write::Put(k, v) => {
-                        let mut stored = Vec::with_capacity(8 + v.len());
-                        stored.extend_from_slice(&index.to_be_bytes());
-                        stored.extend_from_slice(v);
-                        writes.push((data_key(k), Some(stored)));
+            let mut next = 0;
+            for sub in &subs {
+                let n = sub.conditions.len();
+                let read = values.get(next..next + n).unwrap_or_default();
+                next += n;
+                let failed = sub.conditions.iter().zip(read).position(|(c, v)| {
+                    let raw = match overlay.get(&data_key(c.key())) {
+                        Some(o) => o.as_deref(),
+                        None => v.as_deref(),
+                    };
+                    let v = raw.and_then(|raw| split_value(group, &[], raw).ok());
+                    !match c {
+                        Condition::Exists(_) => v.is_some(),
+                        Condition::Absent(_) => v.is_none(),
+                        Condition::Equals(_, want) => v.is_some_and(|v| &v.value == want),
+                        Condition::VersionEquals(_, want) => v.is_some_and(|v| v.version == *want),
                     }
-                    Write::Delete(k) => writes.push((data_key(k), None)),
+                });
+                if let Some(i) = failed {
+                    outcomes.push(Response::ConditionFailed { index: i });
+                    continue;
+                }
+                outcomes.push(Response::Applied { version: index });
+                for w in &sub.writes {
+                    let (k, v) = match w {
+                        Write::Put(k, v) => {
+                            let mut stored = Vec::with_capacity(8 + v.len());
+                            stored.extend_from_slice(&index.to_be_bytes());
+                            stored.extend_from_slice(v);
+                            (data_key(k), Some(stored))
+                        }
+                        Write::Delete(k) => (data_key(k), None),
+                    };
+                    if is_batch {
+                        overlay.insert(k.clone(), v.clone());
+                    }
+                    writes.push((k, v));
                 }
             }
             writes
         })?;
-        Ok(outcome)
+        Ok(if is_batch {
+            Response::Batch(outcomes)
+        } else {
+            outcomes.pop().unwrap_or(Response::Internal)
+        })
     }
 
     /// Copies the group's data and meta for a snapshot (a consistent cut: the state machine

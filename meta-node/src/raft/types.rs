@@ -93,12 +93,21 @@ impl Write {
 
 /// A state-machine command: `writes` are applied atomically iff all `conditions` hold.
 /// Writes apply in order (a later write of the same key wins).
+///
+/// A non-empty `batch` makes the entry a batch of independent commands (group commit at the
+/// proposer, so one Raft entry carries many clients' commands): each is applied in order as if
+/// it were its own entry with the same log index — its conditions see the writes of the
+/// commands before it — and the response is [`Response::Batch`]. A batch command's own
+/// `conditions`/`writes` must be empty, and batches do not nest (else `Invalid`). The whole
+/// entry is one atomic transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Command {
     /// Checked against the state before the command; all must hold.
     pub conditions: Vec<Condition>,
     /// Applied iff every condition holds.
     pub writes: Vec<Write>,
+    /// Sub-commands of a batch entry (empty for a plain command).
+    pub batch: Vec<Command>,
 }
 
 impl Command {
@@ -107,6 +116,16 @@ impl Command {
         Command {
             conditions: Vec::new(),
             writes,
+            batch: Vec::new(),
+        }
+    }
+
+    /// A batch entry of independent commands.
+    pub fn batch(commands: Vec<Command>) -> Command {
+        Command {
+            conditions: Vec::new(),
+            writes: Vec::new(),
+            batch: commands,
         }
     }
 }
@@ -125,4 +144,6 @@ pub enum Response {
     Invalid { reason: String },
     /// A blank or membership entry (no command).
     Internal,
+    /// One response per sub-command of a batch entry, in order.
+    Batch(Vec<Response>),
 }

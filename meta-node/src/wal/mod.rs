@@ -28,7 +28,7 @@ use record::{Kind, Record, RecordError};
 pub use recovery::{RecoveryError, RecoveryReport};
 use segment::SegmentError;
 use state::StateError;
-pub use writer::{Ack, ReclaimReport, WriterError};
+pub use writer::{Ack, ReclaimReport, SyncObserver, WriterError};
 use writer::{Inner, Item, Shared, Writer};
 
 /// A Raft group id.
@@ -162,6 +162,7 @@ impl Wal {
             }),
             wake: Condvar::new(),
             counters: Default::default(),
+            sync_observer: std::sync::OnceLock::new(),
         });
         let writer = Writer {
             shared: Arc::clone(&shared),
@@ -184,7 +185,12 @@ impl Wal {
         ))
     }
 
-    /// The directory the WAL lives in.
+    /// Tells `observer` the duration of every later `fdatasync` (first call wins).
+    pub fn set_sync_observer(&self, observer: SyncObserver) {
+        let _ = self.shared.sync_observer.set(observer);
+    }
+
+    /// The WAL's directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }

@@ -108,6 +108,18 @@ pub(crate) struct Shared {
     pub inner: Mutex<Inner>,
     pub wake: Condvar,
     pub counters: Counters,
+    /// Told the duration of every `fdatasync` (metrics); set once, after open.
+    pub sync_observer: std::sync::OnceLock<SyncObserver>,
+}
+
+/// A callback told the duration of every WAL `fdatasync` (e.g. a latency histogram).
+#[derive(Clone)]
+pub struct SyncObserver(pub Arc<dyn Fn(std::time::Duration) + Send + Sync>);
+
+impl std::fmt::Debug for SyncObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncObserver")
+    }
 }
 
 impl Shared {
@@ -182,11 +194,15 @@ impl Writer {
     }
 
     fn sync(&mut self) -> Result<(), WriterError> {
+        let started = std::time::Instant::now();
         self.file.sync_data().map_err(|source| WriterError::Sync {
             file: self.path(),
             offset: self.len,
             source: Arc::new(source),
         })?;
+        if let Some(observer) = self.shared.sync_observer.get() {
+            (observer.0)(started.elapsed());
+        }
         self.shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -1,0 +1,403 @@
+//! Registration and heartbeats against a tiny in-test `ChunkRegistry` server that records
+//! every call: identity, address, zone and usage; repeated heartbeats; re-registration after
+//! NOT_FOUND; leader hints; failing over to the next endpoint; serving while metadata is away.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dogfs_chunk::client::{connect, get_shard, put_shard};
+use dogfs_chunk::heartbeat::LEADER_HEADER;
+use dogfs_chunk::{ChunkConfig, ChunkServer};
+use dogfs_core::ids::ShardId;
+use dogfs_proto::chunk::NodeInfoRequest;
+use dogfs_proto::meta::chunk_registry_server::{ChunkRegistry, ChunkRegistryServer};
+use dogfs_proto::meta::{
+    HeartbeatRequest, HeartbeatResponse, NodeState, RegisterRequest, RegisterResponse,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Default)]
+struct Log {
+    registers: Vec<RegisterRequest>,
+    heartbeats: Vec<HeartbeatRequest>,
+    /// Heartbeats answered NOT_FOUND.
+    not_found: usize,
+    /// Calls answered UNAVAILABLE with a leader hint.
+    redirected: usize,
+}
+
+#[derive(Debug)]
+struct Inner {
+    log: Log,
+    known: HashSet<String>,
+    state: NodeState,
+}
+
+/// What the fake metadata node does; cheap to clone, shared with its server task.
+#[derive(Debug, Clone)]
+struct Registry {
+    inner: Arc<Mutex<Inner>>,
+    interval_ms: u64,
+    /// Set: every call is answered UNAVAILABLE naming this leader.
+    redirect_to: Option<String>,
+}
+
+impl Registry {
+    fn new(interval_ms: u64, redirect_to: Option<String>) -> Self {
+        Registry {
+            inner: Arc::new(Mutex::new(Inner {
+                log: Log::default(),
+                known: HashSet::new(),
+                state: NodeState::Up,
+            })),
+            interval_ms,
+            redirect_to,
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        f(&mut self.inner.lock().unwrap())
+    }
+
+    fn registers(&self) -> usize {
+        self.with(|i| i.log.registers.len())
+    }
+
+    fn heartbeats(&self) -> usize {
+        self.with(|i| i.log.heartbeats.len())
+    }
+
+    /// Metadata loses the node (a restored registry, say): heartbeats get NOT_FOUND.
+    fn forget_all(&self) {
+        self.with(|i| i.known.clear());
+    }
+
+    fn set_state(&self, s: NodeState) {
+        self.with(|i| i.state = s);
+    }
+
+    fn redirect(&self) -> Option<Status> {
+        let leader = self.redirect_to.as_ref()?;
+        self.with(|i| i.log.redirected += 1);
+        let mut st = Status::unavailable("not the leader and cannot forward");
+        st.metadata_mut()
+            .insert(LEADER_HEADER, leader.parse().unwrap());
+        Some(st)
+    }
+}
+
+#[tonic::async_trait]
+impl ChunkRegistry for Registry {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        if let Some(st) = self.redirect() {
+            return Err(st);
+        }
+        let req = request.into_inner();
+        let state = self.with(|i| {
+            i.known.insert(req.node_id.clone());
+            i.log.registers.push(req);
+            i.state
+        });
+        Ok(Response::new(RegisterResponse {
+            state: state as i32,
+            heartbeat_interval_ms: self.interval_ms,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        if let Some(st) = self.redirect() {
+            return Err(st);
+        }
+        let req = request.into_inner();
+        let state = self.with(|i| {
+            if !i.known.contains(&req.node_id) {
+                i.log.not_found += 1;
+                return Err(Status::not_found(format!("no node {}", req.node_id)));
+            }
+            i.log.heartbeats.push(req);
+            Ok(i.state)
+        })?;
+        Ok(Response::new(HeartbeatResponse {
+            state: state as i32,
+            heartbeat_interval_ms: self.interval_ms,
+        }))
+    }
+}
+
+/// Serves `reg` on `addr` (port 0: an ephemeral one); the task ends with the test's runtime.
+async fn serve(reg: Registry, addr: SocketAddr) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ChunkRegistryServer::new(reg))
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    addr
+}
+
+/// A loopback address nothing listens on (bound, then released).
+fn dead_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+async fn start(dir: &std::path::Path, endpoints: &[SocketAddr], zone: &str) -> ChunkServer {
+    let mut cfg = ChunkConfig::for_tests(dir);
+    cfg.meta_endpoints = endpoints.iter().map(ToString::to_string).collect();
+    cfg.zone = zone.to_owned();
+    ChunkServer::start(&cfg).await.unwrap()
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A plain HTTP/1.1 GET, enough for the health and metrics endpoints.
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap();
+    (status, resp)
+}
+
+async fn shutdown_promptly(server: ChunkServer) {
+    tokio::time::timeout(Duration::from_secs(10), server.shutdown())
+        .await
+        .expect("shutdown hung (registration task not stopping?)")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn registers_identity_address_zone_and_usage_then_heartbeats() {
+    let reg = Registry::new(30, None);
+    let meta = serve(reg.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[meta], "zone-a").await;
+    let mut c = connect(&server.grpc_addr().to_string()).await.unwrap();
+    let data = Bytes::from(vec![5u8; 100_000]);
+    put_shard(&mut c, ShardId::random(), &data).await.unwrap();
+
+    // Heartbeats keep coming, and one of them reports the stored shard.
+    wait_until("heartbeats reporting the shard", || {
+        reg.with(|i| {
+            i.log.heartbeats.len() >= 3
+                && i.log.heartbeats.iter().any(|h| {
+                    h.usage
+                        .as_ref()
+                        .is_some_and(|u| u.shard_count == 1 && u.used_bytes >= 100_000)
+                })
+        })
+    })
+    .await;
+
+    let info = c.node_info(NodeInfoRequest {}).await.unwrap().into_inner();
+    let want_id = info.node_id.replace('-', "");
+    assert_eq!(want_id.len(), 32);
+    assert!(
+        want_id
+            .chars()
+            .all(|ch| ch.is_ascii_digit() || ('a'..='f').contains(&ch))
+    );
+    reg.with(|i| {
+        assert_eq!(i.log.registers.len(), 1, "one registration per start");
+        let r = &i.log.registers[0];
+        assert_eq!(r.node_id, want_id);
+        assert_eq!(r.address, server.grpc_addr().to_string());
+        assert_eq!(r.zone, "zone-a");
+        let u = r.usage.as_ref().unwrap();
+        assert!(u.capacity_bytes > 0);
+        assert!(u.available_bytes > 0 && u.available_bytes <= u.capacity_bytes);
+        assert_eq!((u.corrupt_shards, u.io_errors), (0, 0));
+        assert!(i.log.heartbeats.iter().all(|h| h.node_id == want_id));
+    });
+    assert_eq!(server.node_state(), Some(NodeState::Up));
+    let (code, body) = http_get(server.http_addr(), "/metrics").await;
+    assert_eq!(code, 200);
+    for needle in [
+        r#"dogfs_chunk_node_state{state="up"} 1"#,
+        r#"dogfs_chunk_node_state{state="unregistered"} 0"#,
+        r#"dogfs_chunk_node_state{state="draining"} 0"#,
+    ] {
+        assert!(body.contains(needle), "metrics lack {needle:?}:\n{body}");
+    }
+
+    // An operator drains the node: the next heartbeat carries it to the server.
+    reg.set_state(NodeState::Draining);
+    wait_until("draining state", || {
+        server.node_state() == Some(NodeState::Draining)
+    })
+    .await;
+    let (_, body) = http_get(server.http_addr(), "/metrics").await;
+    assert!(
+        body.contains(r#"dogfs_chunk_node_state{state="draining"} 1"#),
+        "{body}"
+    );
+    assert!(body.contains(r#"dogfs_chunk_node_state{state="up"} 0"#));
+    shutdown_promptly(server).await;
+
+    // Stopped means stopped: no more heartbeats after shutdown returned.
+    let after = reg.heartbeats();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(reg.heartbeats(), after);
+}
+
+#[tokio::test]
+async fn registers_again_when_metadata_forgets_the_node() {
+    let reg = Registry::new(20, None);
+    let meta = serve(reg.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[meta], "").await;
+    wait_until("first heartbeats", || reg.heartbeats() >= 2).await;
+    assert_eq!(reg.registers(), 1);
+
+    reg.forget_all();
+    wait_until("a second registration", || reg.registers() >= 2).await;
+    let hb = reg.heartbeats();
+    wait_until("heartbeats after re-registering", || {
+        reg.heartbeats() >= hb + 2
+    })
+    .await;
+    reg.with(|i| {
+        assert!(i.log.not_found >= 1);
+        assert_eq!(i.log.registers[1].node_id, i.log.registers[0].node_id);
+        assert_eq!(i.log.registers[1].address, i.log.registers[0].address);
+    });
+    shutdown_promptly(server).await;
+}
+
+#[tokio::test]
+async fn follows_the_leader_hint_of_a_node_that_cannot_forward() {
+    let leader = Registry::new(20, None);
+    let leader_addr = serve(leader.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let follower = Registry::new(20, Some(leader_addr.to_string()));
+    let follower_addr = serve(follower.clone(), "127.0.0.1:0".parse().unwrap()).await;
+
+    // Only the follower is configured: the leader is reachable through its hint alone.
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[follower_addr], "").await;
+    wait_until("registration and heartbeats at the leader", || {
+        leader.registers() == 1 && leader.heartbeats() >= 3
+    })
+    .await;
+    // Heartbeats stay with the leader once found.
+    follower.with(|i| {
+        assert_eq!(i.log.redirected, 1);
+        assert!(i.log.registers.is_empty() && i.log.heartbeats.is_empty());
+    });
+    assert_eq!(server.node_state(), Some(NodeState::Up));
+    shutdown_promptly(server).await;
+}
+
+#[tokio::test]
+async fn moves_on_to_the_next_endpoint_when_one_is_down() {
+    let reg = Registry::new(20, None);
+    let live = serve(reg.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[dead_addr(), live], "").await;
+    wait_until("registration via the second endpoint", || {
+        reg.registers() == 1 && reg.heartbeats() >= 2
+    })
+    .await;
+    shutdown_promptly(server).await;
+}
+
+#[tokio::test]
+async fn serves_shards_while_metadata_is_unreachable_then_registers() {
+    let meta = dead_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[meta], "").await;
+
+    // Failed calls are counted, and everything else works as if standalone.
+    let metric = |body: &str, name: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let (_, body) = http_get(server.http_addr(), "/metrics").await;
+        if metric(&body, "dogfs_chunk_registry_errors_total ") >= 2 {
+            assert!(
+                body.contains(r#"dogfs_chunk_node_state{state="unregistered"} 1"#),
+                "{body}"
+            );
+            break;
+        }
+        assert!(Instant::now() < end, "no failed registry calls counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.node_state(), None);
+    let (code, body) = http_get(server.http_addr(), "/readyz").await;
+    assert_eq!(code, 200, "readiness must not wait for metadata: {body}");
+    let mut c = connect(&server.grpc_addr().to_string()).await.unwrap();
+    let id = ShardId::random();
+    let data = Bytes::from(
+        (0..300_000u32)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    put_shard(&mut c, id, &data).await.unwrap();
+    assert_eq!(get_shard(&mut c, id, 0, None).await.unwrap(), data);
+
+    // Metadata comes up on the configured address: the server registers within its backoff.
+    let reg = Registry::new(20, None);
+    serve(reg.clone(), meta).await;
+    wait_until("registration once metadata is up", || {
+        reg.registers() == 1 && reg.heartbeats() >= 1
+    })
+    .await;
+    reg.with(|i| {
+        assert_eq!(i.log.registers[0].usage.as_ref().unwrap().shard_count, 1);
+    });
+    assert_eq!(get_shard(&mut c, id, 0, None).await.unwrap(), data);
+    shutdown_promptly(server).await;
+}
+
+#[tokio::test]
+async fn wildcard_grpc_address_needs_an_advertise_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ChunkConfig::for_tests(dir.path());
+    cfg.grpc_addr = "0.0.0.0:0".parse().unwrap();
+    cfg.meta_endpoints = vec!["127.0.0.1:7000".into()];
+    let err = ChunkServer::start(&cfg).await.unwrap_err().to_string();
+    assert!(err.contains("DOGFS_ADVERTISE_ADDR"), "{err}");
+
+    cfg.advertise_addr = Some("not an address".into());
+    let err = ChunkServer::start(&cfg).await.unwrap_err().to_string();
+    assert!(err.contains("not an address"), "{err}");
+
+    // Standalone (no endpoints, or only blanks from an empty variable) needs neither.
+    cfg.advertise_addr = None;
+    cfg.meta_endpoints = vec![String::new()];
+    let server = ChunkServer::start(&cfg).await.unwrap();
+    assert_eq!(server.node_state(), None);
+    shutdown_promptly(server).await;
+}

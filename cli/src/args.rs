@@ -1,0 +1,301 @@
+//! The command line (clap derive). Every flag is documented here; docs/cli.md follows it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dogfs_core::size::ByteSize;
+
+use crate::human::{ByteRange, parse_duration};
+
+/// The endpoint used when neither `--endpoint` nor `DOGFS_ENDPOINT` gives one.
+pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7000";
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  other error
+  2  usage error (bad flags or arguments)
+  3  not found (bucket or object)
+  4  invalid input (bad bucket or key name, range, size)
+  5  unavailable (endpoint unreachable, no leader, timed out)
+  6  data loss (too many shards lost or corrupt)
+  7  conflict or precondition (bucket exists, bucket not empty)";
+
+/// `dogfs`: the DogFS command-line tool.
+#[derive(Debug, Parser)]
+#[command(name = "dogfs", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Metadata service endpoints, `host:port`, comma-separated [default: 127.0.0.1:7000].
+    #[arg(long, global = true, env = "DOGFS_ENDPOINT", value_delimiter = ',')]
+    pub endpoint: Vec<String>,
+
+    /// Machine-readable output: one JSON document per line on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// No progress bars or confirmations; results and errors only.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    /// Timeout of each request to the cluster (connecting, each metadata call, each shard).
+    #[arg(long, global = true, env = "DOGFS_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// The endpoints to use; `None` when none were given (flag or environment).
+    pub fn given_endpoints(&self) -> Option<Vec<String>> {
+        let list: Vec<String> = self
+            .endpoint
+            .iter()
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty())
+            .collect();
+        (!list.is_empty()).then_some(list)
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.given_endpoints()
+            .unwrap_or_else(|| vec![DEFAULT_ENDPOINT.to_owned()])
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Upload FILE (`-` = stdin) as bucket/key; a key ending in `/` gets the file's name.
+    Put(PutArgs),
+    /// Download bucket/key to FILE (`-` = stdout; default: the key's last part, here).
+    Get(GetArgs),
+    /// Write an object to stdout.
+    Cat(CatArgs),
+    /// List buckets, or the objects of bucket[/prefix] (one level; `-r` for all).
+    Ls(LsArgs),
+    /// Delete an object.
+    Rm(RmArgs),
+    /// Show an object's size, ETag, content type, metadata and erasure scheme.
+    Stat(StatArgs),
+    /// Make a bucket.
+    Mb(BucketArgs),
+    /// Remove an empty bucket.
+    Rb(BucketArgs),
+    /// Cluster state: metadata groups and chunk servers.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Run a local cluster in this process (3 metadata + 6 chunk servers) until Ctrl-C.
+    Dev(DevArgs),
+    /// Measure throughput and latency against a cluster (default: a temporary dev cluster).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// Local file; `-` reads stdin (spooled to a temporary file first to learn its size).
+    pub file: PathBuf,
+    /// Destination `bucket/key`, or `bucket/folder/` to keep the file's name.
+    pub target: String,
+    /// Content type recorded with the object.
+    #[arg(long)]
+    pub content_type: Option<String>,
+    /// User metadata `NAME=VALUE`; repeat for more.
+    #[arg(long = "meta", value_name = "NAME=VALUE")]
+    pub metadata: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Source `bucket/key`.
+    pub target: String,
+    /// Destination file; `-` is stdout. Default: the key's last path segment, in the current
+    /// directory. The file appears only once the download is complete.
+    pub file: Option<PathBuf>,
+    /// Only these bytes: `START-END` (inclusive), `START-` or `-N` (the last N).
+    #[arg(long, value_parser = ByteRange::parse, allow_hyphen_values = true)]
+    pub range: Option<ByteRange>,
+}
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// `bucket/key`.
+    pub target: String,
+    /// Only these bytes: `START-END` (inclusive), `START-` or `-N` (the last N).
+    #[arg(long, value_parser = ByteRange::parse, allow_hyphen_values = true)]
+    pub range: Option<ByteRange>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// `bucket` or `bucket/prefix`; none lists the buckets.
+    pub target: Option<String>,
+    /// Every key under the prefix, not grouped into folders at `/`.
+    #[arg(long, short)]
+    pub recursive: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// `bucket/key`.
+    pub target: String,
+    /// Succeed when the object does not exist.
+    #[arg(long, short)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatArgs {
+    /// `bucket/key`.
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BucketArgs {
+    /// Bucket name (3-63 of a-z, 0-9, `-`, `.`).
+    pub bucket: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Metadata nodes and groups (leader, term, indexes), chunk servers, capacity.
+    Status,
+    /// Chunk servers: id, address, zone, state, usage, last heartbeat.
+    Nodes,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Data directory; a second `dogfs dev` on it restarts the same cluster.
+    #[arg(long, default_value = "dogfs-dev")]
+    pub dir: PathBuf,
+    /// Metadata servers [default: 3, or as recorded in DIR/dev.json].
+    #[arg(long)]
+    pub meta: Option<usize>,
+    /// Chunk servers [default: 6, or as recorded].
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// First metadata gRPC port; the other servers' gRPC ports, then the HTTP ports, follow.
+    /// 0 picks free ports. [default: 7000, or the ports recorded in DIR/dev.json]
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Data shards of the cluster's default erasure scheme [default: 4].
+    #[arg(long)]
+    pub k: Option<u32>,
+    /// Parity shards of the default erasure scheme [default: 2].
+    #[arg(long)]
+    pub m: Option<u32>,
+    /// Free disk space each chunk server leaves alone.
+    #[arg(long, default_value = "1GiB")]
+    pub reserve: ByteSize,
+    /// Most bytes each chunk server stores [default: the file system's size].
+    #[arg(long)]
+    pub capacity: Option<ByteSize>,
+    /// How long to wait for every group to elect a leader and every chunk server to register.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub ready_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// Synced sequential write rate of the disk under the data directory.
+    Disk,
+    /// PUTs of --size objects.
+    Put,
+    /// GETs of --size objects (from the page cache).
+    Get,
+    /// GETs with one chunk server stopped (in-process cluster only).
+    Degraded,
+    /// 1 KiB PUTs then GETs from --small-clients clients.
+    Small,
+    /// One --big-size PUT and GET streamed through the client; reports peak RSS.
+    Big,
+    /// disk, put, get, degraded, small, then big in a child process.
+    All,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum, default_value = "all")]
+    pub workload: Workload,
+    /// Use a temporary in-process cluster even when an endpoint is given (the default when
+    /// neither --endpoint nor DOGFS_ENDPOINT is set).
+    #[arg(long)]
+    pub dev: bool,
+    /// Where the temporary cluster and the disk test write [default: a temporary directory
+    /// under the current one, removed afterwards].
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Object size of put/get/degraded.
+    #[arg(long, default_value = "64MiB")]
+    pub size: ByteSize,
+    /// Concurrent transfers of put/get/degraded.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Objects per put/get/degraded run.
+    #[arg(long, default_value_t = 16)]
+    pub count: u64,
+    /// Run put/get/degraded this long instead of --count objects.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Concurrent clients of the small workload.
+    #[arg(long, default_value_t = 16)]
+    pub small_clients: usize,
+    /// How long each half (PUT, GET) of the small workload runs.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub small_duration: Duration,
+    /// Object size of the big workload.
+    #[arg(long, default_value = "4GiB")]
+    pub big_size: ByteSize,
+    /// Bytes the disk workload writes.
+    #[arg(long, default_value = "256MiB")]
+    pub disk_size: ByteSize,
+    /// Data shards of the temporary cluster's scheme.
+    #[arg(long, default_value_t = 4)]
+    pub k: u32,
+    /// Parity shards of the temporary cluster's scheme.
+    #[arg(long, default_value_t = 2)]
+    pub m: u32,
+    /// Chunk servers of the temporary cluster.
+    #[arg(long, default_value_t = 6)]
+    pub chunks: usize,
+    /// Bucket the workloads write to (created if missing; objects are removed afterwards).
+    #[arg(long, default_value = "dogfs-bench")]
+    pub bucket: String,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli = Cli::try_parse_from([
+            "dogfs",
+            "ls",
+            "--json",
+            "--endpoint",
+            "a:1,b:2",
+            "--timeout",
+            "2s",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.endpoints(), vec!["a:1", "b:2"]);
+        assert_eq!(cli.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_range_is_a_usage_error() {
+        let e = Cli::try_parse_from(["dogfs", "get", "b/k", "--range", "9-1"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+}

@@ -1,0 +1,606 @@
+//! `dogfs bench` (DESIGN §12): throughput and latency of a cluster, and the bars of the same
+//! run checked against each other.
+//!
+//! The cluster is `--endpoint` (or `DOGFS_ENDPOINT`), or by default a temporary [`DevCluster`]
+//! in this process. `degraded` needs the in-process cluster (it stops a chunk server). `big`
+//! measures the client's peak RSS; in `all` it runs in a child `dogfs bench big` process
+//! against the same cluster, because the in-process servers' memory would count otherwise.
+
+pub mod disk;
+pub mod pattern;
+pub mod stats;
+pub mod workloads;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dogfs_client::{Client, ErrorKind, GetOptions, PutOptions};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::args::{BenchArgs, Workload};
+use crate::dev::{DevCluster, DevError, DevOptions};
+use crate::exit::{Classify, ExitKind};
+use crate::output::{Out, OutputError};
+use pattern::Pattern;
+use stats::{BarCheck, Samples, Summary};
+use workloads::{Until, WorkloadError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("creating the temporary cluster directory under {dir}: {source}")]
+    TempDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("starting the temporary cluster: {0}")]
+    Dev(Box<DevError>),
+    #[error("connecting to {endpoints}: {source}")]
+    Connect {
+        endpoints: String,
+        source: dogfs_client::Error,
+    },
+    #[error("reading the cluster status: {0}")]
+    Status(dogfs_client::Error),
+    #[error("creating bucket {bucket}: {source}")]
+    CreateBucket {
+        bucket: String,
+        source: dogfs_client::Error,
+    },
+    #[error(
+        "the degraded workload stops a chunk server, so it needs the in-process cluster (leave out --endpoint, or pass --dev)"
+    )]
+    DegradedNeedsDev,
+    #[error("{0}")]
+    Workload(#[from] WorkloadError),
+    #[error("disk workload: {0}")]
+    Disk(#[from] disk::DiskError),
+    #[error("running the big workload in a child process: {0}")]
+    Child(std::io::Error),
+    #[error("the big workload's child process failed ({status}): {stderr}")]
+    ChildFailed { status: String, stderr: String },
+    #[error("reading the big workload's child output: {0}")]
+    ChildOutput(serde_json::Error),
+    #[error("big object {op}: {source}")]
+    Big {
+        op: &'static str,
+        source: dogfs_client::Error,
+    },
+    #[error(transparent)]
+    Output(#[from] OutputError),
+}
+
+impl From<DevError> for BenchError {
+    fn from(e: DevError) -> Self {
+        BenchError::Dev(Box::new(e))
+    }
+}
+
+impl Classify for BenchError {
+    fn exit_kind(&self) -> ExitKind {
+        match self {
+            BenchError::Dev(e) => e.exit_kind(),
+            BenchError::Connect { .. } => ExitKind::Unavailable,
+            BenchError::Status(e) | BenchError::CreateBucket { source: e, .. } => {
+                ExitKind::of_client(e)
+            }
+            BenchError::Workload(WorkloadError::Op { source, .. }) => ExitKind::of_client(source),
+            BenchError::DegradedNeedsDev => ExitKind::InvalidInput,
+            _ => ExitKind::Other,
+        }
+    }
+}
+
+/// What `dogfs bench --json` prints.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Report {
+    /// `in-process dev cluster (DIR)` or the endpoint.
+    pub cluster: String,
+    pub k: u32,
+    pub m: u32,
+    pub rows: Vec<Summary>,
+    pub bars: Vec<BarCheck>,
+}
+
+struct Ctx {
+    client: Client,
+    dev: Option<DevCluster>,
+    args: BenchArgs,
+    pattern: Pattern,
+    endpoints: Vec<String>,
+    timeout: Duration,
+    data_dir: PathBuf,
+    rows: Vec<Summary>,
+    bars: Vec<BarCheck>,
+    k: u32,
+    m: u32,
+    /// Keys the put workload left for get/degraded.
+    stored: Vec<String>,
+}
+
+/// Runs the workload(s) and prints the table (or the JSON report).
+pub async fn run(
+    args: &BenchArgs,
+    endpoints: Option<Vec<String>>,
+    timeout: Duration,
+    out: Out,
+) -> Result<Report, BenchError> {
+    let use_dev = args.dev || endpoints.is_none();
+    // The temporary cluster lives under the current directory by default: /tmp is often a
+    // RAM file system, which would make the disk and PUT figures meaningless.
+    let base = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&base).map_err(|source| BenchError::TempDir {
+        dir: base.clone(),
+        source,
+    })?;
+    let base = std::path::absolute(&base).unwrap_or(base);
+    let tmp = tempfile::Builder::new()
+        .prefix(".dogfs-bench-")
+        .tempdir_in(&base)
+        .map_err(|source| BenchError::TempDir {
+            dir: base.clone(),
+            source,
+        })?;
+
+    let (dev, endpoints, label) = if use_dev && args.workload != Workload::Disk {
+        let mut opts = DevOptions::new(tmp.path().join("cluster"));
+        opts.port = Some(0);
+        opts.chunks = Some(args.chunks);
+        opts.k = Some(args.k);
+        opts.m = Some(args.m);
+        // The bench writes gigabytes: keep the default 1 GiB floor of free space.
+        if !out.quiet {
+            eprintln_note(&format!(
+                "starting a temporary in-process cluster ({} chunk servers, {}+{}) in {}",
+                args.chunks,
+                args.k,
+                args.m,
+                tmp.path().display()
+            ));
+        }
+        let dev = DevCluster::start(&opts).await?;
+        let eps = dev.endpoints();
+        let label = format!("in-process dev cluster ({})", tmp.path().display());
+        (Some(dev), eps, label)
+    } else {
+        let eps = endpoints.unwrap_or_default();
+        let label = eps.join(",");
+        (None, eps, label)
+    };
+
+    let result = run_with(args, dev, endpoints, timeout, tmp.path(), label, out).await;
+    drop(tmp);
+    result
+}
+
+fn eprintln_note(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "dogfs bench: {text}");
+}
+
+async fn run_with(
+    args: &BenchArgs,
+    dev: Option<DevCluster>,
+    endpoints: Vec<String>,
+    timeout: Duration,
+    scratch: &Path,
+    label: String,
+    out: Out,
+) -> Result<Report, BenchError> {
+    // Only the disk workload needs no cluster.
+    if args.workload == Workload::Disk {
+        let row = disk::synced_write_rate(scratch, args.disk_size.bytes(), 1 << 20).await?;
+        return finish(out, label, args.k, args.m, vec![row], Vec::new());
+    }
+    let cfg = crate::commands::client_config(endpoints.clone(), timeout);
+    let client = match Client::connect(cfg).await {
+        Ok(c) => c,
+        Err(source) => {
+            if let Some(d) = dev {
+                d.shutdown().await;
+            }
+            return Err(BenchError::Connect {
+                endpoints: endpoints.join(","),
+                source,
+            });
+        }
+    };
+    let mut ctx = Ctx {
+        client,
+        data_dir: dev
+            .as_ref()
+            .map_or_else(|| scratch.to_owned(), |d| d.dir().to_owned()),
+        dev,
+        args: args.clone(),
+        pattern: Pattern::new(),
+        endpoints,
+        timeout,
+        rows: Vec::new(),
+        bars: Vec::new(),
+        k: args.k,
+        m: args.m,
+        stored: Vec::new(),
+    };
+    let r = ctx.run_all().await;
+    let keys = std::mem::take(&mut ctx.stored);
+    workloads::cleanup(&ctx.client, &ctx.args.bucket, keys).await;
+    if let Some(d) = ctx.dev.take() {
+        d.shutdown().await;
+    }
+    r?;
+    finish(out, label, ctx.k, ctx.m, ctx.rows, ctx.bars)
+}
+
+fn finish(
+    out: Out,
+    cluster: String,
+    k: u32,
+    m: u32,
+    rows: Vec<Summary>,
+    bars: Vec<BarCheck>,
+) -> Result<Report, BenchError> {
+    let report = Report {
+        cluster: cluster.clone(),
+        k,
+        m,
+        rows,
+        bars,
+    };
+    out.json(&report)?;
+    if !out.json {
+        out.line(&format!("cluster: {cluster}, scheme {k}+{m}"))?;
+        out.line(stats::table(&report.rows).trim_end())?;
+        if !report.bars.is_empty() {
+            out.line("")?;
+            out.line(stats::bar_lines(&report.bars).trim_end())?;
+        }
+    }
+    Ok(report)
+}
+
+impl Ctx {
+    fn until(&self) -> Until {
+        self.args
+            .duration
+            .map_or(Until::Count(self.args.count), Until::Duration)
+    }
+
+    fn note(&self, what: &str) {
+        info!(workload = what, "bench");
+    }
+
+    async fn run_all(&mut self) -> Result<(), BenchError> {
+        // The figures are of the cluster's scheme, whatever the flags said.
+        let status = self
+            .client
+            .cluster_status()
+            .await
+            .map_err(BenchError::Status)?;
+        if let Some(s) = status.default_scheme {
+            self.k = s.k;
+            self.m = s.m;
+        }
+        match self.client.create_bucket(&self.args.bucket).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(BenchError::CreateBucket {
+                    bucket: self.args.bucket.clone(),
+                    source,
+                });
+            }
+        }
+        match self.args.workload {
+            Workload::Disk => {}
+            Workload::Put => self.put().await?,
+            Workload::Get => self.get().await?,
+            Workload::Degraded => self.degraded().await?,
+            Workload::Small => self.small().await?,
+            Workload::Big => self.big().await?,
+            Workload::All => {
+                self.disk().await?;
+                self.put().await?;
+                self.get().await?;
+                if self.dev.is_some() {
+                    self.degraded().await?;
+                } else {
+                    eprintln_note("skipping degraded: it needs the in-process cluster (--dev)");
+                }
+                self.small().await?;
+                self.big_in_child().await?;
+            }
+        }
+        self.check_bars();
+        Ok(())
+    }
+
+    async fn disk(&mut self) -> Result<(), BenchError> {
+        self.note("disk");
+        let row =
+            disk::synced_write_rate(&self.data_dir, self.args.disk_size.bytes(), 1 << 20).await?;
+        self.rows.push(row);
+        Ok(())
+    }
+
+    async fn put(&mut self) -> Result<(), BenchError> {
+        self.note("put");
+        let size = self.args.size.bytes();
+        let (samples, elapsed, keys) = workloads::put(
+            &self.client,
+            &self.args.bucket,
+            "bench/put/",
+            size,
+            self.args.concurrency,
+            self.until(),
+            &self.pattern,
+        )
+        .await?;
+        self.stored = keys;
+        let mut row = samples.summarise(&format!("put {}", crate::human::size(size)), elapsed);
+        row.note = Some(format!("concurrency {}", self.args.concurrency));
+        self.rows.push(row);
+        Ok(())
+    }
+
+    /// The objects get/degraded read: those put wrote, or a fresh set.
+    async fn ensure_stored(&mut self) -> Result<(), BenchError> {
+        if self.stored.is_empty() {
+            let n = self.args.count.max(self.args.concurrency as u64).min(16);
+            let (_, _, keys) = workloads::put(
+                &self.client,
+                &self.args.bucket,
+                "bench/put/",
+                self.args.size.bytes(),
+                self.args.concurrency,
+                Until::Count(n),
+                &self.pattern,
+            )
+            .await?;
+            self.stored = keys;
+        }
+        Ok(())
+    }
+
+    async fn get_row(&mut self, name: &str) -> Result<Summary, BenchError> {
+        self.ensure_stored().await?;
+        let size = self.args.size.bytes();
+        let (samples, elapsed) = workloads::get(
+            &self.client,
+            &self.args.bucket,
+            Arc::new(self.stored.clone()),
+            size,
+            self.args.concurrency,
+            self.until(),
+        )
+        .await?;
+        Ok(samples.summarise(&format!("{name} {}", crate::human::size(size)), elapsed))
+    }
+
+    async fn get(&mut self) -> Result<(), BenchError> {
+        self.note("get");
+        let mut row = self.get_row("get").await?;
+        row.note = Some(format!("concurrency {}", self.args.concurrency));
+        self.rows.push(row);
+        Ok(())
+    }
+
+    async fn degraded(&mut self) -> Result<(), BenchError> {
+        self.note("degraded");
+        self.ensure_stored().await?;
+        let Some(dev) = self.dev.as_mut() else {
+            return Err(BenchError::DegradedNeedsDev);
+        };
+        // Server 0 holds a shard of every segment when there are exactly k+m servers, and of
+        // most segments otherwise; a data shard for most of them.
+        dev.stop_chunk(0).await?;
+        let r = self.get_row("degraded get").await;
+        if let Some(dev) = self.dev.as_mut() {
+            dev.start_chunk(0).await?;
+        }
+        let mut row = r?;
+        row.note = Some("chunk server 0 stopped".to_owned());
+        self.rows.push(row);
+        Ok(())
+    }
+
+    async fn small(&mut self) -> Result<(), BenchError> {
+        self.note("small");
+        const SMALL: usize = 1024;
+        let clients = self.args.small_clients;
+        let (ps, pe) = workloads::small_put(
+            &self.client,
+            &self.args.bucket,
+            "bench/small/",
+            SMALL,
+            clients,
+            Until::Duration(self.args.small_duration),
+            &self.pattern,
+        )
+        .await?;
+        let written = ps.ops();
+        let (gs, ge) = workloads::small_get(
+            &self.client,
+            &self.args.bucket,
+            "bench/small/",
+            written,
+            clients,
+            Until::Duration(self.args.small_duration),
+        )
+        .await?;
+        let mut put = ps.summarise("small put 1 KiB", pe);
+        put.note = Some(format!("{clients} clients"));
+        let mut get = gs.summarise("small get 1 KiB", ge);
+        get.note = Some(format!("{clients} clients"));
+        self.rows.push(put);
+        self.rows.push(get);
+        self.stored
+            .extend((0..written).map(|i| format!("bench/small/{i:08}")));
+        Ok(())
+    }
+
+    /// One big object PUT from a generated reader and GET into a discarding writer, with this
+    /// process's peak RSS.
+    async fn big(&mut self) -> Result<(), BenchError> {
+        self.note("big");
+        let size = self.args.big_size.bytes();
+        let key = "bench/big";
+        let t = Instant::now();
+        self.client
+            .put(
+                &self.args.bucket,
+                key,
+                self.pattern.reader(size, 1),
+                size,
+                PutOptions::default(),
+            )
+            .await
+            .map_err(|source| BenchError::Big { op: "PUT", source })?;
+        let put_elapsed = t.elapsed();
+        self.stored.push(key.to_owned());
+        let mut s = Samples::new();
+        s.record(put_elapsed, size);
+        let mut put = s.summarise(
+            &format!("big put {}", crate::human::size(size)),
+            put_elapsed,
+        );
+        put.note = disk::peak_rss_bytes().map(|b| self.rss_note(b));
+
+        let t = Instant::now();
+        let mut sink = tokio::io::sink();
+        self.client
+            .get(&self.args.bucket, key, &mut sink, GetOptions::default())
+            .await
+            .map_err(|source| BenchError::Big { op: "GET", source })?;
+        let get_elapsed = t.elapsed();
+        let mut s = Samples::new();
+        s.record(get_elapsed, size);
+        let mut get = s.summarise(
+            &format!("big get {}", crate::human::size(size)),
+            get_elapsed,
+        );
+        let peak = disk::peak_rss_bytes();
+        get.note = peak.map(|b| self.rss_note(b));
+        self.rows.push(put);
+        self.rows.push(get);
+        // With the servers in this process their memory counts too: no client bar then.
+        if let Some(peak) = peak.filter(|_| self.dev.is_none()) {
+            self.bars.push(BarCheck::at_most(
+                "client peak RSS of a big PUT+GET under 128 MiB",
+                peak as f64 / f64::from(1u32 << 20),
+                128.0,
+                "MiB",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `big` in a child `dogfs bench big` process, so its RSS is the client's alone.
+    async fn big_in_child(&mut self) -> Result<(), BenchError> {
+        self.note("big (child process)");
+        let exe = std::env::current_exe().map_err(BenchError::Child)?;
+        let child = tokio::process::Command::new(exe)
+            .arg("bench")
+            .arg("big")
+            .arg("--json")
+            .arg("--quiet")
+            .arg("--endpoint")
+            .arg(self.endpoints.join(","))
+            .arg("--timeout")
+            .arg(format!("{}ms", self.timeout.as_millis()))
+            .arg("--big-size")
+            .arg(self.args.big_size.bytes().to_string())
+            .arg("--bucket")
+            .arg(&self.args.bucket)
+            // Its scratch directory inside ours, not in whatever the current directory is.
+            .arg("--dir")
+            .arg(&self.data_dir)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(BenchError::Child)?;
+        if !child.status.success() {
+            return Err(BenchError::ChildFailed {
+                status: child.status.to_string(),
+                stderr: String::from_utf8_lossy(&child.stderr).trim().to_owned(),
+            });
+        }
+        let report: Report =
+            serde_json::from_slice(&child.stdout).map_err(BenchError::ChildOutput)?;
+        for mut row in report.rows {
+            row.note = Some(match row.note {
+                Some(n) => format!("{n} (client in a child process)"),
+                None => "client in a child process".to_owned(),
+            });
+            self.rows.push(row);
+        }
+        self.bars.extend(report.bars);
+        Ok(())
+    }
+
+    fn rss_note(&self, bytes: u64) -> String {
+        let whose = if self.dev.is_some() {
+            "process peak RSS, in-process servers included"
+        } else {
+            "client peak RSS"
+        };
+        format!("{whose} {}", crate::human::size(bytes))
+    }
+
+    /// The bars of DESIGN §12 whose figures this run measured.
+    fn check_bars(&mut self) {
+        let find = |prefix: &str| self.rows.iter().find(|r| r.workload.starts_with(prefix));
+        let (k, m) = (f64::from(self.k), f64::from(self.m));
+        let mut bars = Vec::new();
+        if let (Some(disk), Some(put)) = (find("disk"), find("put ")) {
+            bars.push(BarCheck::at_least(
+                "durable PUT >= 0.8 x disk synced write rate x k/(k+m)",
+                put.mb_per_s,
+                0.8 * disk.mb_per_s * k / (k + m),
+                "MB/s",
+            ));
+        }
+        if let Some(get) = find("get ") {
+            bars.push(BarCheck::at_least(
+                "GET >= 1 GB/s",
+                get.mb_per_s,
+                1000.0,
+                "MB/s",
+            ));
+            if let Some(deg) = find("degraded get") {
+                bars.push(BarCheck::at_least(
+                    "GET with one server down >= 0.7 x healthy GET",
+                    deg.mb_per_s,
+                    0.7 * get.mb_per_s,
+                    "MB/s",
+                ));
+            }
+        }
+        if let Some(p) = find("small put") {
+            bars.push(BarCheck::at_least(
+                "1 KiB PUT >= 8k ops/s",
+                p.ops_per_s,
+                8000.0,
+                "ops/s",
+            ));
+            bars.push(BarCheck::at_most(
+                "1 KiB PUT p99 <= 10 ms",
+                p.p99_ms,
+                10.0,
+                "ms",
+            ));
+        }
+        if let Some(g) = find("small get") {
+            bars.push(BarCheck::at_least(
+                "1 KiB GET >= 20k ops/s",
+                g.ops_per_s,
+                20_000.0,
+                "ops/s",
+            ));
+        }
+        // Bars the child reported come after ours.
+        bars.append(&mut self.bars);
+        self.bars = bars;
+    }
+}

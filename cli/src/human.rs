@@ -1,0 +1,189 @@
+//! Human-readable values: sizes, rates, times, durations, and the parsers for `--timeout`,
+//! `--duration` and `--range`.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("invalid duration {0:?}: expected a number with a unit, e.g. 500ms, 30s, 2m, 1h")]
+    Duration(String),
+    #[error(
+        "invalid range {0:?}: expected START-END (inclusive byte offsets), START- (to the end) \
+         or -N (the last N bytes)"
+    )]
+    Range(String),
+}
+
+/// Binary units with one decimal, as `ls -lh` prints them: `0 B`, `1023 B`, `1.5 KiB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC, from Unix seconds (`-` for 0, "unknown").
+pub fn time(unix: i64) -> String {
+    if unix == 0 {
+        return "-".to_owned();
+    }
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (the standard era-based conversion).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// A latency: `850µs`, `12.3ms`, `1.20s`.
+pub fn latency(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.0}µs")
+    } else if us < 1e6 {
+        format!("{:.1}ms", us / 1e3)
+    } else {
+        format!("{:.2}s", us / 1e6)
+    }
+}
+
+/// Parses `500ms`, `30s`, `2m`, `1h`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
+    let err = || ParseError::Duration(s.to_owned());
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().map_err(|_| err())?;
+    let secs = match unit.trim() {
+        "ms" => value / 1e3,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(err()),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| err())
+}
+
+/// A `--range` as given, resolved against the object's size by [`ByteRange::resolve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// `START-END`, both inclusive (as in HTTP `Range: bytes=`).
+    Closed { start: u64, end: u64 },
+    /// `START-`: to the end of the object.
+    From { start: u64 },
+    /// `-N`: the last N bytes.
+    Suffix { len: u64 },
+}
+
+impl ByteRange {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        let err = || ParseError::Range(s.to_owned());
+        let (a, b) = s.trim().split_once('-').ok_or_else(err)?;
+        let num = |v: &str| v.trim().parse::<u64>().map_err(|_| err());
+        match (a.trim().is_empty(), b.trim().is_empty()) {
+            (false, false) => {
+                let (start, end) = (num(a)?, num(b)?);
+                if end < start {
+                    return Err(err());
+                }
+                Ok(ByteRange::Closed { start, end })
+            }
+            (false, true) => Ok(ByteRange::From { start: num(a)? }),
+            (true, false) => Ok(ByteRange::Suffix { len: num(b)? }),
+            (true, true) => Err(err()),
+        }
+    }
+
+    /// The half-open range of an object of `size` bytes this selects, clamped to the object
+    /// as HTTP does; `None` when it selects nothing (it starts at or past the end).
+    pub fn resolve(self, size: u64) -> Option<std::ops::Range<u64>> {
+        let r = match self {
+            ByteRange::Closed { start, end } => start..end.saturating_add(1).min(size),
+            ByteRange::From { start } => start..size,
+            ByteRange::Suffix { len } => size.saturating_sub(len)..size,
+        };
+        (r.start < r.end).then_some(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(1024), "1.0 KiB");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(64 << 20), "64.0 MiB");
+        assert_eq!(size(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(time(0), "-");
+        assert_eq!(time(1), "1970-01-01 00:00:01");
+        assert_eq!(time(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(time(1_795_680_000), "2026-11-26 08:00:00");
+        assert_eq!(time(-86_400), "1969-12-31 00:00:00");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        for bad in ["", "s", "10x", "-1s", "1e999"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(latency(Duration::from_micros(850)), "850µs");
+        assert_eq!(latency(Duration::from_micros(12_345)), "12.3ms");
+        assert_eq!(latency(Duration::from_millis(1200)), "1.20s");
+    }
+
+    #[test]
+    fn ranges() {
+        let r = ByteRange::parse("10-19").unwrap();
+        assert_eq!(r, ByteRange::Closed { start: 10, end: 19 });
+        assert_eq!(r.resolve(100), Some(10..20));
+        assert_eq!(r.resolve(15), Some(10..15));
+        assert_eq!(r.resolve(10), None);
+        assert_eq!(ByteRange::parse("5-").unwrap().resolve(8), Some(5..8));
+        assert_eq!(ByteRange::parse("-3").unwrap().resolve(8), Some(5..8));
+        assert_eq!(ByteRange::parse("-30").unwrap().resolve(8), Some(0..8));
+        assert_eq!(ByteRange::parse("0-0").unwrap().resolve(1), Some(0..1));
+        for bad in ["", "-", "5", "9-3", "a-b", "1-2-3"] {
+            assert!(ByteRange::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

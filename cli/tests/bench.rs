@@ -1,0 +1,94 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! `dogfs bench all` end to end with tiny sizes: every workload runs against a temporary
+//! in-process cluster (including the degraded one, which stops and restarts a chunk server,
+//! and the big one in a child process), the JSON report parses, and nothing is left behind.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[test]
+fn bench_all_runs_every_workload_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_dogfs"))
+        .args([
+            "bench",
+            "all",
+            "--json",
+            "--quiet",
+            "--size",
+            "1MiB",
+            "--count",
+            "3",
+            "--concurrency",
+            "2",
+            "--small-clients",
+            "4",
+            "--small-duration",
+            "300ms",
+            "--big-size",
+            "9MiB",
+            "--disk-size",
+            "4MiB",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .env_remove("DOGFS_ENDPOINT")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(start.elapsed() < Duration::from_secs(120));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["workload"].as_str().unwrap())
+        .collect();
+    for want in [
+        "disk (synced)",
+        "put 1.0 MiB",
+        "get 1.0 MiB",
+        "degraded get 1.0 MiB",
+        "small put 1 KiB",
+        "small get 1 KiB",
+        "big put 9.0 MiB",
+        "big get 9.0 MiB",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    for row in report["rows"].as_array().unwrap() {
+        assert!(row["ops"].as_u64().unwrap() > 0, "{row}");
+        assert!(row["mb_per_s"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let put = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["workload"] == "put 1.0 MiB")
+        .unwrap();
+    assert_eq!(put["ops"], 3);
+    assert_eq!(put["bytes"], 3 << 20);
+    let bars: Vec<&str> = report["bars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["bar"].as_str().unwrap())
+        .collect();
+    assert!(
+        bars.iter().any(|b| b.contains("disk synced write rate")),
+        "{bars:?}"
+    );
+    assert!(bars.iter().any(|b| b.contains("RSS")), "{bars:?}");
+    assert_eq!(
+        (report["k"].as_u64(), report["m"].as_u64()),
+        (Some(4), Some(2))
+    );
+    // The temporary cluster is gone.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

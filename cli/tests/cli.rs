@@ -1,0 +1,367 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! End to end: the built `dogfs` binary against a `dogfs dev` cluster run as a child process,
+//! with real bytes, exit codes and messages checked as a user (or a script) would.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dogfs");
+
+/// A `dogfs dev` child process; stopped with SIGTERM (then killed) when dropped.
+struct Dev {
+    child: Option<Child>,
+    endpoint: String,
+}
+
+impl Dev {
+    fn start(dir: &Path) -> Dev {
+        let mut child = Command::new(BIN)
+            .args(["dev", "--dir"])
+            .arg(dir)
+            .args(["--port", "0", "--ready-timeout", "90s"])
+            .env_remove("DOGFS_ENDPOINT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(ep) = line.strip_prefix("DOGFS_ENDPOINT=") {
+                        return Dev {
+                            child: Some(child),
+                            endpoint: ep.to_owned(),
+                        };
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let out = child.wait_with_output().unwrap();
+                    let log = std::fs::read_to_string(dir.join("dev.log")).unwrap_or_default();
+                    let tail: String = log
+                        .lines()
+                        .rev()
+                        .take(40)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    panic!(
+                        "dogfs dev printed no endpoint within the deadline; stderr: {}\nlog tail:\n{tail}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit (within a deadline).
+    fn stop(mut self) {
+        let mut child = self.child.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                assert!(status.success(), "dogfs dev exited with {status}: {err}");
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("dogfs dev did not stop within 60 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        run_with(&self.endpoint, args, None)
+    }
+
+    fn run_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        run_with(&self.endpoint, args, Some(stdin))
+    }
+
+    /// Runs and asserts success; returns stdout.
+    fn ok(&self, args: &[&str]) -> Vec<u8> {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "dogfs {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn run_with(endpoint: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("DOGFS_ENDPOINT", endpoint)
+        .env("DOGFS_TIMEOUT", "20s")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(data) = stdin {
+        let mut w = child.stdin.take().unwrap();
+        w.write_all(data).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    // xorshift: incompressible enough, and reproducible.
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn commands_against_a_dev_cluster_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster_dir = dir.path().join("cluster");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let dev = Dev::start(&cluster_dir);
+
+    // Buckets.
+    dev.ok(&["mb", "demo"]);
+    let again = dev.run(&["mb", "demo"]);
+    assert_eq!(code(&again), 7, "{}", stderr(&again));
+    assert!(stderr(&again).starts_with("dogfs: "), "{}", stderr(&again));
+    let buckets = json_lines(&dev.ok(&["ls", "--json"]));
+    assert!(buckets.iter().any(|b| b["name"] == "demo"), "{buckets:?}");
+
+    // A multi-MiB object through put/get/cat/range, byte for byte.
+    let big = data(3 * 1024 * 1024 + 12_345, 7);
+    let big_path = work.join("big.bin");
+    std::fs::write(&big_path, &big).unwrap();
+    let put = json_lines(&dev.ok(&[
+        "put",
+        big_path.to_str().unwrap(),
+        "demo/dir/big.bin",
+        "--json",
+        "--content-type",
+        "application/x-test",
+        "--meta",
+        "owner=tests",
+    ]));
+    assert_eq!(put[0]["size"], big.len() as u64);
+    let got_path = work.join("got.bin");
+    dev.ok(&["get", "demo/dir/big.bin", got_path.to_str().unwrap()]);
+    assert!(std::fs::read(&got_path).unwrap() == big, "get differs");
+    assert!(dev.ok(&["cat", "demo/dir/big.bin"]) == big, "cat differs");
+    assert!(
+        dev.ok(&["get", "demo/dir/big.bin", "-"]) == big,
+        "get - differs"
+    );
+    let part = dev.ok(&["cat", "demo/dir/big.bin", "--range", "1000-1999"]);
+    assert_eq!(part, &big[1000..2000]);
+    let tail = dev.ok(&["cat", "demo/dir/big.bin", "--range", "-10"]);
+    assert_eq!(tail, &big[big.len() - 10..]);
+
+    let stat = json_lines(&dev.ok(&["stat", "demo/dir/big.bin", "--json"]));
+    assert_eq!(stat[0]["key"], "dir/big.bin");
+    assert_eq!(stat[0]["size"], big.len() as u64);
+    assert_eq!(stat[0]["content_type"], "application/x-test");
+    assert_eq!(stat[0]["user_metadata"]["owner"], "tests");
+    assert_eq!(stat[0]["inline"], false);
+    assert_eq!(stat[0]["scheme"]["k"], 4);
+    let text = String::from_utf8(dev.ok(&["stat", "demo/dir/big.bin"])).unwrap();
+    assert!(text.contains("3.0 MiB"), "{text}");
+
+    // Small objects from stdin, and a folder destination keeping the file's name.
+    let small = b"hello, dogfs\n".to_vec();
+    let out = dev.run_stdin(&["put", "-", "demo/dir/sub/hello.txt"], &small);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(dev.ok(&["cat", "demo/dir/sub/hello.txt"]), small);
+    let note_path = work.join("note.txt");
+    std::fs::write(&note_path, b"note").unwrap();
+    dev.ok(&["put", note_path.to_str().unwrap(), "demo/"]);
+    assert_eq!(dev.ok(&["cat", "demo/note.txt"]), b"note");
+
+    // Listing: one level by default, everything with -r, and prefixes.
+    let top = String::from_utf8(dev.ok(&["ls", "demo"])).unwrap();
+    assert!(top.contains("PRE  dir/"), "{top}");
+    assert!(top.contains("note.txt"), "{top}");
+    assert!(!top.contains("big.bin"), "{top}");
+    let all = json_lines(&dev.ok(&["ls", "-r", "demo", "--json"]));
+    let keys: Vec<&str> = all.iter().filter_map(|e| e["key"].as_str()).collect();
+    assert_eq!(keys, ["dir/big.bin", "dir/sub/hello.txt", "note.txt"]);
+    let under = json_lines(&dev.ok(&["ls", "demo/dir/", "--json"]));
+    assert_eq!(under.len(), 2, "{under:?}");
+    assert_eq!(under[0]["key"], "dir/big.bin");
+    assert_eq!(under[1]["prefix"], "dir/sub/");
+
+    // Errors: exit codes and messages naming the culprit.
+    let missing = dev.run(&["get", "nosuchbucket/k", "-"]);
+    assert_eq!(code(&missing), 3, "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("nosuchbucket"),
+        "{}",
+        stderr(&missing)
+    );
+    let missing = dev.run(&["stat", "demo/no/such/key"]);
+    assert_eq!(code(&missing), 3, "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("no/such/key"),
+        "{}",
+        stderr(&missing)
+    );
+    let missing = dev.run(&["rm", "demo/no-such-key"]);
+    assert_eq!(code(&missing), 3, "{}", stderr(&missing));
+    dev.ok(&["rm", "-f", "demo/no-such-key"]);
+    let bad = dev.run(&["put", note_path.to_str().unwrap(), "Bad_Bucket/x"]);
+    assert_eq!(code(&bad), 4, "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("Bad_Bucket"), "{}", stderr(&bad));
+    let bad_range = dev.run(&["cat", "demo/note.txt", "--range", "100-200"]);
+    assert_eq!(code(&bad_range), 4, "{}", stderr(&bad_range));
+    let full = dev.run(&["rb", "demo"]);
+    assert_eq!(code(&full), 7, "{}", stderr(&full));
+    assert!(stderr(&full).contains("demo"), "{}", stderr(&full));
+
+    // rm and rb.
+    dev.ok(&["rm", "demo/note.txt"]);
+    let gone = dev.run(&["cat", "demo/note.txt"]);
+    assert_eq!(code(&gone), 3, "{}", stderr(&gone));
+    dev.ok(&["mb", "scratch"]);
+    dev.ok(&["rb", "scratch"]);
+    let gone = dev.run(&["ls", "scratch"]);
+    assert_eq!(code(&gone), 3, "{}", stderr(&gone));
+
+    // Cluster state.
+    let status = String::from_utf8(dev.ok(&["cluster", "status"])).unwrap();
+    assert!(status.contains("6/6 chunk servers up"), "{status}");
+    assert!(status.contains("0 (system)"), "{status}");
+    let status = json_lines(&dev.ok(&["cluster", "status", "--json"]));
+    let groups = status[0]["groups"].as_array().unwrap();
+    assert!(!groups.is_empty());
+    assert!(groups.iter().all(|g| g["leader_id"].is_u64()), "{groups:?}");
+    let nodes = json_lines(&dev.ok(&["cluster", "nodes", "--json"]));
+    assert_eq!(nodes.len(), 6);
+    assert!(nodes.iter().all(|n| n["state"] == "up"), "{nodes:?}");
+
+    // Restart on the same directory: same endpoint, same data.
+    let endpoint = dev.endpoint.clone();
+    dev.stop();
+    let layout: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cluster_dir.join("dev.json")).unwrap()).unwrap();
+    assert_eq!(layout["meta_grpc"].as_array().unwrap().len(), 3);
+    let dev = Dev::start(&cluster_dir);
+    assert_eq!(dev.endpoint, endpoint);
+    assert!(
+        dev.ok(&["cat", "demo/dir/big.bin"]) == big,
+        "data lost over a restart"
+    );
+    assert_eq!(dev.ok(&["cat", "demo/dir/sub/hello.txt"]), small);
+    dev.stop();
+}
+
+#[test]
+fn unreachable_endpoint_is_exit_5_within_the_timeout() {
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start = Instant::now();
+    let out = run_with(
+        &format!("127.0.0.1:{port}"),
+        &["--timeout", "2s", "ls"],
+        None,
+    );
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert!(stderr(&out).starts_with("dogfs: "), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&port.to_string()), "{}", stderr(&out));
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn bad_names_and_usage_fail_before_any_network_call() {
+    // Port 1 is never a DogFS endpoint: an answer here means no connection was tried.
+    for (args, want, names) in [
+        (&["stat", "Bad_Bucket/key"][..], 4, "Bad_Bucket"),
+        (&["mb", "ab"][..], 4, "ab"),
+        (&["get", "bucket-only", "-"][..], 4, "bucket-only"),
+        (&["ls", "UPPER/x"][..], 4, "UPPER"),
+    ] {
+        let out = run_with("127.0.0.1:1", args, None);
+        assert_eq!(code(&out), want, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(names), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    }
+    let out = run_with("127.0.0.1:1", &["put"], None);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let out = run_with("127.0.0.1:1", &["get", "b/k", "--range", "x"], None);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let out = run_with("127.0.0.1:1", &["put", "/no/such/file", "bkt/k"], None);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("/no/such/file"), "{}", stderr(&out));
+}

@@ -1,0 +1,202 @@
+//! Client settings, from code or from `DOGFS_*` environment variables.
+
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// Environment variable with the metadata endpoints, comma-separated.
+pub const ENV_ENDPOINT: &str = "DOGFS_ENDPOINT";
+/// Per-attempt timeout of a metadata call, in milliseconds.
+pub const ENV_TIMEOUT_MS: &str = "DOGFS_TIMEOUT_MS";
+/// How long a shard stream may make no progress before its server counts as failed.
+pub const ENV_SHARD_TIMEOUT_MS: &str = "DOGFS_SHARD_TIMEOUT_MS";
+/// Retries of a failed metadata call.
+pub const ENV_MAX_RETRIES: &str = "DOGFS_MAX_RETRIES";
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Metadata service endpoints, `http://host:port` or `host:port`. Any one is enough: every
+    /// metadata node forwards to the right leader; more give the client somewhere to go when
+    /// one is down.
+    pub endpoints: Vec<String>,
+    /// TCP connect timeout (metadata nodes and chunk servers).
+    pub connect_timeout: Duration,
+    /// Timeout of one attempt of a metadata call.
+    pub request_timeout: Duration,
+    /// A shard stream that makes no progress for this long counts as a failed server: a PUT
+    /// replaces the target, a GET decodes from parity.
+    pub shard_timeout: Duration,
+    /// Retries of a metadata call that failed with UNAVAILABLE, ABORTED, a transport error or
+    /// a timeout (so at most `max_retries + 1` attempts), within `retry_deadline`.
+    pub max_retries: u32,
+    /// Total time a metadata call may spend retrying.
+    pub retry_deadline: Duration,
+    /// First retry delay; doubles per retry up to `backoff_max`, with full jitter.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Read windows a GET fetches ahead of the one being written.
+    pub read_ahead: usize,
+    /// Data bytes per read window (whole stripes; at least one).
+    pub read_window_bytes: u64,
+    /// How long the cluster map (leaders, inline_max, partitions) is trusted before re-reading.
+    pub cluster_map_ttl: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(endpoints: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        ClientConfig {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            shard_timeout: Duration::from_secs(10),
+            max_retries: 10,
+            retry_deadline: Duration::from_secs(60),
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+            read_ahead: 3,
+            read_window_bytes: crate::get::WINDOW_DATA_BYTES,
+            cluster_map_ttl: Duration::from_secs(30),
+        }
+    }
+
+    /// `DOGFS_ENDPOINT` (required, comma-separated), `DOGFS_TIMEOUT_MS`,
+    /// `DOGFS_SHARD_TIMEOUT_MS`, `DOGFS_MAX_RETRIES` (optional).
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`Self::from_env`] over any variable source (tests, config files).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let raw = get(ENV_ENDPOINT).ok_or_else(|| {
+            Error::invalid(format!(
+                "{ENV_ENDPOINT} is not set: give the metadata endpoints, e.g. \
+                 {ENV_ENDPOINT}=meta-0:7000,meta-1:7000"
+            ))
+        })?;
+        let endpoints: Vec<String> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if endpoints.is_empty() {
+            return Err(Error::invalid(format!(
+                "{ENV_ENDPOINT}={raw:?} names no endpoint"
+            )));
+        }
+        let mut cfg = ClientConfig::new(endpoints);
+        if let Some(ms) = parse_u64(&get, ENV_TIMEOUT_MS)? {
+            cfg.request_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = parse_u64(&get, ENV_SHARD_TIMEOUT_MS)? {
+            cfg.shard_timeout = Duration::from_millis(ms);
+        }
+        if let Some(n) = parse_u64(&get, ENV_MAX_RETRIES)? {
+            cfg.max_retries = u32::try_from(n)
+                .map_err(|_| Error::invalid(format!("{ENV_MAX_RETRIES}={n} is too large")))?;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self.endpoints.is_empty() {
+            return Err(Error::invalid("no metadata endpoint configured"));
+        }
+        for (name, d) in [
+            ("request_timeout", self.request_timeout),
+            ("shard_timeout", self.shard_timeout),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(Error::invalid(format!("{name} must be greater than 0")));
+            }
+        }
+        for e in &self.endpoints {
+            normalize_endpoint(e)?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_u64(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Option<u64>, Error> {
+    let Some(v) = get(name) else { return Ok(None) };
+    let t = v.trim();
+    match t.parse::<u64>() {
+        Ok(0) => Err(Error::invalid(format!(
+            "{name}={v:?}: must be greater than 0"
+        ))),
+        Ok(n) => Ok(Some(n)),
+        Err(_) => Err(Error::invalid(format!(
+            "{name}={v:?}: not a whole number of milliseconds or a count"
+        ))),
+    }
+}
+
+/// `host:port` → `http://host:port`; a URI with a scheme is kept. Checks the result parses.
+pub(crate) fn normalize_endpoint(e: &str) -> Result<String, Error> {
+    let e = e.trim();
+    let uri = if e.contains("://") {
+        e.to_string()
+    } else {
+        format!("http://{e}")
+    };
+    let parsed: tonic::codegen::http::Uri = uri
+        .parse()
+        .map_err(|err| Error::invalid(format!("endpoint {e:?} is not a valid address: {err}")))?;
+    if parsed.host().is_none() || parsed.port_u16().is_none() {
+        return Err(Error::invalid(format!(
+            "endpoint {e:?} must be host:port or http://host:port"
+        )));
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn env_endpoints_and_timeouts() {
+        let c = ClientConfig::from_lookup(lookup(&[
+            (ENV_ENDPOINT, " meta-0:7000, http://meta-1:7000 ,"),
+            (ENV_TIMEOUT_MS, "1500"),
+        ]))
+        .unwrap();
+        assert_eq!(c.endpoints, vec!["meta-0:7000", "http://meta-1:7000"]);
+        assert_eq!(c.request_timeout, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn env_errors_name_the_value() {
+        let e = ClientConfig::from_lookup(lookup(&[])).unwrap_err();
+        assert!(e.to_string().contains(ENV_ENDPOINT), "{e}");
+        let e = ClientConfig::from_lookup(lookup(&[(ENV_ENDPOINT, " , ")])).unwrap_err();
+        assert!(e.to_string().contains("names no endpoint"), "{e}");
+        let e = ClientConfig::from_lookup(lookup(&[
+            (ENV_ENDPOINT, "m:7000"),
+            (ENV_TIMEOUT_MS, "soon"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("DOGFS_TIMEOUT_MS=\"soon\""), "{e}");
+        let e = ClientConfig::from_lookup(lookup(&[(ENV_ENDPOINT, "no port here")])).unwrap_err();
+        assert!(e.to_string().contains("no port here"), "{e}");
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn endpoints_are_normalized() {
+        assert_eq!(normalize_endpoint("h:1").unwrap(), "http://h:1");
+        assert_eq!(normalize_endpoint("http://h:1").unwrap(), "http://h:1");
+        assert!(normalize_endpoint("h").is_err());
+    }
+}

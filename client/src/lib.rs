@@ -1,0 +1,32 @@
+//! `dogfs-client`: the DogFS SDK. Buckets and objects over the metadata service, object bytes
+//! straight to and from the chunk servers, erasure-coded on the client (docs/client.md).
+
+mod client;
+mod config;
+mod convert;
+mod error;
+mod get;
+mod meta;
+mod pool;
+mod put;
+mod types;
+
+pub use client::Client;
+pub use config::ClientConfig;
+pub use error::{Error, ErrorKind};
+pub use types::{
+    BucketInfo, GetOptions, ListEntry, ListPage, ListQuery, ObjectInfo, ObjectSummary, Progress,
+    PutOptions, Scheme,
+};
+
+/// The data plane without the metadata service: streams an object into, or out of, shard
+/// locations given by the caller. For tests, benchmarks and tools; the [`Client`] drives it
+/// with layouts from metadata.
+#[doc(hidden)]
+pub mod dataplane {
+    pub use crate::get::{DataPlaneConfig, WINDOW_DATA_BYTES, download};
+    pub use crate::pool::ChunkPool;
+    pub use crate::put::{
+        NoReplacement, SHARD_QUEUE, TargetReplacer, UploadOutcome, etag, etag_crc, upload,
+    };
+}

@@ -1,0 +1,225 @@
+//! Server settings: every one a clap flag with a `DOGFS_*` environment variable
+//! (`docs/meta-service.md` has the table).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dogfs_core::scheme::{Codec, ErasureScheme, SchemeError};
+use dogfs_core::size::ByteSize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Invalid settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--peers is empty: list every metadata node's host:port in node-id order")]
+    NoPeers,
+    #[error("--node-id {node_id} is not an index into --peers ({peers} entries)")]
+    NodeId { node_id: u64, peers: usize },
+    #[error("--partitions must be at least 1")]
+    Partitions,
+    #[error("erasure scheme: {0}")]
+    Scheme(#[from] SchemeError),
+    #[error("--down-after-secs ({down}) must be greater than --suspect-after-secs ({suspect})")]
+    Liveness { suspect: u64, down: u64 },
+}
+
+/// `dogfs-meta`: the metadata service (Raft groups, object catalogue, chunk registry, admin API).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "dogfs-meta", version, about)]
+pub struct MetaConfig {
+    /// This node's id: its index in --peers.
+    #[arg(long, env = "DOGFS_NODE_ID")]
+    pub node_id: u64,
+
+    /// Every metadata node's gRPC `host:port`, comma-separated, in node-id order.
+    #[arg(long, env = "DOGFS_PEERS", value_delimiter = ',', required = true)]
+    pub peers: Vec<String>,
+
+    /// gRPC listen address (clients, admin, chunk servers and Raft).
+    #[arg(long, env = "DOGFS_GRPC_ADDR", default_value = "0.0.0.0:7000")]
+    pub grpc_addr: SocketAddr,
+
+    /// HTTP listen address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "DOGFS_HTTP_ADDR", default_value = "0.0.0.0:9100")]
+    pub http_addr: SocketAddr,
+
+    /// Address peers and clients reach this node at (its entry in the Raft membership when it
+    /// bootstraps); default: peers[node_id]. Must name the same node as peers[node_id].
+    #[arg(long, env = "DOGFS_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+
+    /// Directory for the WAL, the state database and snapshots.
+    #[arg(long, env = "DOGFS_DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// Object partitions (Raft groups 1..=P); recorded at bootstrap, fixed afterwards.
+    #[arg(long, env = "DOGFS_PARTITIONS", default_value_t = 8)]
+    pub partitions: u64,
+
+    /// Default erasure scheme: data shards.
+    #[arg(long, env = "DOGFS_EC_K", default_value_t = 4)]
+    pub ec_k: u32,
+
+    /// Default erasure scheme: parity shards.
+    #[arg(long, env = "DOGFS_EC_M", default_value_t = 2)]
+    pub ec_m: u32,
+
+    /// Default erasure cell size.
+    #[arg(long, env = "DOGFS_CELL_SIZE", default_value = "1MiB")]
+    pub cell_size: ByteSize,
+
+    /// Data bytes per segment (one set of k+m shards).
+    #[arg(long, env = "DOGFS_SEGMENT_SIZE", default_value = "64MiB")]
+    pub segment_size: ByteSize,
+
+    /// Objects of at most this many bytes are stored in their metadata record.
+    #[arg(long, env = "DOGFS_INLINE_MAX", default_value = "4KiB")]
+    pub inline_max: ByteSize,
+
+    /// An upload not committed within this many seconds expires; its shards are collected.
+    #[arg(long, env = "DOGFS_UPLOAD_TTL_SECS", default_value_t = 86_400)]
+    pub upload_ttl_secs: u64,
+
+    /// A chunk server without a heartbeat for this long becomes suspect (no new placements).
+    #[arg(long, env = "DOGFS_SUSPECT_AFTER_SECS", default_value_t = 30)]
+    pub suspect_after_secs: u64,
+
+    /// A chunk server without a heartbeat for this long becomes down.
+    #[arg(long, env = "DOGFS_DOWN_AFTER_SECS", default_value_t = 600)]
+    pub down_after_secs: u64,
+
+    /// The heartbeat interval chunk servers are told to use.
+    #[arg(long, env = "DOGFS_HEARTBEAT_INTERVAL_MS", default_value_t = 3000)]
+    pub heartbeat_interval_ms: u64,
+
+    /// How often each partition leader runs garbage collection and upload expiry.
+    #[arg(long, env = "DOGFS_GC_INTERVAL_MS", default_value_t = 5000)]
+    pub gc_interval_ms: u64,
+
+    /// Shard deletions per partition per GC pass (the GC rate bound).
+    #[arg(long, env = "DOGFS_GC_BATCH", default_value_t = 64)]
+    pub gc_batch: usize,
+
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "DOGFS_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Raft snapshot every this many log entries per group (tests use small values).
+    #[arg(
+        long,
+        env = "DOGFS_SNAPSHOT_EVERY",
+        default_value_t = 10_000,
+        hide = true
+    )]
+    pub snapshot_every: u64,
+
+    /// Log entries kept behind a snapshot for lagging followers.
+    #[arg(long, env = "DOGFS_SNAPSHOT_KEEP", default_value_t = 1000, hide = true)]
+    pub snapshot_keep: u64,
+
+    /// Batch entries each group's proposer keeps in flight (group commit at the proposer).
+    #[arg(
+        long,
+        env = "DOGFS_PROPOSER_IN_FLIGHT",
+        default_value_t = 1,
+        hide = true
+    )]
+    pub proposer_in_flight: usize,
+
+    /// Seconds the HTTP side port gets to drain after SIGTERM (gRPC drains with the Raft node).
+    #[arg(long, env = "DOGFS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl MetaConfig {
+    /// Settings for tests and embedding: loopback, ephemeral HTTP port, 2 partitions,
+    /// short liveness and GC timings, 1 s suspect / 3 s down.
+    pub fn for_tests(node_id: u64, peers: Vec<String>, data_dir: impl Into<PathBuf>) -> Self {
+        MetaConfig {
+            node_id,
+            peers,
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise_addr: None,
+            data_dir: data_dir.into(),
+            partitions: 2,
+            ec_k: 4,
+            ec_m: 2,
+            cell_size: ByteSize(64 * 1024),
+            segment_size: ByteSize(1 << 20),
+            inline_max: ByteSize(4096),
+            upload_ttl_secs: 3600,
+            suspect_after_secs: 1,
+            down_after_secs: 3,
+            heartbeat_interval_ms: 200,
+            gc_interval_ms: 200,
+            gc_batch: 64,
+            log_format: LogFormat::Text,
+            snapshot_every: 10_000,
+            snapshot_keep: 1000,
+            proposer_in_flight: 1,
+            shutdown_grace_secs: 2,
+        }
+    }
+
+    /// Checks the settings that clap cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.peers.is_empty() {
+            return Err(ConfigError::NoPeers);
+        }
+        if usize::try_from(self.node_id).map_or(true, |i| i >= self.peers.len()) {
+            return Err(ConfigError::NodeId {
+                node_id: self.node_id,
+                peers: self.peers.len(),
+            });
+        }
+        if self.partitions == 0 {
+            return Err(ConfigError::Partitions);
+        }
+        self.default_scheme()?;
+        if self.down_after_secs <= self.suspect_after_secs {
+            return Err(ConfigError::Liveness {
+                suspect: self.suspect_after_secs,
+                down: self.down_after_secs,
+            });
+        }
+        Ok(())
+    }
+
+    /// The default erasure scheme.
+    pub fn default_scheme(&self) -> Result<ErasureScheme, SchemeError> {
+        ErasureScheme::new(Codec::ReedSolomon, self.ec_k, self.ec_m, self.cell_size.0)
+    }
+
+    /// The peers as id → address, this node's own entry being its advertised address.
+    pub fn peer_map(&self) -> BTreeMap<u64, String> {
+        let mut m: BTreeMap<u64, String> = (0u64..).zip(self.peers.iter().cloned()).collect();
+        m.insert(self.node_id, self.advertised());
+        m
+    }
+
+    /// This node's advertised address.
+    pub fn advertised(&self) -> String {
+        self.advertise_addr.clone().unwrap_or_else(|| {
+            usize::try_from(self.node_id)
+                .ok()
+                .and_then(|i| self.peers.get(i).cloned())
+                .unwrap_or_default()
+        })
+    }
+
+    pub(crate) fn suspect_after(&self) -> Duration {
+        Duration::from_secs(self.suspect_after_secs)
+    }
+
+    pub(crate) fn down_after(&self) -> Duration {
+        Duration::from_secs(self.down_after_secs)
+    }
+}

@@ -1,0 +1,180 @@
+//! Prometheus metrics of a metadata node, served on `/metrics`. Group gauges are refreshed
+//! from `Raft::metrics()` at scrape time, so they cost nothing between scrapes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::raft::RaftHandle;
+use crate::wal::SyncObserver;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    pub method: &'static str,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabel {
+    pub group: u64,
+}
+
+/// Every metric of the process, registered once.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub rpcs: Family<RpcLabels, Counter>,
+    pub rpc_seconds: Family<RpcLabels, Histogram>,
+    pub wal_sync_seconds: Histogram,
+    pub wal_syncs: Counter,
+    /// Sum of WAL sync durations in microseconds (the histogram's sum, readable in-process).
+    pub wal_sync_micros: Counter,
+    pub forwarded: Counter,
+    pub gc_deleted: Counter,
+    pub uploads_expired: Counter,
+    leader: Family<GroupLabel, Gauge>,
+    term: Family<GroupLabel, Gauge>,
+    commit: Family<GroupLabel, Gauge>,
+    applied: Family<GroupLabel, Gauge>,
+    apply_lag: Family<GroupLabel, Gauge>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("dogfs_meta");
+        let rpcs = Family::<RpcLabels, Counter>::default();
+        registry.register(
+            "rpc_requests",
+            "gRPC requests by method and status code",
+            rpcs.clone(),
+        );
+        let rpc_seconds = Family::<RpcLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.00005, 2.0, 20))
+        });
+        registry.register(
+            "rpc_seconds",
+            "gRPC request latency by method and status code",
+            rpc_seconds.clone(),
+        );
+        // 20 µs .. ~10 s
+        let wal_sync_seconds = Histogram::new(exponential_buckets(0.00002, 2.0, 20));
+        registry.register(
+            "wal_sync_seconds",
+            "Duration of each WAL fdatasync (one per group-commit batch)",
+            wal_sync_seconds.clone(),
+        );
+        let wal_syncs = Counter::default();
+        registry.register(
+            "wal_syncs",
+            "WAL fdatasync calls (group-commit batches)",
+            wal_syncs.clone(),
+        );
+        let wal_sync_micros = Counter::default();
+        let forwarded = Counter::default();
+        registry.register(
+            "forwarded_requests",
+            "Requests forwarded to another node's leader",
+            forwarded.clone(),
+        );
+        let gc_deleted = Counter::default();
+        registry.register(
+            "gc_shards_deleted",
+            "Shards deleted from chunk servers by garbage collection",
+            gc_deleted.clone(),
+        );
+        let uploads_expired = Counter::default();
+        registry.register(
+            "uploads_expired",
+            "Pending uploads expired",
+            uploads_expired.clone(),
+        );
+        let mut gauge = |name: &str, help: &str| {
+            let f = Family::<GroupLabel, Gauge>::default();
+            registry.register(name, help, f.clone());
+            f
+        };
+        let leader = gauge(
+            "group_leader_id",
+            "The group's leader as seen by this node (-1: unknown)",
+        );
+        let term = gauge("group_term", "The group's current term on this node");
+        let commit = gauge(
+            "group_commit_index",
+            "Highest log index this node knows to be committed (its log end on followers)",
+        );
+        let applied = gauge("group_applied_index", "Last log index applied on this node");
+        let apply_lag = gauge(
+            "group_apply_lag",
+            "Log entries written on this node and not yet applied",
+        );
+        Arc::new(Metrics {
+            registry,
+            rpcs,
+            rpc_seconds,
+            wal_sync_seconds,
+            wal_syncs,
+            wal_sync_micros,
+            forwarded,
+            gc_deleted,
+            uploads_expired,
+            leader,
+            term,
+            commit,
+            applied,
+            apply_lag,
+        })
+    }
+
+    /// The WAL hook that feeds `wal_sync_seconds`.
+    pub fn sync_observer(self: &Arc<Self>) -> SyncObserver {
+        let (h, n) = (self.wal_sync_seconds.clone(), self.wal_syncs.clone());
+        let us = self.wal_sync_micros.clone();
+        SyncObserver(Arc::new(move |d: Duration| {
+            h.observe(d.as_secs_f64());
+            n.inc();
+            us.inc_by(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        }))
+    }
+
+    /// Counts one RPC.
+    pub fn rpc(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
+        let labels = RpcLabels {
+            method,
+            code: format!("{code:?}"),
+        };
+        self.rpcs.get_or_create(&labels).inc();
+        self.rpc_seconds
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Refreshes the group gauges and renders everything in the OpenMetrics text format.
+    pub fn render(&self, raft: &RaftHandle) -> Result<String, std::fmt::Error> {
+        for group in raft.group_ids() {
+            let Ok(r) = raft.raft(group) else { continue };
+            let m = r.metrics().borrow().clone();
+            let l = GroupLabel { group };
+            let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            self.leader
+                .get_or_create(&l)
+                .set(m.current_leader.map_or(-1, as_i64));
+            self.term.get_or_create(&l).set(as_i64(m.current_term));
+            let applied = m.last_applied.map_or(0, |id| id.index);
+            let last = m.last_log_index.unwrap_or(0);
+            self.commit.get_or_create(&l).set(as_i64(last.max(applied)));
+            self.applied.get_or_create(&l).set(as_i64(applied));
+            self.apply_lag
+                .get_or_create(&l)
+                .set(as_i64(last.saturating_sub(applied)));
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

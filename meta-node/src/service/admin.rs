@@ -1,0 +1,206 @@
+//! AdminService: cluster status (answered by the node asked, never forwarded, so it also
+//! serves the bootstrap probe), the chunk-server list, and drain/undrain through Raft.
+
+use std::sync::Arc;
+
+use dogfs_proto::meta as pb;
+use dogfs_proto::meta::admin_service_client::AdminServiceClient;
+use dogfs_proto::meta::admin_service_server::AdminService;
+use tonic::{Request, Response, Status};
+use tracing::field::Empty;
+
+use super::convert;
+use super::{Core, Route, ServiceError, observe, peer_request, with_retries};
+use crate::registry::{self, AdminState, NodeRecord};
+
+/// The AdminService of one node.
+#[derive(Debug, Clone)]
+pub struct AdminSvc {
+    core: Arc<Core>,
+}
+
+impl AdminSvc {
+    pub fn new(core: Arc<Core>) -> AdminSvc {
+        AdminSvc { core }
+    }
+}
+
+/// Whether a peer answers a cheap local call (GetClusterMap) within [`PROBE_TIMEOUT`].
+async fn reachable(core: &Core, peer: u64, addr: &str) -> bool {
+    if peer == core.node_id {
+        return true;
+    }
+    let Ok(channel) = core.raft.connections().channel(addr) else {
+        return false;
+    };
+    let mut client = core.meta_client(channel);
+    let call = client.get_cluster_map(peer_request(pb::GetClusterMapRequest {}));
+    matches!(tokio::time::timeout(PROBE_TIMEOUT, call).await, Ok(Ok(_)))
+}
+
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl Core {
+    fn chunk_node(&self, r: &NodeRecord) -> pb::ChunkNode {
+        convert::chunk_node(r, self.last_heartbeat_unix(r.id))
+    }
+
+    async fn set_admin(&self, id: u128, state: AdminState) -> Result<NodeRecord, ServiceError> {
+        with_retries(|_| async {
+            self.read_barrier(0).await?;
+            let reader = self.reader(0)?;
+            if let Some((n, _)) = registry::get_node(&reader, id)?
+                && n.admin == AdminState::Removed
+            {
+                return Err(registry::RegistryError::Removed { id }.into());
+            }
+            match registry::update_node(&reader, id, |n| n.admin = state)? {
+                Some((p, record)) => {
+                    self.propose(0, &p).await?;
+                    tracing::info!(node = %registry::format_node_id(id), ?state, "chunk server admin state changed");
+                    Ok(record)
+                }
+                None => Ok(registry::get_node(&reader, id)?
+                    .ok_or(registry::RegistryError::NoSuchNode { id })?
+                    .0),
+            }
+        })
+        .await
+    }
+}
+
+macro_rules! admin_forward {
+    ($core:expr, $req:ident, $method:ident) => {
+        if let Route::Forward(ch) = $core.route(0, &$req)? {
+            let reply = AdminServiceClient::new(ch)
+                .$method(peer_request($req.into_inner()))
+                .await
+                .map_err(ServiceError::Remote)?;
+            return Ok(Response::new(reply.into_inner()));
+        }
+    };
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminSvc {
+    async fn cluster_status(
+        &self,
+        _req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let c = &self.core;
+        let span = tracing::info_span!("rpc", method = "ClusterStatus", group = Empty);
+        observe(&c.metrics, "ClusterStatus", span, async move {
+            let mut groups = Vec::new();
+            for g in c.raft.group_ids() {
+                let m = c.raft.raft(g)?.metrics().borrow().clone();
+                let applied = m.last_applied.map_or(0, |l| l.index);
+                groups.push(pb::GroupStatus {
+                    group_id: g,
+                    leader_id: m.current_leader,
+                    term: m.current_term,
+                    commit_index: m.last_log_index.unwrap_or(0).max(applied),
+                    applied_index: applied,
+                });
+            }
+            let nodes = registry::list_nodes(&c.reader(0)?)?;
+            let live = nodes.iter().filter(|n| n.admin != AdminState::Removed);
+            let (mut capacity, mut used, mut available) = (0u64, 0u64, 0u64);
+            for n in live {
+                capacity = capacity.saturating_add(n.usage.capacity_bytes);
+                used = used.saturating_add(n.usage.used_bytes);
+                available = available.saturating_add(n.usage.available_bytes);
+            }
+            let meta_nodes =
+                futures::future::join_all(c.peers.iter().map(|(id, addr)| async move {
+                    pb::MetaNodeStatus {
+                        node_id: *id,
+                        address: addr.clone(),
+                        reachable: reachable(c, *id, addr).await,
+                    }
+                }))
+                .await;
+            Ok(Response::new(pb::ClusterStatusResponse {
+                node_id: c.node_id,
+                meta_nodes,
+                groups,
+                chunk_nodes: nodes.iter().map(|n| c.chunk_node(n)).collect(),
+                capacity_bytes: capacity,
+                used_bytes: used,
+                available_bytes: available,
+                default_scheme: Some(convert::scheme_to_pb(&c.scheme)),
+                partitions: c.partitions(),
+            }))
+        })
+        .await
+    }
+
+    async fn list_nodes(
+        &self,
+        req: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let c = &self.core;
+        let span = tracing::info_span!("rpc", method = "ListNodes", group = Empty);
+        observe(&c.metrics, "ListNodes", span, async move {
+            admin_forward!(c, req, list_nodes);
+            c.read_barrier(0).await?;
+            let nodes = registry::list_nodes(&c.reader(0)?)?;
+            Ok(Response::new(pb::ListNodesResponse {
+                nodes: nodes.iter().map(|n| c.chunk_node(n)).collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn node_status(
+        &self,
+        req: Request<pb::NodeStatusRequest>,
+    ) -> Result<Response<pb::NodeStatusResponse>, Status> {
+        let c = &self.core;
+        let span = tracing::info_span!("rpc", method = "NodeStatus", node = %req.get_ref().node_id, group = Empty);
+        observe(&c.metrics, "NodeStatus", span, async move {
+            let id = registry::parse_node_id(&req.get_ref().node_id)?;
+            admin_forward!(c, req, node_status);
+            c.read_barrier(0).await?;
+            let (n, _) = registry::get_node(&c.reader(0)?, id)?
+                .ok_or(registry::RegistryError::NoSuchNode { id })?;
+            Ok(Response::new(pb::NodeStatusResponse {
+                node: Some(c.chunk_node(&n)),
+            }))
+        })
+        .await
+    }
+
+    async fn drain_node(
+        &self,
+        req: Request<pb::DrainNodeRequest>,
+    ) -> Result<Response<pb::DrainNodeResponse>, Status> {
+        let c = &self.core;
+        let span = tracing::info_span!("rpc", method = "DrainNode", node = %req.get_ref().node_id, group = Empty);
+        observe(&c.metrics, "DrainNode", span, async move {
+            let id = registry::parse_node_id(&req.get_ref().node_id)?;
+            admin_forward!(c, req, drain_node);
+            let n = c.set_admin(id, AdminState::Draining).await?;
+            Ok(Response::new(pb::DrainNodeResponse {
+                node: Some(c.chunk_node(&n)),
+            }))
+        })
+        .await
+    }
+
+    async fn undrain_node(
+        &self,
+        req: Request<pb::UndrainNodeRequest>,
+    ) -> Result<Response<pb::UndrainNodeResponse>, Status> {
+        let c = &self.core;
+        let span = tracing::info_span!("rpc", method = "UndrainNode", node = %req.get_ref().node_id, group = Empty);
+        observe(&c.metrics, "UndrainNode", span, async move {
+            let id = registry::parse_node_id(&req.get_ref().node_id)?;
+            admin_forward!(c, req, undrain_node);
+            let n = c.set_admin(id, AdminState::Active).await?;
+            Ok(Response::new(pb::UndrainNodeResponse {
+                node: Some(c.chunk_node(&n)),
+            }))
+        })
+        .await
+    }
+}

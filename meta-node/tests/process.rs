@@ -1,0 +1,414 @@
+//! Three real `dogfs-meta` processes on loopback: kill -9 of a partition leader during a stream
+//! of commits, restart and catch-up, catch-up by snapshot after the log moved on, a restart of
+//! the whole cluster, and a wiped node 0 that rejoins instead of bootstrapping again. Every
+//! assertion is on data read back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dogfs_proto::meta as pb;
+use dogfs_proto::meta::meta_service_client::MetaServiceClient;
+use tempfile::TempDir;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Proc {
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Cluster {
+    peers: Vec<String>,
+    dirs: Vec<PathBuf>,
+    _root: TempDir,
+    procs: Vec<Option<Proc>>,
+    extra: Vec<(&'static str, String)>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    fn start(extra: Vec<(&'static str, String)>) -> Cluster {
+        let root = TempDir::new().unwrap();
+        let peers: Vec<String> = (0..3)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let dirs: Vec<PathBuf> = (0..3).map(|i| root.path().join(format!("n{i}"))).collect();
+        let mut c = Cluster {
+            peers,
+            dirs,
+            _root: root,
+            procs: vec![None, None, None],
+            extra,
+        };
+        for i in 0..3 {
+            c.spawn(i);
+        }
+        c
+    }
+
+    /// Starts node `i` and waits (with a deadline) for its "metadata node serving" line.
+    fn spawn(&mut self, i: usize) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dogfs-meta"));
+        cmd.env("DOGFS_NODE_ID", i.to_string())
+            .env("DOGFS_PEERS", self.peers.join(","))
+            .env("DOGFS_GRPC_ADDR", &self.peers[i])
+            .env("DOGFS_HTTP_ADDR", "127.0.0.1:0")
+            .env("DOGFS_DATA_DIR", &self.dirs[i])
+            .env("DOGFS_PARTITIONS", "2")
+            .env("DOGFS_LOG_FORMAT", "json")
+            .env("DOGFS_SHUTDOWN_GRACE_SECS", "1")
+            .env("RUST_LOG", "info");
+        for (k, v) in &self.extra {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let l2 = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("metadata node serving") && line.contains("\"grpc_addr\":\"") {
+                    let _ = tx.send(());
+                }
+                l2.lock().unwrap().push(line);
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("dogfs-meta did not report serving in time");
+        self.procs[i] = Some(Proc { child, logs });
+    }
+
+    fn kill(&mut self, i: usize) {
+        // Drop sends SIGKILL (kill -9) and reaps the process.
+        self.procs[i] = None;
+    }
+
+    fn logs(&self, i: usize) -> Vec<String> {
+        self.procs[i].as_ref().unwrap().logs.lock().unwrap().clone()
+    }
+
+    async fn client(&self, i: usize) -> MetaServiceClient<Channel> {
+        client(&self.peers, i)
+    }
+
+    /// The leader of `group`, as node `via` sees it.
+    async fn leader(&self, via: usize, group: u64) -> Option<usize> {
+        let map = self
+            .client(via)
+            .await
+            .get_cluster_map(pb::GetClusterMapRequest {})
+            .await
+            .ok()?
+            .into_inner();
+        map.groups
+            .iter()
+            .find(|g| g.group_id == group)
+            .and_then(|g| g.leader_id)
+            .map(|l| l as usize)
+    }
+}
+
+fn client(peers: &[String], i: usize) -> MetaServiceClient<Channel> {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", peers[i]))
+        .unwrap()
+        .connect_lazy();
+    MetaServiceClient::new(ch)
+}
+
+fn retryable(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        Code::Unavailable
+            | Code::Aborted
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+    )
+}
+
+/// Runs `f` against live nodes in turn until it succeeds or the deadline passes.
+async fn retry<T, F, Fut>(c: &[String], alive: &[usize], mut f: F) -> T
+where
+    F: FnMut(MetaServiceClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let end = Instant::now() + DEADLINE;
+    let mut n = 0;
+    loop {
+        let via = alive[n % alive.len()];
+        n += 1;
+        match f(client(c, via)).await {
+            Ok(v) => return v,
+            Err(s) if retryable(&s) && Instant::now() < end => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(s) => panic!("call failed for good: {s:?}"),
+        }
+    }
+}
+
+async fn create_bucket(c: &Cluster, name: &str) {
+    retry(&c.peers, &[0, 1, 2], |mut m| {
+        let name = name.to_string();
+        async move {
+            match m
+                .create_bucket(pb::CreateBucketRequest { bucket: name })
+                .await
+            {
+                // A retried create may find its own earlier attempt.
+                Err(s) if s.code() == Code::AlreadyExists => Ok(()),
+                r => r.map(|_| ()),
+            }
+        }
+    })
+    .await;
+}
+
+async fn put(c: &Cluster, alive: &[usize], key: &str) {
+    put_to(&c.peers, alive, key).await;
+}
+
+async fn put_to(peers: &[String], alive: &[usize], key: &str) {
+    retry(peers, alive, |mut m| {
+        let key = key.to_string();
+        async move {
+            m.put_inline_object(pb::PutInlineObjectRequest {
+                bucket: "procs".into(),
+                data: Bytes::from(key.clone().into_bytes()),
+                key,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+        }
+    })
+    .await;
+}
+
+/// Every key reads back with its data through node `via` (stale: from that node's own state,
+/// so this checks that it caught up), within the deadline.
+async fn wait_all_readable(
+    c: &Cluster,
+    via: usize,
+    keys: &[String],
+    consistency: pb::ReadConsistency,
+) {
+    let end = Instant::now() + DEADLINE;
+    let mut m = c.client(via).await;
+    for k in keys {
+        loop {
+            let r = m
+                .get_object(pb::GetObjectRequest {
+                    bucket: "procs".into(),
+                    key: k.clone(),
+                    consistency: consistency as i32,
+                })
+                .await;
+            match r {
+                Ok(g) => {
+                    assert_eq!(g.into_inner().inline_data.as_ref(), k.as_bytes());
+                    break;
+                }
+                Err(s) => {
+                    assert!(
+                        Instant::now() < end,
+                        "node {via}: {k} not readable in time: {s:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn wait_leaders(c: &Cluster, via: usize) {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let mut ok = true;
+        for g in 0..3 {
+            ok &= c.leader(via, g).await.is_some();
+        }
+        if ok {
+            return;
+        }
+        assert!(Instant::now() < end, "no leaders in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_leader_during_commits_then_restart_everything() {
+    let mut c = Cluster::start(Vec::new());
+    wait_leaders(&c, 0).await;
+    create_bucket(&c, "procs").await;
+    let mut acked = Vec::new();
+    for i in 0..40 {
+        let k = format!("before-{i:03}");
+        put(&c, &[0, 1, 2], &k).await;
+        acked.push(k);
+    }
+    // kill -9 the leader of partition 1 while 4 writers stream commits through the other
+    // nodes; each records only what was acknowledged.
+    let victim = c.leader(0, 1).await.unwrap();
+    let alive: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (peers, alive, done) = (c.peers.clone(), alive.clone(), Arc::clone(&done));
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    let k = format!("during-{w}-{i:03}");
+                    put_to(&peers, &alive, &k).await;
+                    done.lock().unwrap().push(k);
+                }
+            })
+        })
+        .collect();
+    let end = Instant::now() + DEADLINE;
+    while done.lock().unwrap().len() < 20 {
+        assert!(Instant::now() < end, "writers made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    c.kill(victim);
+    for w in writers {
+        w.await.unwrap();
+    }
+    acked.extend(done.lock().unwrap().iter().cloned());
+    assert_eq!(acked.len(), 40 + 160);
+    let new_leader = c.leader(alive[0], 1).await;
+    assert!(
+        new_leader.is_some_and(|l| l != victim),
+        "partition 1 has a new leader"
+    );
+    wait_all_readable(&c, alive[0], &acked, pb::ReadConsistency::Linearizable).await;
+    // The old leader restarts from its directory and catches up (its own state, stale reads).
+    c.spawn(victim);
+    wait_all_readable(&c, victim, &acked, pb::ReadConsistency::Stale).await;
+    // All three killed and restarted: every acknowledged object is still there.
+    for i in 0..3 {
+        c.kill(i);
+    }
+    for i in 0..3 {
+        c.spawn(i);
+    }
+    for i in 0..3 {
+        wait_all_readable(&c, i, &acked, pb::ReadConsistency::Linearizable).await;
+    }
+    put(&c, &[0, 1, 2], "after-restart").await;
+    for i in 0..3 {
+        assert!(
+            !c.logs(i)
+                .iter()
+                .any(|l| l.contains("bootstrapped a new cluster")),
+            "a restart must not bootstrap"
+        );
+    }
+}
+
+fn snapshot_files(dir: &Path) -> usize {
+    walk(&dir.join("snapshots"))
+}
+
+fn walk(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.map_while(Result::ok)
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() { walk(&p) } else { 1 }
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_node_catches_up_by_snapshot() {
+    let mut c = Cluster::start(vec![
+        ("DOGFS_SNAPSHOT_EVERY", "20".into()),
+        ("DOGFS_SNAPSHOT_KEEP", "5".into()),
+    ]);
+    wait_leaders(&c, 0).await;
+    create_bucket(&c, "procs").await;
+    c.kill(2);
+    let mut acked = Vec::new();
+    for i in 0..150 {
+        let k = format!("k{i:04}");
+        put(&c, &[0, 1], &k).await;
+        acked.push(k);
+    }
+    assert_eq!(snapshot_files(&c.dirs[2]), 0, "node 2 had no snapshot yet");
+    c.spawn(2);
+    wait_all_readable(&c, 2, &acked, pb::ReadConsistency::Stale).await;
+    // The leaders purged their logs far past node 2's end: it must have installed snapshots.
+    assert!(
+        snapshot_files(&c.dirs[2]) > 0,
+        "node 2 installed a snapshot"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_node_0_rejoins_instead_of_bootstrapping() {
+    let mut c = Cluster::start(vec![
+        ("DOGFS_SNAPSHOT_EVERY", "20".into()),
+        ("DOGFS_SNAPSHOT_KEEP", "5".into()),
+    ]);
+    wait_leaders(&c, 0).await;
+    create_bucket(&c, "procs").await;
+    let mut acked = Vec::new();
+    for i in 0..60 {
+        let k = format!("k{i:04}");
+        put(&c, &[0, 1, 2], &k).await;
+        acked.push(k);
+    }
+    c.kill(0);
+    std::fs::remove_dir_all(&c.dirs[0]).unwrap();
+    c.spawn(0);
+    wait_all_readable(&c, 0, &acked, pb::ReadConsistency::Stale).await;
+    let logs = c.logs(0);
+    assert!(
+        !logs
+            .iter()
+            .any(|l| l.contains("bootstrapped a new cluster")),
+        "the wiped node 0 bootstrapped again"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("peers already form a cluster")),
+        "node 0 saw the existing cluster"
+    );
+    put(&c, &[0, 1, 2], "after-rejoin").await;
+    wait_all_readable(
+        &c,
+        0,
+        &["after-rejoin".to_string()],
+        pb::ReadConsistency::Stale,
+    )
+    .await;
+}
