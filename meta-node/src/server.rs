@@ -141,6 +141,7 @@ impl MetaServer {
             tokio::spawn(tasks::bootstrap(Arc::clone(&core), rx.clone())),
             tokio::spawn(tasks::liveness(Arc::clone(&core), rx.clone())),
             tokio::spawn(tasks::maintenance(Arc::clone(&core), rx.clone())),
+            tokio::spawn(tasks::leader_balance(Arc::clone(&core), rx.clone())),
         ]);
         let http = http_listener.map(|l| {
             let mut http_rx = rx.clone();

@@ -1,7 +1,8 @@
 //! Background tasks of a metadata node (`docs/meta-service.md`): the bootstrap guard, chunk
-//! server liveness (on the system group's leader), and per-partition maintenance — upload expiry
-//! and garbage collection (on each partition's leader).
+//! server liveness (on the system group's leader), per-partition maintenance — upload expiry
+//! and garbage collection (on each partition's leader) — and leader spreading.
 
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use dogfs_proto::chunk::DeleteShardRequest;
 use dogfs_proto::chunk::chunk_service_client::ChunkServiceClient;
 use dogfs_proto::meta::ClusterStatusRequest;
 use dogfs_proto::meta::admin_service_client::AdminServiceClient;
+use openraft::ServerState;
 use tokio::sync::watch;
 
 use crate::catalog::{CatalogError, ops};
@@ -269,4 +271,170 @@ async fn collect(core: &Core, p: u64) -> Result<(), ServiceError> {
         core.metrics.gc_deleted.inc_by(done.len() as u64);
     }
     Ok(())
+}
+
+/// How often each node looks at the groups it is the preferred leader of.
+const BALANCE_TICK: Duration = Duration::from_secs(1);
+/// A group's leader and term must have stayed the same this long, as this node sees them,
+/// before it campaigns: right after a failover or a restart the group is left alone, so
+/// spreading never fights an election in progress.
+pub const BALANCE_STABLE_FOR: Duration = Duration::from_secs(5);
+/// At most one election attempt per group this often: a failed or contested attempt costs
+/// the group a short leaderless window, which must stay rare.
+pub const BALANCE_RETRY_EVERY: Duration = Duration::from_secs(10);
+/// How many entries this node's log may trail the leader's for it to campaign. A candidate
+/// that is further behind loses the vote anyway (Raft's up-to-date check), after it already
+/// unsettled the group.
+const BALANCE_MAX_LAG: u64 = 8;
+
+/// The node that should lead `group` (DESIGN §5, "leaders spread over the meta nodes"): the
+/// `group mod N`-th of the N peer ids in ascending order — with ids 0..N, node `group mod N`.
+pub fn preferred_leader(peer_ids: &[u64], group: u64) -> Option<u64> {
+    let n = u64::try_from(peer_ids.len()).ok().filter(|n| *n > 0)?;
+    let i = usize::try_from(group % n).ok()?;
+    peer_ids.get(i).copied()
+}
+
+/// What this node last saw of one group it prefers to lead.
+#[derive(Debug)]
+struct Watched {
+    /// (leader, term) as last seen; `None` while there is no leader.
+    seen: Option<(u64, u64)>,
+    since: Instant,
+    last_attempt: Option<Instant>,
+}
+
+/// Leader spreading: for each group this node is the preferred leader of, when another node
+/// has led it stably for [`BALANCE_STABLE_FOR`], this node is a voter and its log is caught up
+/// with the leader's, trigger an election here (at most every [`BALANCE_RETRY_EVERY`]). Only
+/// the preferred node ever campaigns, so a down node's groups stay wherever they failed over
+/// to until it is back, caught up and stable; nothing is pushed towards a dead node.
+pub(crate) async fn leader_balance(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
+    let peer_ids: Vec<u64> = core.peers.keys().copied().collect();
+    let mut watched: HashMap<u64, Watched> = HashMap::new();
+    loop {
+        if !pause(&mut stop, BALANCE_TICK).await {
+            return;
+        }
+        for g in core.raft.group_ids() {
+            if preferred_leader(&peer_ids, g) != Some(core.node_id) {
+                continue;
+            }
+            if let Err(e) = balance_group(&core, g, &mut watched).await {
+                tracing::debug!(group = g, error = %e, "leader spreading check failed");
+            }
+        }
+    }
+}
+
+async fn balance_group(
+    core: &Core,
+    group: u64,
+    watched: &mut HashMap<u64, Watched>,
+) -> Result<(), ServiceError> {
+    let raft = core.raft.raft(group)?;
+    let m = raft.metrics().borrow().clone();
+    let seen = m.current_leader.map(|l| (l, m.current_term));
+    let w = watched.entry(group).or_insert_with(|| Watched {
+        seen,
+        since: Instant::now(),
+        last_attempt: None,
+    });
+    if w.seen != seen {
+        w.seen = seen;
+        w.since = Instant::now();
+    }
+    let Some(leader) = m.current_leader else {
+        return Ok(());
+    };
+    let voter = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == core.node_id);
+    if leader == core.node_id
+        || m.running_state.is_err()
+        || m.state != ServerState::Follower
+        || !voter
+        || w.since.elapsed() < BALANCE_STABLE_FOR
+        || w.last_attempt
+            .is_some_and(|t| t.elapsed() < BALANCE_RETRY_EVERY)
+    {
+        return Ok(());
+    }
+    let Some(addr) = core.peers.get(&leader) else {
+        return Ok(());
+    };
+    // The leader's own view: a follower's metrics do not carry the leader's log position.
+    let Some(leader_last) = leader_log_index(core, addr, group, leader, m.current_term).await
+    else {
+        return Ok(());
+    };
+    let own_last = m.last_log_index.unwrap_or(0);
+    let own_applied = m.last_applied.map_or(0, |l| l.index);
+    if own_last.saturating_add(BALANCE_MAX_LAG) < leader_last
+        || own_applied.saturating_add(BALANCE_MAX_LAG) < leader_last
+    {
+        tracing::debug!(
+            group,
+            leader,
+            leader_last,
+            own_last,
+            own_applied,
+            "preferred leader still catching up; not campaigning yet"
+        );
+        return Ok(());
+    }
+    w.last_attempt = Some(Instant::now());
+    tracing::info!(
+        group,
+        from = leader,
+        term = m.current_term,
+        own_last,
+        leader_last,
+        "taking back the leadership of a group this node is the preferred leader of"
+    );
+    raft.trigger()
+        .elect()
+        .await
+        .map_err(|e| ServiceError::Internal(format!("triggering an election: {e}")))
+}
+
+/// The last log index of `group` at `leader`, when it still leads it in `term`; `None` when
+/// it cannot tell (unreachable, or leadership moved meanwhile).
+async fn leader_log_index(
+    core: &Core,
+    addr: &str,
+    group: u64,
+    leader: u64,
+    term: u64,
+) -> Option<u64> {
+    let channel = core.raft.connections().channel(addr).ok()?;
+    let mut client = AdminServiceClient::new(channel);
+    let call = client.cluster_status(peer_request(ClusterStatusRequest {}));
+    let status = tokio::time::timeout(PROBE_TIMEOUT, call)
+        .await
+        .ok()?
+        .ok()?
+        .into_inner();
+    let g = status.groups.iter().find(|g| g.group_id == group)?;
+    (g.leader_id == Some(leader) && g.term == term).then_some(g.commit_index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preferred_leaders_cycle_over_the_sorted_peer_ids() {
+        let ids = [0, 1, 2];
+        let got: Vec<_> = (0..9).map(|g| preferred_leader(&ids, g)).collect();
+        assert_eq!(
+            got,
+            [0, 1, 2, 0, 1, 2, 0, 1, 2].map(Some).to_vec(),
+            "group g goes to node g mod 3"
+        );
+        assert_eq!(preferred_leader(&[3, 7], 1), Some(7));
+        assert_eq!(preferred_leader(&[], 1), None);
+    }
 }

@@ -26,7 +26,7 @@ use tonic::transport::Channel;
 const DEADLINE: Duration = Duration::from_secs(30);
 
 struct Cluster {
-    _dirs: Vec<TempDir>,
+    dirs: Vec<TempDir>,
     servers: Vec<MetaServer>,
 }
 
@@ -59,10 +59,7 @@ impl Cluster {
             servers.push(MetaServer::start(cfg, l, http_listener).await.unwrap());
             dirs.push(dir);
         }
-        let c = Cluster {
-            _dirs: dirs,
-            servers,
-        };
+        let c = Cluster { dirs, servers };
         c.wait_ready().await;
         c
     }
@@ -1061,6 +1058,270 @@ async fn gc_deletes_replaced_shards_on_a_real_chunk_server() {
     }
     for ch in chunks {
         ch.shutdown().await.unwrap();
+    }
+}
+
+/// The chunk server as ListNodes (and a follower's ClusterStatus) report it.
+fn reported(nodes: &[pb::ChunkNode], id: &str) -> Option<pb::ChunkNode> {
+    nodes.iter().find(|n| n.node_id == id).cloned()
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A real chunk server registering and heartbeating on its own: after it stores a shard, the
+/// registry reports its used bytes and shard count within seconds (not only at the periodic
+/// rewrite a minute later: the first MiB on a big disk used to be "not meaningful"), and the
+/// last heartbeat keeps advancing, through the leader and in a follower's ClusterStatus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heartbeats_report_usage_of_a_real_chunk_server() {
+    let c = Cluster::start(|_| {}).await;
+    let dir = TempDir::new().unwrap();
+    let mut cfg = dogfs_chunk::ChunkConfig::for_tests(dir.path());
+    cfg.meta_endpoints = c
+        .servers
+        .iter()
+        .map(|s| s.grpc_addr().to_string())
+        .collect();
+    let chunk = dogfs_chunk::ChunkServer::start(&cfg).await.unwrap();
+    let id = chunk.store().node_id().simple().to_string();
+
+    let (leader, follower) = c.leader_and_follower(0);
+    let end = Instant::now() + DEADLINE;
+    let first = loop {
+        let nodes = c
+            .admin(follower)
+            .await
+            .list_nodes(pb::ListNodesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .nodes;
+        if let Some(n) = reported(&nodes, &id) {
+            break n;
+        }
+        assert!(Instant::now() < end, "chunk server never registered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(first.address, chunk.grpc_addr().to_string());
+
+    let data = Bytes::from(vec![7u8; 1 << 20]);
+    let mut client = dogfs_chunk::client::connect(&chunk.grpc_addr().to_string())
+        .await
+        .unwrap();
+    dogfs_chunk::client::put_shard(&mut client, ShardId::random(), &data)
+        .await
+        .unwrap();
+
+    // Well under the one-minute periodic rewrite, so only a prompt update passes.
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let nodes = c
+            .admin(leader)
+            .await
+            .list_nodes(pb::ListNodesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .nodes;
+        let n = reported(&nodes, &id).unwrap();
+        let u = n.usage.unwrap();
+        let fresh = (now_unix() - n.last_heartbeat_unix).abs() <= 3;
+        if u.used_bytes >= 1 << 20 && u.shard_count == 1 && fresh {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "usage never reported: used {} B, {} shards, last heartbeat {} (now {})",
+            u.used_bytes,
+            u.shard_count,
+            n.last_heartbeat_unix,
+            now_unix()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A follower answers ClusterStatus itself, but with the leader's view of the chunk
+    // servers: its own liveness table never hears heartbeats.
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let s = c
+            .admin(follower)
+            .await
+            .cluster_status(pb::ClusterStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(s.node_id, follower as u64);
+        let n = reported(&s.chunk_nodes, &id).unwrap();
+        let u = n.usage.unwrap();
+        if (now_unix() - n.last_heartbeat_unix).abs() <= 3 && u.shard_count == 1 {
+            assert!(s.used_bytes >= 1 << 20);
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "follower reports last heartbeat {} (now {}), {} shards",
+            n.last_heartbeat_unix,
+            now_unix(),
+            u.shard_count
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    chunk.shutdown().await.unwrap();
+    for s in c.servers {
+        s.shutdown().await.unwrap();
+    }
+}
+
+/// Whether every group's leader is its preferred node (`group mod 3`), as each of `live` sees
+/// it; answers the groups that are not yet.
+fn misplaced_leaders(servers: &[Option<MetaServer>], live: &[usize]) -> Vec<u64> {
+    let groups = servers[live[0]].as_ref().unwrap().node().group_ids();
+    groups
+        .into_iter()
+        .filter(|g| {
+            live.iter().any(|i| {
+                let m = servers[*i]
+                    .as_ref()
+                    .unwrap()
+                    .node()
+                    .raft(*g)
+                    .unwrap()
+                    .metrics()
+                    .borrow()
+                    .clone();
+                m.current_leader != Some(g % 3)
+            })
+        })
+        .collect()
+}
+
+fn leader_seen_by(servers: &[Option<MetaServer>], observer: usize, group: u64) -> Option<u64> {
+    servers[observer]
+        .as_ref()
+        .unwrap()
+        .node()
+        .raft(group)
+        .unwrap()
+        .metrics()
+        .borrow()
+        .current_leader
+}
+
+/// A key of `bucket` in `partition` (group), found by trying names.
+fn key_in(bucket: &str, partition: u64, n: usize) -> String {
+    (0..)
+        .map(|i| format!("k{n}-{i}"))
+        .find(|k| self::partition(bucket, k) == partition)
+        .unwrap()
+}
+
+/// DESIGN §5, leaders spread over the meta nodes: group g settles on node g mod 3; when
+/// node 1 dies its groups fail over and keep taking writes; when it is back they return to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leaders_spread_fail_over_and_come_back() {
+    const SPREAD_DEADLINE: Duration = Duration::from_secs(60);
+    let c = Cluster::start(|_| {}).await;
+    let peers: Vec<String> = c
+        .servers
+        .iter()
+        .map(|s| s.grpc_addr().to_string())
+        .collect();
+    let Cluster { dirs, servers } = c;
+    let mut servers: Vec<Option<MetaServer>> = servers.into_iter().map(Some).collect();
+    let meta = |i: usize| MetaServiceClient::connect(format!("http://{}", peers[i]));
+
+    let start = Instant::now();
+    let end = start + SPREAD_DEADLINE;
+    loop {
+        let off = misplaced_leaders(&servers, &[0, 1, 2]);
+        if off.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "groups {off:?} not led by their preferred node"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("leaders spread after {:?}", start.elapsed());
+
+    let mut m0 = meta(0).await.unwrap();
+    m0.create_bucket(pb::CreateBucketRequest {
+        bucket: "spread".into(),
+    })
+    .await
+    .unwrap();
+    let mut written = Vec::new();
+    for p in 1..=2 {
+        let k = key_in("spread", p, 0);
+        put_inline(&mut m0, "spread", &k, b"before").await;
+        written.push(k);
+    }
+
+    // Node 1 dies: group 1 fails over to node 0 or 2, and takes writes again.
+    servers[1].take().unwrap().shutdown().await.unwrap();
+    let start = Instant::now();
+    let end = start + DEADLINE;
+    loop {
+        let l0 = leader_seen_by(&servers, 0, 1);
+        let l2 = leader_seen_by(&servers, 2, 1);
+        if l0.is_some() && l0 == l2 && l0 != Some(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "group 1 never failed over: {l0:?} / {l2:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("group 1 failed over after {:?}", start.elapsed());
+    for n in 1..4 {
+        let k = key_in("spread", 1, n);
+        put_inline(&mut m0, "spread", &k, b"during").await;
+        written.push(k);
+    }
+    // Nobody pulls group 1 towards the dead node, and the others stay where they belong.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_ne!(leader_seen_by(&servers, 0, 1), Some(1));
+    assert_eq!(leader_seen_by(&servers, 0, 0), Some(0));
+    assert_eq!(leader_seen_by(&servers, 2, 2), Some(2));
+
+    // Node 1 is back, on the same address and data: group 1 returns to it.
+    let listener = tokio::net::TcpListener::bind(&peers[1]).await.unwrap();
+    let cfg = MetaConfig::for_tests(1, peers.clone(), dirs[1].path());
+    servers[1] = Some(MetaServer::start(cfg, listener, None).await.unwrap());
+    let start = Instant::now();
+    let end = start + SPREAD_DEADLINE;
+    loop {
+        let off = misplaced_leaders(&servers, &[0, 1, 2]);
+        if off.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "groups {off:?} not back with their preferred node"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("group 1 back on node 1 after {:?}", start.elapsed());
+    let mut m1 = meta(1).await.unwrap();
+    let k = key_in("spread", 1, 9);
+    put_inline(&mut m1, "spread", &k, b"after").await;
+    written.push(k);
+    let mut listed = list_all(&mut m1, "spread").await;
+    listed.sort();
+    written.sort();
+    assert_eq!(listed, written);
+
+    for s in servers.into_iter().flatten() {
+        s.shutdown().await.unwrap();
     }
 }
 

@@ -530,6 +530,67 @@ impl Cluster {
         Ok(())
     }
 
+    /// Kills every node (kill -9, stopped ones too) and starts them all again on the same
+    /// ports and data dirs, then waits as `start` does: every chunk server answers, every
+    /// group has a leader, every chunk server is registered UP. A whole-cluster power cut.
+    pub async fn restart_all(&mut self) -> Result<(), ClusterError> {
+        for n in self.meta.iter_mut().chain(self.chunk.iter_mut()) {
+            n.kill9()?;
+        }
+        for n in self.meta.iter_mut().chain(self.chunk.iter_mut()) {
+            n.spawn()?;
+        }
+        let deadline = Instant::now() + self.opts.startup_timeout;
+        for i in 0..self.chunk.len() {
+            self.wait_chunk_serving(i, deadline).await?;
+        }
+        if !self.meta.is_empty() {
+            self.wait_meta_ready(deadline).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits (up to `startup_timeout`) until every metadata group has a leader and every
+    /// running chunk server is registered UP, e.g. after restarting nodes one by one.
+    pub async fn wait_ready(&mut self) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + self.opts.startup_timeout;
+        self.wait_meta_ready(deadline).await
+    }
+
+    /// The index of the chunk server registered as `node_id` (32 hex, as metadata spells it,
+    /// e.g. `ShardLocation::node_id`), among those that have served since their last wipe.
+    pub fn chunk_index(&self, node_id: &str) -> Option<usize> {
+        let want = node_id.replace('-', "");
+        self.chunk_ids
+            .iter()
+            .position(|id| id.as_deref() == Some(want.as_str()))
+    }
+
+    /// Shard uploads chunk server `i` is receiving right now: the names of the temp files in
+    /// `<data>/tmp/` (`<shard-id>.<pid>.<seq>.tmp`, chunk-node/src/store.rs), cut to the shard
+    /// id. A test uses this to find the targets of a PUT in flight without asking the client.
+    pub fn chunk_uploads_in_progress(&self, i: usize) -> Result<Vec<String>, ClusterError> {
+        let n = self.node(NodeRef::Chunk(i))?;
+        let tmp = n.data_dir.join("tmp");
+        let entries = match std::fs::read_dir(&tmp) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(format!("listing {}", tmp.display()))(e)),
+        };
+        let mut ids = Vec::new();
+        for e in entries {
+            let e = e.map_err(io(format!("listing {}", tmp.display())))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.split('.').next()
+                && name.ends_with(".tmp")
+            {
+                ids.push(id.to_owned());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
     /// ClusterStatus from the first metadata node that answers (running, not stopped).
     pub async fn cluster_status(&self) -> Result<ClusterStatusResponse, ClusterError> {
         let mut last = String::from("no metadata node is running");

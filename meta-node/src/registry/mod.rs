@@ -47,21 +47,22 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// Worth a Raft entry: some counter of errors moved, or used/available bytes moved by more
-    /// than 1% of capacity, or the shard count by more than 1%.
+    /// Worth a Raft entry: capacity or some error counter moved, or used bytes, available
+    /// bytes or the shard count moved by more than 1% of their own (larger) value.
+    ///
+    /// Relative to the value itself, not to capacity: measured against a 250 GiB disk, a new
+    /// server's first tens of MiB and first shards were "not meaningful" and the registry
+    /// showed 0 B and 0 shards until the periodic rewrite a minute later. Relative steps keep
+    /// the entry rate bounded (at most one per heartbeat while a node fills, rarer as it grows)
+    /// and still persist the first byte and the first shard at once.
     pub fn differs_meaningfully(&self, other: &Usage) -> bool {
-        let pct = |a: u64, b: u64, base: u64| a.abs_diff(b) > base / 100;
-        let cap = self.capacity_bytes.max(other.capacity_bytes).max(1);
+        let moved = |a: u64, b: u64| a.abs_diff(b) > a.max(b) / 100;
         self.capacity_bytes != other.capacity_bytes
             || self.corrupt_shards != other.corrupt_shards
             || self.io_errors != other.io_errors
-            || pct(self.used_bytes, other.used_bytes, cap)
-            || pct(self.available_bytes, other.available_bytes, cap)
-            || pct(
-                self.shard_count,
-                other.shard_count,
-                self.shard_count.max(other.shard_count).max(100),
-            )
+            || moved(self.used_bytes, other.used_bytes)
+            || moved(self.available_bytes, other.available_bytes)
+            || moved(self.shard_count, other.shard_count)
     }
 }
 
@@ -258,4 +259,53 @@ pub fn parse_node_id(input: &str) -> Result<u128, RegistryError> {
         .parse::<NodeId>()
         .map(NodeId::as_u128)
         .map_err(|_| err())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(used: u64, shards: u64) -> Usage {
+        Usage {
+            capacity_bytes: 250 << 30,
+            used_bytes: used,
+            available_bytes: (200 << 30) - used,
+            shard_count: shards,
+            ..Usage::default()
+        }
+    }
+
+    #[test]
+    fn first_bytes_and_first_shard_are_meaningful_on_a_big_disk() {
+        // The reported bug: 10 MiB and one shard on a 250 GiB disk were below the threshold.
+        assert!(usage(0, 0).differs_meaningfully(&usage(10 << 20, 0)));
+        assert!(usage(0, 0).differs_meaningfully(&usage(0, 1)));
+        assert!(usage(10 << 20, 1).differs_meaningfully(&usage(10 << 20, 2)));
+    }
+
+    #[test]
+    fn small_relative_moves_are_not_meaningful() {
+        assert!(!usage(0, 0).differs_meaningfully(&usage(0, 0)));
+        let big = usage(100 << 30, 100_000);
+        assert!(!big.differs_meaningfully(&usage((100 << 30) + (500 << 20), 100_500)));
+        assert!(big.differs_meaningfully(&usage(102 << 30, 100_000)));
+        assert!(big.differs_meaningfully(&usage(100 << 30, 102_000)));
+    }
+
+    #[test]
+    fn capacity_and_error_counters_always_count() {
+        let a = usage(1 << 30, 10);
+        let b = Usage { io_errors: 1, ..a };
+        assert!(a.differs_meaningfully(&b));
+        let c = Usage {
+            corrupt_shards: 1,
+            ..a
+        };
+        assert!(a.differs_meaningfully(&c));
+        let d = Usage {
+            capacity_bytes: a.capacity_bytes + 1,
+            ..a
+        };
+        assert!(a.differs_meaningfully(&d));
+    }
 }

@@ -40,6 +40,34 @@ async fn reachable(core: &Core, peer: u64, addr: &str) -> bool {
 
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// The chunk servers for ClusterStatus, as the system group's leader sees them: only the
+/// leader hears heartbeats, so a follower's own liveness table has no (or, after losing the
+/// leadership, a frozen) last heartbeat. Falls back to the local view when the leader is
+/// unknown or slow, or when the call itself came from a peer (the bootstrap probe must not
+/// depend on the leader).
+async fn chunk_nodes_for_status<T>(
+    core: &Core,
+    req: &Request<T>,
+) -> Result<Vec<pb::ChunkNode>, ServiceError> {
+    if let Ok(Route::Forward(ch)) = core.route(0, req) {
+        let mut client = AdminServiceClient::new(ch);
+        let call = client.list_nodes(peer_request(pb::ListNodesRequest {}));
+        match tokio::time::timeout(PROBE_TIMEOUT, call).await {
+            Ok(Ok(r)) => return Ok(r.into_inner().nodes),
+            Ok(Err(status)) => {
+                tracing::debug!(code = ?status.code(), message = status.message(), "chunk server list from the system leader failed; answering the local view");
+            }
+            Err(_) => {
+                tracing::debug!(
+                    "chunk server list from the system leader timed out; answering the local view"
+                );
+            }
+        }
+    }
+    let nodes = registry::list_nodes(&core.reader(0)?)?;
+    Ok(nodes.iter().map(|n| core.chunk_node(n)).collect())
+}
+
 impl Core {
     fn chunk_node(&self, r: &NodeRecord) -> pb::ChunkNode {
         convert::chunk_node(r, self.last_heartbeat_unix(r.id))
@@ -85,7 +113,7 @@ macro_rules! admin_forward {
 impl AdminService for AdminSvc {
     async fn cluster_status(
         &self,
-        _req: Request<pb::ClusterStatusRequest>,
+        req: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         let c = &self.core;
         let span = tracing::info_span!("rpc", method = "ClusterStatus", group = Empty);
@@ -102,13 +130,16 @@ impl AdminService for AdminSvc {
                     applied_index: applied,
                 });
             }
-            let nodes = registry::list_nodes(&c.reader(0)?)?;
-            let live = nodes.iter().filter(|n| n.admin != AdminState::Removed);
+            let chunk_nodes = chunk_nodes_for_status(c, &req).await?;
+            let live = chunk_nodes
+                .iter()
+                .filter(|n| n.state != pb::NodeState::Removed as i32)
+                .filter_map(|n| n.usage.as_ref());
             let (mut capacity, mut used, mut available) = (0u64, 0u64, 0u64);
-            for n in live {
-                capacity = capacity.saturating_add(n.usage.capacity_bytes);
-                used = used.saturating_add(n.usage.used_bytes);
-                available = available.saturating_add(n.usage.available_bytes);
+            for u in live {
+                capacity = capacity.saturating_add(u.capacity_bytes);
+                used = used.saturating_add(u.used_bytes);
+                available = available.saturating_add(u.available_bytes);
             }
             let meta_nodes =
                 futures::future::join_all(c.peers.iter().map(|(id, addr)| async move {
@@ -123,7 +154,7 @@ impl AdminService for AdminSvc {
                 node_id: c.node_id,
                 meta_nodes,
                 groups,
-                chunk_nodes: nodes.iter().map(|n| c.chunk_node(n)).collect(),
+                chunk_nodes,
                 capacity_bytes: capacity,
                 used_bytes: used,
                 available_bytes: available,
