@@ -49,6 +49,92 @@ fn floor(dir: &Path) -> Duration {
     lat[lat.len() / 2]
 }
 
+/// CPU seconds this process used so far (user + system), from `/proc/self/stat`.
+fn process_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; in clock
+    // ticks of USER_HZ, which is 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds per thread kind of this process (from `/proc/self/task/*/stat`): the bench's
+/// clients, the servers' tokio workers, the WAL writers, sled's IO threads, the rest.
+fn thread_cpu() -> std::collections::BTreeMap<&'static str, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        let name = stat
+            .split_once('(')
+            .and_then(|(_, r)| r.rsplit_once(')'))
+            .map_or("", |(n, _)| n);
+        let kind = if name.starts_with("bench-client") {
+            "bench clients"
+        } else if name.starts_with("tokio-rt") {
+            "servers (tokio)"
+        } else if name.starts_with("dogfs-wal") {
+            "WAL writers"
+        } else if name.starts_with("sled") || name.starts_with("log flusher") {
+            "sled threads"
+        } else {
+            "other"
+        };
+        let rest = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        *out.entry(kind).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
+    }
+    out
+}
+
+/// Machine-wide (busy, total) CPU seconds from `/proc/stat`, to tell whether other work
+/// shared the cores during a phase.
+fn machine_cpu() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let line = stat.lines().next().unwrap_or("");
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: f64 = v.iter().sum();
+    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+    ((total - idle) / 100.0, total / 100.0)
+}
+
+/// Commits not answered at the first node tried (a leader moved: an election, e.g. when the
+/// shared machine starved the heartbeats, or leader balancing); reported, since they inflate
+/// latencies and CPU per commit.
+static RETRIES: AtomicU64 = AtomicU64::new(0);
+
+/// One PutInlineObject to `node` (its partition's leader when the bench started), retried on
+/// the next node while the group has no leader there (UNAVAILABLE: an election, or leaders
+/// being moved between nodes).
+async fn put(clients: &[Vec<MetaServiceClient<Channel>>], node: usize, ch: usize, key: String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut node = node;
+    loop {
+        let mut c = clients[node][ch].clone();
+        match c.put_inline_object(req(key.clone())).await {
+            Ok(_) => return,
+            Err(e) if e.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                RETRIES.fetch_add(1, Ordering::Relaxed);
+                node = (node + 1) % clients.len();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(e) => panic!("put {key}: {e:?}"),
+        }
+    }
+}
+
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
@@ -80,10 +166,18 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run());
+    // The clients run on a runtime of their own (threads named `bench-client`), so the CPU
+    // they take is accounted apart from the servers' (`thread_cpu`).
+    let clients_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("bench-client")
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(clients_rt.handle().clone()));
 }
 
-async fn run() {
+async fn run(crt: tokio::runtime::Handle) {
     // Object partitions (Raft groups besides the system group); DOGFS_BENCH_PARTITIONS.
     let partitions: u64 = std::env::var("DOGFS_BENCH_PARTITIONS")
         .ok()
@@ -145,20 +239,42 @@ async fn run() {
         }
     }
     // Clients talk to each key's partition leader (what a client does after GetClusterMap).
-    let map = c0
-        .get_cluster_map(pb::GetClusterMapRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let leaders: Vec<String> = (0..=partitions)
-        .map(|g| {
-            map.groups
+    // The nodes spread leaders after bootstrap (`tasks::leader_balance`): wait until the map
+    // has a leader for every group, every node leads some, and it has not changed for 2 s, so
+    // that the measured phases do not chase moving leaders.
+    let mut leaders: Vec<String> = Vec::new();
+    let mut stable_since = Instant::now();
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let map = c0
+            .get_cluster_map(pb::GetClusterMapRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let now: Vec<String> = (0..=partitions)
+            .map(|g| {
+                map.groups
+                    .iter()
+                    .find(|x| x.group_id == g)
+                    .map(|x| x.leader_address.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        if now != leaders || now.iter().any(String::is_empty) {
+            leaders = now;
+            stable_since = Instant::now();
+        } else if (stable_since.elapsed() >= Duration::from_secs(2)
+            && leaders
                 .iter()
-                .find(|x| x.group_id == g)
-                .map(|x| x.leader_address.clone())
-                .unwrap()
-        })
-        .collect();
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                == peers.len())
+            || Instant::now() > end
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     println!("group leaders: {leaders:?}");
     let bucket = BucketName::parse("bench").unwrap();
     let leader_for = |key: &str| -> usize {
@@ -166,6 +282,8 @@ async fn run() {
         let addr = &leaders[p as usize];
         peers.iter().position(|a| a == addr).unwrap()
     };
+    // Created inside the client runtime: a lazy channel's tasks run where it was created.
+    let _entered = crt.enter();
     let clients: Vec<Vec<MetaServiceClient<Channel>>> = peers
         .iter()
         .map(|a| {
@@ -178,22 +296,30 @@ async fn run() {
     // Warm-up.
     for i in 0..200 {
         let k = format!("warm-{i}");
-        let mut c = clients[leader_for(&k)][0].clone();
-        c.put_inline_object(req(k)).await.unwrap();
+        put(&clients, leader_for(&k), 0, k).await;
     }
 
     // 1 client, sequential.
     let syncs0 = servers[0].metrics().wal_syncs.get();
+    let cpu_one = process_cpu();
+    let threads_one = thread_cpu();
     let mut lat = Vec::new();
     let n1 = 3000;
     for i in 0..n1 {
         let k = format!("one-{i}");
-        let mut c = clients[leader_for(&k)][0].clone();
         let t = Instant::now();
-        c.put_inline_object(req(k)).await.unwrap();
+        put(&clients, leader_for(&k), 0, k).await;
         lat.push(t.elapsed());
     }
     let syncs1 = servers[0].metrics().wal_syncs.get();
+    let cpu_one = process_cpu() - cpu_one;
+    let split_one: Vec<String> = thread_cpu()
+        .iter()
+        .map(|(k, v)| {
+            let d = v - threads_one.get(k).copied().unwrap_or(0.0);
+            format!("{k} {:.0} µs", d * 1e6 / n1 as f64)
+        })
+        .collect();
     lat.sort();
     let (p50, p99) = (pct(&lat, 0.50), pct(&lat, 0.99));
 
@@ -215,15 +341,14 @@ async fn run() {
                 let (stop, done, clients) = (Arc::clone(&stop), Arc::clone(&done), clients.clone());
                 let l = leaders.clone();
                 let (peers, bucket) = (peers.clone(), bucket.clone());
-                tasks.push(tokio::spawn(async move {
+                tasks.push(crt.spawn(async move {
                     let mut i = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         let k = format!("p{n}-{t}-{i}");
                         i += 1;
                         let p = partition_of(&bucket, &ObjectKey::parse(&k).unwrap(), partitions);
                         let li = peers.iter().position(|a| *a == l[p as usize]).unwrap_or(0);
-                        let mut c = clients[li][t % CHANNELS].clone();
-                        c.put_inline_object(req(k)).await.unwrap();
+                        put(&clients, li, t % CHANNELS, k).await;
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                 }));
@@ -280,20 +405,22 @@ async fn run() {
         .collect();
     let mut tasks = Vec::new();
     let syncs2 = servers[0].metrics().wal_syncs.get();
+    let cpu0 = process_cpu();
+    let threads0 = thread_cpu();
+    let m0 = machine_cpu();
     let started = Instant::now();
     for t in 0..CLIENTS {
         let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
         let clients = clients.clone();
         let leaders_idx = leaders_idx.clone();
         let bucket = bucket.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.push(crt.spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let k = format!("c{t}-{i}");
                 i += 1;
                 let p = partition_of(&bucket, &ObjectKey::parse(&k).unwrap(), partitions);
-                let mut c = clients[leaders_idx[p as usize]][t % CHANNELS].clone();
-                c.put_inline_object(req(k)).await.unwrap();
+                put(&clients, leaders_idx[p as usize], t % CHANNELS, k).await;
                 done.fetch_add(1, Ordering::Relaxed);
             }
         }));
@@ -304,6 +431,9 @@ async fn run() {
         t.await.unwrap();
     }
     let elapsed = started.elapsed();
+    let cpu = process_cpu() - cpu0;
+    let threads1 = thread_cpu();
+    let m1 = machine_cpu();
     let syncs3 = servers[0].metrics().wal_syncs.get();
     let commits = done.load(Ordering::Relaxed);
     let rate = commits as f64 / elapsed.as_secs_f64();
@@ -319,10 +449,37 @@ async fn run() {
         (syncs1 - syncs0) as f64 / n1 as f64
     );
     println!(
+        "1 client CPU: {:.0} µs per commit (every commit its own Raft entry): {}",
+        cpu_one * 1e6 / n1 as f64,
+        split_one.join(", ")
+    );
+    println!(
         "{CLIENTS} clients: {commits} commits in {elapsed:.2?} = {rate:.0} commits/s; node 0: {} WAL syncs, {batch:.1} commits per sync; {:.1} µs per commit vs floor/batch {:.2} µs",
         syncs3 - syncs2,
         per_commit * 1e6,
         fl.as_secs_f64() * 1e6 / batch
+    );
+    println!(
+        "{CLIENTS} clients CPU: this process {:.2} cores ({:.0} µs CPU per commit, clients included); whole machine busy {:.2} of {:.0} cores",
+        cpu / elapsed.as_secs_f64(),
+        cpu * 1e6 / commits as f64,
+        (m1.0 - m0.0) / elapsed.as_secs_f64(),
+        (m1.1 - m0.1) / elapsed.as_secs_f64()
+    );
+    let split: Vec<String> = threads1
+        .iter()
+        .map(|(k, v)| {
+            let d = v - threads0.get(k).copied().unwrap_or(0.0);
+            format!("{k} {:.0} µs", d * 1e6 / commits as f64)
+        })
+        .collect();
+    println!(
+        "{CLIENTS} clients CPU per commit by thread: {}",
+        split.join(", ")
+    );
+    println!(
+        "commits retried on another node (no leader at the first one: election or leader move): {}",
+        RETRIES.load(Ordering::Relaxed)
     );
     println!(
         "bars: 1-client p50 <= 1 ms: {}; >= 10k commits/s at {CLIENTS} clients: {}",
