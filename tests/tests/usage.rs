@@ -70,16 +70,25 @@ async fn list_nodes_reports_usage_and_fresh_heartbeats_after_a_put() {
         .sum();
     assert_eq!(shards, 6, "{first:?}");
 
-    // The last heartbeat keeps advancing (the leader's in-memory table, 250 ms heartbeats).
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let later = cluster.list_nodes().await.unwrap();
-    for n in &first {
-        let m = later.iter().find(|m| m.node_id == n.node_id).unwrap();
-        assert!(
-            m.last_heartbeat_unix > n.last_heartbeat_unix,
-            "{}: last heartbeat stuck at {}",
-            n.node_id,
-            n.last_heartbeat_unix
-        );
+    // The last heartbeat keeps advancing (the leader's in-memory table, 250 ms heartbeats;
+    // whole seconds, so it moves within a few seconds).
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let later = cluster.list_nodes().await.unwrap();
+        let stuck: Vec<_> = first
+            .iter()
+            .filter(|n| {
+                later
+                    .iter()
+                    .find(|m| m.node_id == n.node_id)
+                    .is_none_or(|m| m.last_heartbeat_unix <= n.last_heartbeat_unix)
+            })
+            .map(|n| (n.node_id.clone(), n.last_heartbeat_unix))
+            .collect();
+        if stuck.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < end, "last heartbeat stuck for {stuck:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
