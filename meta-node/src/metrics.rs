@@ -36,6 +36,10 @@ pub struct Metrics {
     /// Sum of WAL sync durations in microseconds (the histogram's sum, readable in-process).
     pub wal_sync_micros: Counter,
     pub forwarded: Counter,
+    /// Linearizable reads served under a leader lease (no quorum round).
+    pub lease_reads: Counter,
+    /// Quorum rounds of the read index (a lease was missing or expired).
+    pub read_index_rounds: Counter,
     pub gc_deleted: Counter,
     pub uploads_expired: Counter,
     leader: Family<GroupLabel, Gauge>,
@@ -82,6 +86,18 @@ impl Metrics {
             "Requests forwarded to another node's leader",
             forwarded.clone(),
         );
+        let lease_reads = Counter::default();
+        registry.register(
+            "lease_reads",
+            "Linearizable reads served under this node's leader lease, without a quorum round",
+            lease_reads.clone(),
+        );
+        let read_index_rounds = Counter::default();
+        registry.register(
+            "read_index_rounds",
+            "Read-index quorum rounds (no valid leader lease when a linearizable read came)",
+            read_index_rounds.clone(),
+        );
         let gc_deleted = Counter::default();
         registry.register(
             "gc_shards_deleted",
@@ -121,6 +137,8 @@ impl Metrics {
             wal_syncs,
             wal_sync_micros,
             forwarded,
+            lease_reads,
+            read_index_rounds,
             gc_deleted,
             uploads_expired,
             leader,

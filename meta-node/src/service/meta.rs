@@ -15,8 +15,8 @@ use tracing::field::Empty;
 use super::convert::{self, hex_id};
 use super::{Core, Route, ServiceError, now_unix, observe, peer_request, with_retries};
 use crate::catalog::{
-    self, BeginPut, CatalogError, CommitObject, ListQuery, PartitionPage, PutInline, ShardReport,
-    ops,
+    self, BeginPut, CatalogError, CommitObject, ListQuery, ObjectBody, PartitionPage, PutInline,
+    ShardReport, ops,
 };
 use crate::registry::{self, format_node_id};
 
@@ -640,10 +640,12 @@ impl MetaService for MetaSvc {
                 c.read_barrier(group).await?;
             }
             let v = ops::get_object(&c.reader(group)?, &bucket, &key)?;
-            Ok(Response::new(convert::get_object_response(
-                v,
-                &c.addresses()?,
-            )))
+            // An inline object names no chunk server: skip the registry scan.
+            let addresses = match v.body {
+                ObjectBody::Inline(_) => HashMap::new(),
+                ObjectBody::Segments(_) => c.addresses()?,
+            };
+            Ok(Response::new(convert::get_object_response(v, &addresses)))
         })
         .await
     }

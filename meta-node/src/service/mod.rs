@@ -206,6 +206,16 @@ pub struct Core {
     buckets: Mutex<HashMap<String, u64>>,
     /// Per group, the queue of the proposer task that batches commands into Raft entries.
     proposers: BTreeMap<u64, mpsc::Sender<Proposal>>,
+    /// Per group, this node's read lease as the group's leader ([`Core::read_barrier`]).
+    leases: Mutex<HashMap<u64, ReadLease>>,
+}
+
+/// A leader's read lease on one group: until `until`, a linearizable read in `term` needs no
+/// quorum round.
+#[derive(Debug, Clone, Copy)]
+struct ReadLease {
+    term: u64,
+    until: Instant,
 }
 
 /// A command waiting for its group's proposer.
@@ -332,6 +342,7 @@ impl Core {
             metrics,
             liveness: Mutex::new(LivenessTable::default()),
             buckets: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
         };
         (core, receivers)
     }
@@ -408,12 +419,71 @@ impl Core {
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
-    /// Read index: confirms leadership with a quorum and waits until the state machine applied
-    /// everything committed before the read, so a local read after it is linearizable.
+    /// Makes a local read of `group` linearizable: afterwards this node's state machine holds
+    /// every write acknowledged before the call.
+    ///
+    /// Normally served by the leader's read lease, without network traffic; otherwise by
+    /// openraft's read index (a heartbeat round to a quorum, then waiting until the state
+    /// machine applied everything committed), which also renews the lease. Why a lease is safe:
+    ///
+    /// - A read-index round that started at `t` proves a quorum accepted this leader's term
+    ///   at or after `t`. openraft's followers refuse to vote for 1 `leader_lease`
+    ///   (= `election_timeout_max`) after they last heard from their leader, so no other
+    ///   leader can be elected, and nothing can be committed by anyone else, before
+    ///   `t + election_timeout_max`. The lease ends at `t + election_timeout_min / 2`, leaving
+    ///   more than half of that window as margin for clock-rate drift between the nodes.
+    /// - Every write this leader acknowledged was applied here before the acknowledgement
+    ///   (openraft answers a client write after applying it), and the round that opened the
+    ///   lease waited for every earlier commit to be applied.
+    /// - The lease is only used while this node is still leader in the same term, as checked
+    ///   inside openraft's core (a step-down there precedes any vote this node gives another
+    ///   candidate, and any append from a newer leader it accepts).
     pub(crate) async fn read_barrier(&self, group: u64) -> Result<(), ServiceError> {
         let raft = self.raft.raft(group)?;
+        let term = self.leading_term(raft);
+        if let Some(term) = term {
+            let leased = {
+                let leases = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
+                leases
+                    .get(&group)
+                    .is_some_and(|l| l.term == term && Instant::now() < l.until)
+            };
+            // The metrics above are published once per turn of openraft's core loop, so they
+            // may lag a step-down; the state inside the core does not.
+            if leased
+                && raft
+                    .with_raft_state(move |st| {
+                        st.server_state == openraft::ServerState::Leader
+                            && st.vote_ref().leader_id().get_term() == term
+                    })
+                    .await
+                    .unwrap_or(false)
+            {
+                self.metrics.lease_reads.inc();
+                return Ok(());
+            }
+        }
+        let started = Instant::now();
+        self.metrics.read_index_rounds.inc();
         match raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                // Only a round that ran wholly inside one term of this node's leadership
+                // opens a lease for that term.
+                if let (Some(t), Some(after)) = (term, self.leading_term(raft))
+                    && t == after
+                {
+                    let period = Duration::from_millis(raft.config().election_timeout_min / 2);
+                    let lease = ReadLease {
+                        term: t,
+                        until: started + period,
+                    };
+                    self.leases
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(group, lease);
+                }
+                Ok(())
+            }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(ServiceError::NotLeader {
                     group,
@@ -425,6 +495,14 @@ impl Core {
                 reason: e.to_string(),
             }),
         }
+    }
+
+    /// The term in which this node leads `group`, if it does.
+    fn leading_term(&self, raft: &openraft::Raft<crate::raft::TypeConfig>) -> Option<u64> {
+        let m = raft.metrics();
+        let m = m.borrow();
+        (m.state == openraft::ServerState::Leader && m.current_leader == Some(self.node_id))
+            .then_some(m.current_term)
     }
 
     /// Commits a prepared command through this node (the group's leader) and interprets it.
