@@ -1,11 +1,17 @@
-//! [`StateMachine`]: openraft's `RaftStateMachine` for one group, a transactional key-value
+//! [`StateMachine`]: openraft's `RaftStateMachine` for one group, a conditional key-value
 //! store on a [`KvEngine`] key space (sled by default), with snapshots in fsynced files.
 //!
 //! Layout of a group's key space: `0x00 "applied"` (bincode `Option<LogId>`), `0x00
 //! "membership"` (bincode `StoredMembership`), and data keys `0x01, len(tree), tree, key` whose
-//! values are `version (u64 big endian), value`. Each entry is applied in one engine
-//! transaction that writes its data *and* the last applied log id (and membership), so what the
-//! engine recovers after a crash is always a consistent prefix of the applied log.
+//! values are `version (u64 big endian), value`, plus `0x00 "applying"` (bincode
+//! `Option<LogId>`).
+//!
+//! Each entry's writes go to the engine in order, not in a transaction: `applying = N`, the
+//! entry's data (and membership) writes, then `applied = N` (an entry with no writes only
+//! moves `applied`). The engine recovers a prefix of its writes after a crash, so on open
+//! `applying > applied` means the crash tore entry N's writes: the group is then restored from
+//! its snapshot file (or emptied when it has none) and openraft re-applies the log after it.
+//! Otherwise what the engine holds is exactly the applied log up to `applied`.
 //!
 //! Snapshots: one file per group, `<snapshot dir>/group-<id>/current.snap`, written to a
 //! temporary file, fsynced, renamed, the directory fsynced. On open, if the snapshot file is
@@ -27,7 +33,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::engine::{Decide, EngineError, KvEngine, KvSpace, Pair, RawWrite, SledEngine};
+use super::engine::{EngineError, KvEngine, KvSpace, Pair, RawWrite, SledEngine};
 use super::types::{Command, Condition, Key, MAX_TREE_NAME, Response, TypeConfig, Write};
 use crate::wal::GroupId;
 
@@ -37,6 +43,8 @@ type Membership = StoredMembership<NodeId, BasicNode>;
 type Meta = SnapshotMeta<NodeId, BasicNode>;
 
 const APPLIED_KEY: &[u8] = b"\x00applied";
+/// Written before an entry's writes: a crash between it and `applied` left a torn entry.
+const APPLYING_KEY: &[u8] = b"\x00applying";
 const MEMBERSHIP_KEY: &[u8] = b"\x00membership";
 const DATA_PREFIX: u8 = 0x01;
 
@@ -382,8 +390,28 @@ impl<E: KvEngine> StateMachine<E> {
             membership: Membership::default(),
             snapshots,
         };
-        sm.load_meta()?;
-        if let Some((_, body)) = sm.snapshots.read()? {
+        let applying = sm.load_meta()?;
+        let snapshot = sm.snapshots.read()?;
+        if applying > sm.applied {
+            tracing::warn!(
+                group,
+                engine_applied = ?sm.applied,
+                torn = ?applying,
+                snapshot = ?snapshot.as_ref().map(|(_, b)| b.meta.last_log_id),
+                "a crash tore the apply of an entry; restoring the group from its snapshot \
+                 (openraft re-applies the log after it)"
+            );
+            match &snapshot {
+                Some((_, body)) => sm.restore(body)?,
+                // No snapshot file: nothing was ever purged from the log, so it is replayed
+                // from its start.
+                None => sm.restore(&SnapshotBody {
+                    meta: Meta::default(),
+                    pairs: Vec::new(),
+                })?,
+            }
+        }
+        if let Some((_, body)) = snapshot {
             if body.meta.last_log_id > sm.applied {
                 tracing::warn!(
                     group,
@@ -449,24 +477,24 @@ impl<E: KvEngine> StateMachine<E> {
         })
     }
 
-    fn load_meta(&mut self) -> Result<(), StateMachineError> {
-        self.applied = match self
-            .space
-            .get(APPLIED_KEY)
-            .map_err(|e| self.engine_err(e))?
-        {
-            Some(b) => self.decode("the last applied log id", &b)?,
-            None => None,
-        };
-        self.membership = match self
-            .space
-            .get(MEMBERSHIP_KEY)
-            .map_err(|e| self.engine_err(e))?
-        {
-            Some(b) => self.decode("the membership", &b)?,
-            None => Membership::default(),
-        };
-        Ok(())
+    /// Loads `applied` and the membership; returns the `applying` marker.
+    fn load_meta(&mut self) -> Result<Option<LogId<NodeId>>, StateMachineError> {
+        self.applied = self.load("the last applied log id", APPLIED_KEY)?.flatten();
+        self.membership = self
+            .load("the membership", MEMBERSHIP_KEY)?
+            .unwrap_or_default();
+        Ok(self.load("the applying marker", APPLYING_KEY)?.flatten())
+    }
+
+    fn load<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StateMachineError> {
+        match self.space.get(key).map_err(|e| self.engine_err(e))? {
+            Some(b) => Ok(Some(self.decode(what, &b)?)),
+            None => Ok(None),
+        }
     }
 
     /// Replaces the key space by a snapshot's content and meta, atomically.
@@ -498,29 +526,34 @@ impl<E: KvEngine> StateMachine<E> {
         Ok(())
     }
 
-    /// Applies one entry in one engine transaction (data + last applied + membership).
+    /// Applies one entry: decides its writes, then writes `applying`, the writes and
+    /// `applied`, in that order (module docs).
     pub fn apply_entry(&mut self, entry: Entry<TypeConfig>) -> Result<Response, StateMachineError> {
         let log_id = entry.log_id;
-        let applied = self.encode("the last applied log id", &Some(log_id))?;
-        let mut meta_writes: Vec<RawWrite> = vec![(APPLIED_KEY.to_vec(), Some(applied))];
         let mut membership = None;
-        let response = match entry.payload {
-            EntryPayload::Blank => {
-                self.transact(&[], &mut |_| meta_writes.clone())?;
-                Response::Internal
-            }
+        let (response, writes) = match entry.payload {
+            EntryPayload::Blank => (Response::Internal, Vec::new()),
             EntryPayload::Membership(m) => {
                 let stored = Membership::new(Some(log_id), m);
-                meta_writes.push((
+                let w = (
                     MEMBERSHIP_KEY.to_vec(),
                     Some(self.encode("the membership", &stored)?),
-                ));
-                self.transact(&[], &mut |_| meta_writes.clone())?;
+                );
                 membership = Some(stored);
-                Response::Internal
+                (Response::Internal, vec![w])
             }
-            EntryPayload::Normal(cmd) => self.apply_command(&cmd, log_id.index, &meta_writes)?,
+            EntryPayload::Normal(cmd) => self.decide(&cmd, log_id.index)?,
         };
+        let applied = self.encode("the last applied log id", &Some(log_id))?;
+        let mut all = Vec::with_capacity(writes.len() + 2);
+        if !writes.is_empty() {
+            all.push((APPLYING_KEY.to_vec(), Some(applied.clone())));
+            all.extend(writes);
+        }
+        all.push((APPLIED_KEY.to_vec(), Some(applied)));
+        self.space
+            .write_in_order(&all)
+            .map_err(|e| self.engine_err(e))?;
         self.applied = Some(log_id);
         if let Some(m) = membership {
             self.membership = m;
@@ -528,22 +561,13 @@ impl<E: KvEngine> StateMachine<E> {
         Ok(response)
     }
 
-    fn transact(
-        &self,
-        reads: &[Vec<u8>],
-        decide: &mut Decide<'_>,
-    ) -> Result<(), StateMachineError> {
-        self.space
-            .transact(reads, decide)
-            .map_err(|e| self.engine_err(e))
-    }
-
-    fn apply_command(
+    /// A command's response and data writes: its conditions checked against the stored values
+    /// (and, in a batch, against the writes of the sub-commands before it).
+    fn decide(
         &self,
         cmd: &Command,
         index: u64,
-        meta_writes: &[RawWrite],
-    ) -> Result<Response, StateMachineError> {
+    ) -> Result<(Response, Vec<RawWrite>), StateMachineError> {
         let is_batch = !cmd.batch.is_empty();
         let subs: Vec<&Command> = if is_batch {
             cmd.batch.iter().collect()
@@ -567,68 +591,61 @@ impl<E: KvEngine> StateMachine<E> {
                 .find_map(|k| check_tree(k).err())
         };
         if let Some(reason) = invalid {
-            self.transact(&[], &mut |_| meta_writes.to_vec())?;
-            return Ok(Response::Invalid { reason });
+            return Ok((Response::Invalid { reason }, Vec::new()));
         }
-        let reads: Vec<Vec<u8>> = subs
-            .iter()
-            .flat_map(|c| c.conditions.iter().map(|c| data_key(c.key())))
-            .collect();
-        let mut outcomes = Vec::with_capacity(subs.len());
         let group = self.group;
-        self.transact(&reads, &mut |values| {
-            // May run more than once (engine retries): start from scratch each time.
-            outcomes.clear();
-            // Writes of earlier sub-commands of a batch, seen by the conditions of later ones.
-            let mut overlay: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>> =
-                std::collections::HashMap::new();
-            let mut writes = meta_writes.to_vec();
-            let mut next = 0;
-            for sub in &subs {
-                let n = sub.conditions.len();
-                let read = values.get(next..next + n).unwrap_or_default();
-                next += n;
-                let failed = sub.conditions.iter().zip(read).position(|(c, v)| {
-                    let raw = match overlay.get(&data_key(c.key())) {
-                        Some(o) => o.as_deref(),
-                        None => v.as_deref(),
-                    };
-                    let v = raw.and_then(|raw| split_value(group, &[], raw).ok());
-                    !match c {
-                        Condition::Exists(_) => v.is_some(),
-                        Condition::Absent(_) => v.is_none(),
-                        Condition::Equals(_, want) => v.is_some_and(|v| &v.value == want),
-                        Condition::VersionEquals(_, want) => v.is_some_and(|v| v.version == *want),
-                    }
-                });
-                if let Some(i) = failed {
-                    outcomes.push(Response::ConditionFailed { index: i });
-                    continue;
-                }
-                outcomes.push(Response::Applied { version: index });
-                for w in &sub.writes {
-                    let (k, v) = match w {
-                        Write::Put(k, v) => {
-                            let mut stored = Vec::with_capacity(8 + v.len());
-                            stored.extend_from_slice(&index.to_be_bytes());
-                            stored.extend_from_slice(v);
-                            (data_key(k), Some(stored))
-                        }
-                        Write::Delete(k) => (data_key(k), None),
-                    };
-                    if is_batch {
-                        overlay.insert(k.clone(), v.clone());
-                    }
-                    writes.push((k, v));
+        let mut outcomes = Vec::with_capacity(subs.len());
+        // Writes of earlier sub-commands of a batch, seen by the conditions of later ones.
+        let mut overlay: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>> =
+            std::collections::HashMap::new();
+        let mut writes = Vec::new();
+        for sub in &subs {
+            let mut failed = None;
+            for (i, c) in sub.conditions.iter().enumerate() {
+                let k = data_key(c.key());
+                let raw = match overlay.get(&k) {
+                    Some(o) => o.clone(),
+                    None => self.space.get(&k).map_err(|e| self.engine_err(e))?,
+                };
+                let v = raw.and_then(|raw| split_value(group, &[], &raw).ok());
+                let holds = match c {
+                    Condition::Exists(_) => v.is_some(),
+                    Condition::Absent(_) => v.is_none(),
+                    Condition::Equals(_, want) => v.is_some_and(|v| &v.value == want),
+                    Condition::VersionEquals(_, want) => v.is_some_and(|v| v.version == *want),
+                };
+                if !holds {
+                    failed = Some(i);
+                    break;
                 }
             }
-            writes
-        })?;
-        Ok(if is_batch {
+            if let Some(index) = failed {
+                outcomes.push(Response::ConditionFailed { index });
+                continue;
+            }
+            outcomes.push(Response::Applied { version: index });
+            for w in &sub.writes {
+                let (k, v) = match w {
+                    Write::Put(k, v) => {
+                        let mut stored = Vec::with_capacity(8 + v.len());
+                        stored.extend_from_slice(&index.to_be_bytes());
+                        stored.extend_from_slice(v);
+                        (data_key(k), Some(stored))
+                    }
+                    Write::Delete(k) => (data_key(k), None),
+                };
+                if is_batch {
+                    overlay.insert(k.clone(), v.clone());
+                }
+                writes.push((k, v));
+            }
+        }
+        let response = if is_batch {
             Response::Batch(outcomes)
         } else {
             outcomes.pop().unwrap_or(Response::Internal)
-        })
+        };
+        Ok((response, writes))
     }
 
     /// Copies the group's data and meta for a snapshot (a consistent cut: the state machine

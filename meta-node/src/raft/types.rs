@@ -99,7 +99,7 @@ impl Write {
 /// it were its own entry with the same log index — its conditions see the writes of the
 /// commands before it — and the response is [`Response::Batch`]. A batch command's own
 /// `conditions`/`writes` must be empty, and batches do not nest (else `Invalid`). The whole
-/// entry is one atomic transaction.
+/// entry is applied as one unit (atomic across crashes, `docs/raft-storage.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Command {
     /// Checked against the state before the command; all must hold.
