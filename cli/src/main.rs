@@ -13,6 +13,10 @@ use dogfs_cli::exit::{Classify, ExitKind};
 use dogfs_cli::output::Out;
 use tracing_subscriber::EnvFilter;
 
+// glibc malloc took ~20 % of the metadata path's CPU; mimalloc (docs/benchmarks.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -13,6 +13,10 @@
     clippy::print_stdout
 )]
 
+// The same allocator as the `dogfs-meta` binary.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
