@@ -122,7 +122,7 @@ pub struct SegmentRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ObjectBody {
     /// At most `inline_max` bytes, kept in the record (replicated by Raft).
-    Inline(Vec<u8>),
+    Inline(#[serde(with = "crate::raft::bytes_serde")] Vec<u8>),
     /// Erasure-coded segments.
     Segments(Vec<SegmentRecord>),
 }

@@ -13,6 +13,7 @@
 //! - [`node`]: [`MultiRaft`], every group of one node on one WAL and one sled database
 //!   (`docs/raft-network.md`).
 
+pub mod bytes_serde;
 pub mod engine;
 pub mod log_store;
 pub mod network;

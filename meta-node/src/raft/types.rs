@@ -35,6 +35,7 @@ pub struct Key {
     /// The tree's name (at most [`MAX_TREE_NAME`] bytes).
     pub tree: String,
     /// The key within the tree.
+    #[serde(with = "super::bytes_serde")]
     pub key: Vec<u8>,
 }
 
@@ -56,7 +57,7 @@ pub enum Condition {
     /// The key holds no value.
     Absent(Key),
     /// The key holds exactly these bytes.
-    Equals(Key, Vec<u8>),
+    Equals(Key, #[serde(with = "super::bytes_serde")] Vec<u8>),
     /// The key holds a value whose version (index of the log entry that last wrote it) is this.
     VersionEquals(Key, u64),
 }
@@ -77,7 +78,7 @@ impl Condition {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Write {
     /// Sets the key's value (its version becomes the entry's log index).
-    Put(Key, Vec<u8>),
+    Put(Key, #[serde(with = "super::bytes_serde")] Vec<u8>),
     /// Removes the key (no-op if absent).
     Delete(Key),
 }
