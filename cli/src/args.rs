@@ -248,9 +248,10 @@ pub struct BenchArgs {
     /// Object size of the big workload.
     #[arg(long, default_value = "4GiB")]
     pub big_size: ByteSize,
-    /// Bytes the disk workload writes.
-    #[arg(long, default_value = "256MiB")]
-    pub disk_size: ByteSize,
+    /// Bytes the disk workload writes [default: what the put workload writes to the disks,
+    /// --count x --size x (k+m)/k, at least 256 MiB and at most 4 GiB].
+    #[arg(long)]
+    pub disk_size: Option<ByteSize>,
     /// Data shards of the temporary cluster's scheme.
     #[arg(long, default_value_t = 4)]
     pub k: u32,
