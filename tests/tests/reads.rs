@@ -137,7 +137,6 @@ async fn a_deposed_leader_never_serves_a_stale_read() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     eprintln!("resumed node {old}: {served} reads served (v2), {refused} refused");
-    assert!(refused > 0 || served > 0);
     // Without the forwarded mark it passes the read to the new leader.
     let mut r = Request::new(pb::GetObjectRequest {
         bucket: "lease".into(),

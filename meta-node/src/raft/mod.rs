@@ -5,8 +5,8 @@
 //!   the node's shared [`Wal`](crate::wal::Wal).
 //! - [`engine`]: [`KvEngine`], the small key-value trait the state machine runs on, and its sled
 //!   implementation [`SledEngine`].
-//! - [`state_machine`]: [`StateMachine`], a conditional KV per group (crash-atomic entries), with fsynced snapshot
-//!   files.
+//! - [`state_machine`]: [`StateMachine`], a conditional KV per group (crash-atomic entries),
+//!   with fsynced snapshot files.
 //! - [`network`]: the gRPC client side of the Raft transport ([`NetworkFactory`], one pooled
 //!   channel per peer shared by all groups).
 //! - [`server`]: the gRPC `RaftService`, routing messages by group id ([`RaftServer`]).

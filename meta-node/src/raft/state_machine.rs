@@ -391,39 +391,31 @@ impl<E: KvEngine> StateMachine<E> {
             snapshots,
         };
         let applying = sm.load_meta()?;
-        let snapshot = sm.snapshots.read()?;
-        if applying > sm.applied {
+        let snapshot = sm.snapshots.read()?.map(|(_, body)| body);
+        let snapshot_at = snapshot.as_ref().and_then(|b| b.meta.last_log_id);
+        // A torn entry (the crash hit between `applying` and `applied`), or an engine behind
+        // its snapshot file (it lost unflushed writes, and the log behind the snapshot may be
+        // purged): restart from the snapshot, or from empty when there is none (then nothing
+        // was ever purged, and openraft replays the whole log).
+        let torn = applying > sm.applied;
+        if torn || snapshot_at > sm.applied {
             tracing::warn!(
                 group,
                 engine_applied = ?sm.applied,
-                torn = ?applying,
-                snapshot = ?snapshot.as_ref().map(|(_, b)| b.meta.last_log_id),
-                "a crash tore the apply of an entry; restoring the group from its snapshot \
-                 (openraft re-applies the log after it)"
+                torn = ?torn.then_some(applying),
+                snapshot = ?snapshot_at,
+                "restoring the group from its snapshot (openraft re-applies the log after it)"
             );
-            match &snapshot {
-                Some((_, body)) => sm.restore(body)?,
-                // No snapshot file: nothing was ever purged from the log, so it is replayed
-                // from its start.
-                None => sm.restore(&SnapshotBody {
-                    meta: Meta::default(),
-                    pairs: Vec::new(),
-                })?,
-            }
+            let empty = SnapshotBody {
+                meta: Meta::default(),
+                pairs: Vec::new(),
+            };
+            sm.restore(snapshot.as_ref().unwrap_or(&empty))?;
         }
-        if let Some((_, body)) = snapshot {
-            if body.meta.last_log_id > sm.applied {
-                tracing::warn!(
-                    group,
-                    engine_applied = ?sm.applied,
-                    snapshot = ?body.meta.last_log_id,
-                    "state machine behind its snapshot file; restoring from the snapshot"
-                );
-                sm.restore(&body)?;
-            }
-            if let Ok(mut cur) = sm.snapshots.current.lock() {
-                *cur = Some(body.meta);
-            }
+        if let Some(body) = snapshot
+            && let Ok(mut cur) = sm.snapshots.current.lock()
+        {
+            *cur = Some(body.meta);
         }
         Ok(sm)
     }
