@@ -5,7 +5,8 @@
 //!
 //! `cargo bench -p dogfs-meta --bench commit`; the directory is `$DOGFS_BENCH_DIR` if set, else
 //! a temporary directory under the system temp dir (it must be on the real disk, not tmpfs).
-//! `DOGFS_BENCH_SECS` sets the length of the throughput phase (default 8).
+//! `DOGFS_BENCH_SECS` sets the length of the throughput phase (default 8), `DOGFS_BENCH_CLIENTS`
+//! its clients (default 256).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -32,6 +33,8 @@ use dogfs_proto::meta as pb;
 use dogfs_proto::meta::meta_service_client::MetaServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
+/// Clients of the throughput phase; DOGFS_BENCH_CLIENTS overrides (e.g. 16, the cluster
+/// bench's small-object concurrency).
 const CLIENTS: usize = 256;
 const CHANNELS: usize = 16;
 
@@ -413,7 +416,11 @@ async fn run(crt: tokio::runtime::Handle) {
     let threads0 = thread_cpu();
     let m0 = machine_cpu();
     let started = Instant::now();
-    for t in 0..CLIENTS {
+    let n_clients: usize = std::env::var("DOGFS_BENCH_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CLIENTS);
+    for t in 0..n_clients {
         let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
         let clients = clients.clone();
         let leaders_idx = leaders_idx.clone();
@@ -458,13 +465,13 @@ async fn run(crt: tokio::runtime::Handle) {
         split_one.join(", ")
     );
     println!(
-        "{CLIENTS} clients: {commits} commits in {elapsed:.2?} = {rate:.0} commits/s; node 0: {} WAL syncs, {batch:.1} commits per sync; {:.1} µs per commit vs floor/batch {:.2} µs",
+        "{n_clients} clients: {commits} commits in {elapsed:.2?} = {rate:.0} commits/s; node 0: {} WAL syncs, {batch:.1} commits per sync; {:.1} µs per commit vs floor/batch {:.2} µs",
         syncs3 - syncs2,
         per_commit * 1e6,
         fl.as_secs_f64() * 1e6 / batch
     );
     println!(
-        "{CLIENTS} clients CPU: this process {:.2} cores ({:.0} µs CPU per commit, clients included); whole machine busy {:.2} of {:.0} cores",
+        "{n_clients} clients CPU: this process {:.2} cores ({:.0} µs CPU per commit, clients included); whole machine busy {:.2} of {:.0} cores",
         cpu / elapsed.as_secs_f64(),
         cpu * 1e6 / commits as f64,
         (m1.0 - m0.0) / elapsed.as_secs_f64(),
@@ -478,7 +485,7 @@ async fn run(crt: tokio::runtime::Handle) {
         })
         .collect();
     println!(
-        "{CLIENTS} clients CPU per commit by thread: {}",
+        "{n_clients} clients CPU per commit by thread: {}",
         split.join(", ")
     );
     println!(

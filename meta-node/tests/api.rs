@@ -122,6 +122,7 @@ fn reclaim_deletes_purged_segments_and_rewrites_idle_groups() {
     let config = WalConfig {
         segment_size: 1024,
         rewrite_limit: 1000,
+        ..WalConfig::default()
     };
     let wal = open(dir.path(), &config);
     let mut ops = vec![
@@ -190,6 +191,7 @@ fn reclaim_keeps_segments_of_large_unpurged_logs() {
     let config = WalConfig {
         segment_size: 1024,
         rewrite_limit: 100,
+        ..WalConfig::default()
     };
     let wal = open(dir.path(), &config);
     let mut ops = Vec::new();

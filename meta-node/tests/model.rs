@@ -59,7 +59,7 @@ proptest! {
     #[test]
     fn replay_matches_model(steps in proptest::collection::vec(step(), 1..80)) {
         let dir = tempfile::tempdir().unwrap();
-        let config = WalConfig { segment_size: 512, rewrite_limit: 300 };
+        let config = WalConfig { segment_size: 512, rewrite_limit: 300, ..WalConfig::default() };
         let mut wal = open(dir.path(), &config);
         let mut model = Model::default();
         let mut acks = Vec::new();

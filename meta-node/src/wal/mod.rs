@@ -39,6 +39,9 @@ pub type GroupId = u64;
 pub struct WalConfig {
     /// Roll to a new segment once the current one would grow past this many bytes.
     pub segment_size: u64,
+    /// Create segments at `segment_size` bytes up front, so a group commit's `fdatasync` does
+    /// not also persist a new file size (docs/wal.md, "Preallocated segments").
+    pub preallocate: bool,
     /// [`Wal::reclaim`] rewrites a group that pins the oldest segment only when its live
     /// payload is at most this many bytes (idle groups); larger logs are expected to be
     /// purged behind snapshots by the Raft layer.
@@ -49,6 +52,7 @@ impl Default for WalConfig {
     fn default() -> Self {
         WalConfig {
             segment_size: 64 << 20,
+            preallocate: true,
             rewrite_limit: 1 << 20,
         }
     }
@@ -131,20 +135,27 @@ impl Wal {
             source,
         })?;
         let mut state = rec.state;
+        let prealloc = if config.preallocate {
+            config.segment_size
+        } else {
+            0
+        };
         let (seq, file, len) = match rec.tail {
             Ok((seq, path, len)) => {
-                let file = segment::open_append(&path).map_err(|source| WalError::Recover {
-                    dir: dir.clone(),
-                    source: source.into(),
-                })?;
+                let file =
+                    segment::open_tail(&path, prealloc).map_err(|source| WalError::Recover {
+                        dir: dir.clone(),
+                        source: source.into(),
+                    })?;
                 (seq, file, len)
             }
             Err(seq) => {
-                let file =
-                    segment::create(&dir, seq).map_err(|source| WalError::CreateSegment {
+                let file = segment::create(&dir, seq, prealloc).map_err(|source| {
+                    WalError::CreateSegment {
                         dir: dir.clone(),
                         source,
-                    })?;
+                    }
+                })?;
                 state.add_segment(seq);
                 (seq, file, segment::HEADER_LEN)
             }
@@ -169,6 +180,7 @@ impl Wal {
             file,
             seq,
             len,
+            prealloc,
         };
         let thread = std::thread::Builder::new()
             .name("dogfs-wal".into())

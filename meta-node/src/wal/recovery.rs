@@ -9,8 +9,13 @@
 //!    header, or nothing). The writer fsyncs a segment before creating the next, so a crash
 //!    can only tear the last segment; valid records after a bad spot mean real corruption, and
 //!    cutting there would drop acknowledged records, so the WAL refuses to open.
-//! 4. A bad header is a torn segment creation only if the file is no longer than a header;
-//!    such a file is deleted. A longer file with a bad header is corruption: refuse.
+//! 4. A bad header is a torn segment creation only if nothing but zeroes follows the header's
+//!    place (segments are preallocated, so a torn creation can be long and blank); such a file
+//!    is deleted. A file with a bad header and other bytes after it is corruption: refuse.
+//!
+//! Zeroes from the end of the last record to the end of a segment are its preallocated,
+//! unwritten space, not a torn tail: scanning ends there cleanly (zeroes never decode as a
+//! record: the checksum of a zero header is not zero).
 //! 5. Otherwise the stop segment is truncated at the end of its last valid record (fsynced),
 //!    the empty segments after it are deleted (directory fsynced), and a warning is logged.
 
@@ -118,8 +123,8 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, RecoveryError> {
             });
         }
         match &scan.stop {
-            Some(Stop::Header) => {
-                if scan.file_len > segment::HEADER_LEN {
+            Some(Stop::Header { blank }) => {
+                if !blank {
                     return Err(RecoveryError::CorruptHeader {
                         file: file.clone(),
                         len: scan.file_len,

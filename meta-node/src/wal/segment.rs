@@ -45,8 +45,14 @@ pub enum SegmentError {
     SyncDir { dir: PathBuf, source: io::Error },
     #[error("reading segment {file}: {source}")]
     Read { file: PathBuf, source: io::Error },
-    #[error("opening segment {file} for append: {source}")]
-    OpenAppend { file: PathBuf, source: io::Error },
+    #[error("opening segment {file} for writing: {source}")]
+    OpenTail { file: PathBuf, source: io::Error },
+    #[error("preallocating segment {file} to {len} bytes: {source}")]
+    Preallocate {
+        file: PathBuf,
+        len: u64,
+        source: io::Error,
+    },
     #[error("truncating segment {file} to {offset} bytes: {source}")]
     Truncate {
         file: PathBuf,
@@ -152,12 +158,15 @@ pub fn sync_dir(dir: &Path) -> Result<(), SegmentError> {
         })
 }
 
-/// Creates segment `seq`: writes its header, fsyncs the file, then fsyncs the directory, so
-/// that once this returns the segment survives a crash. Returns the file opened for append.
-pub fn create(dir: &Path, seq: u64) -> Result<File, SegmentError> {
+/// Creates segment `seq`: writes its header, sizes the file to `prealloc` bytes (when larger
+/// than the header; the rest are holes that read as zeroes), fsyncs the file, then fsyncs the
+/// directory, so that once this returns the segment survives a crash. Appends then overwrite
+/// the preallocated space, so their `fdatasync` has no file size to persist (measured on
+/// ext4: ~30 % less time and CPU per sync than growing the file; docs/wal.md).
+pub fn create(dir: &Path, seq: u64, prealloc: u64) -> Result<File, SegmentError> {
     let file = path(dir, seq);
     let mut f = OpenOptions::new()
-        .append(true)
+        .write(true)
         .create_new(true)
         .open(&file)
         .map_err(|source| SegmentError::Create {
@@ -169,6 +178,14 @@ pub fn create(dir: &Path, seq: u64) -> Result<File, SegmentError> {
             file: file.clone(),
             source,
         })?;
+    if prealloc > HEADER_LEN {
+        f.set_len(prealloc)
+            .map_err(|source| SegmentError::Preallocate {
+                file: file.clone(),
+                len: prealloc,
+                source,
+            })?;
+    }
     f.sync_all().map_err(|source| SegmentError::Sync {
         file: file.clone(),
         source,
@@ -177,15 +194,33 @@ pub fn create(dir: &Path, seq: u64) -> Result<File, SegmentError> {
     Ok(f)
 }
 
-/// Opens an existing segment for appending at its end.
-pub fn open_append(file: &Path) -> Result<File, SegmentError> {
-    OpenOptions::new()
-        .append(true)
+/// Opens an existing segment for writing (the writer writes at explicit offsets) and, when it
+/// is shorter than `prealloc` (a torn tail was cut, or it predates preallocation), extends it.
+pub fn open_tail(file: &Path, prealloc: u64) -> Result<File, SegmentError> {
+    let f = OpenOptions::new()
+        .write(true)
         .open(file)
-        .map_err(|source| SegmentError::OpenAppend {
+        .map_err(|source| SegmentError::OpenTail {
             file: file.to_path_buf(),
             source,
-        })
+        })?;
+    let len = f
+        .metadata()
+        .map_err(|source| SegmentError::OpenTail {
+            file: file.to_path_buf(),
+            source,
+        })?
+        .len();
+    if len < prealloc {
+        f.set_len(prealloc)
+            .and_then(|()| f.sync_all())
+            .map_err(|source| SegmentError::Preallocate {
+                file: file.to_path_buf(),
+                len: prealloc,
+                source,
+            })?;
+    }
+    Ok(f)
 }
 
 /// Cuts `file` to `len` bytes and fsyncs it.
@@ -211,8 +246,9 @@ pub fn remove(file: &Path) -> Result<(), SegmentError> {
 /// Where and why a scan stopped before the end of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stop {
-    /// The header is missing, short or wrong.
-    Header,
+    /// The header is missing, short or wrong; `blank` when nothing but zeroes follows the
+    /// header's place (a creation that never completed, preallocated or not).
+    Header { blank: bool },
     /// The record at `offset` does not decode.
     Record { offset: u64, error: RecordError },
 }
@@ -226,11 +262,17 @@ pub struct Scan {
     pub valid_len: u64,
     /// The file's length.
     pub file_len: u64,
-    /// Set when the scan stopped before the end of the file.
+    /// Set when the scan stopped before the end of the file at something other than the
+    /// zeroes of preallocated space.
     pub stop: Option<Stop>,
 }
 
-/// Reads segment `seq` and decodes records until the end or the first bad one.
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes.iter().all(|b| *b == 0)
+}
+
+/// Reads segment `seq` and decodes records until the end, the preallocated zeroes after the
+/// last record, or the first bad record.
 pub fn scan(file: &Path, seq: u64) -> Result<Scan, SegmentError> {
     let bytes = Bytes::from(fs::read(file).map_err(|source| SegmentError::Read {
         file: file.to_path_buf(),
@@ -242,7 +284,9 @@ pub fn scan(file: &Path, seq: u64) -> Result<Scan, SegmentError> {
             records: Vec::new(),
             valid_len: 0,
             file_len,
-            stop: Some(Stop::Header),
+            stop: Some(Stop::Header {
+                blank: all_zero(bytes.get(HEADER_LEN as usize..).unwrap_or_default()),
+            }),
         });
     }
     let mut at = HEADER_LEN as usize;
@@ -254,6 +298,8 @@ pub fn scan(file: &Path, seq: u64) -> Result<Scan, SegmentError> {
                 records.push((at as u64, rec));
                 at += n;
             }
+            // Zeroes to the end are unwritten preallocated space: the clean end of the log.
+            Err(_) if all_zero(&bytes[at..]) => break,
             Err(error) => {
                 stop = Some(Stop::Record {
                     offset: at as u64,
@@ -288,7 +334,7 @@ mod tests {
     #[test]
     fn create_scan_and_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let mut f = create(dir.path(), 5).unwrap();
+        let mut f = create(dir.path(), 5, 0).unwrap();
         let rec = Record {
             group: 1,
             kind: Kind::Entry,
@@ -311,7 +357,80 @@ mod tests {
             })
         ));
         // A header for another sequence number is refused.
-        assert_eq!(scan(&p, 6).unwrap().stop, Some(Stop::Header));
+        assert_eq!(
+            scan(&p, 6).unwrap().stop,
+            Some(Stop::Header { blank: false })
+        );
         assert_eq!(list(dir.path()).unwrap(), vec![(5, p)]);
+    }
+
+    #[test]
+    fn preallocated_zeroes_end_the_log_cleanly() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = create(dir.path(), 5, 4096).unwrap();
+        let p = path(dir.path(), 5);
+        assert_eq!(fs::metadata(&p).unwrap().len(), 4096);
+        // Header only, then zeroes: a clean, empty segment.
+        let s = scan(&p, 5).unwrap();
+        assert_eq!(
+            (s.records.len(), s.valid_len, s.stop),
+            (0, HEADER_LEN, None)
+        );
+        let rec = Record {
+            group: 1,
+            kind: Kind::Entry,
+            index: 1,
+            payload: Bytes::from_static(b"abc"),
+        };
+        let enc = rec.encode().unwrap();
+        f.write_all_at(&enc, HEADER_LEN).unwrap();
+        let s = scan(&p, 5).unwrap();
+        assert_eq!(s.records, vec![(HEADER_LEN, rec.clone())]);
+        assert_eq!(
+            (s.valid_len, s.file_len),
+            (HEADER_LEN + enc.len() as u64, 4096)
+        );
+        assert_eq!(s.stop, None);
+        // Part of a record before the zeroes is a torn tail, not a clean end.
+        let end = HEADER_LEN + enc.len() as u64;
+        f.write_all_at(&enc[..10], end).unwrap();
+        let s = scan(&p, 5).unwrap();
+        assert_eq!(s.valid_len, end);
+        assert!(matches!(s.stop, Some(Stop::Record { offset, .. }) if offset == end));
+        // A single non-zero byte far behind the last record is damage too.
+        f.write_all_at(&[0u8; 10], end).unwrap();
+        f.write_all_at(&[7], 4000).unwrap();
+        assert!(matches!(
+            scan(&p, 5).unwrap().stop,
+            Some(Stop::Record { offset, .. }) if offset == end
+        ));
+        // A creation torn before its header reached the disk: long, but blank.
+        fs::write(&p, vec![0u8; 4096]).unwrap();
+        assert_eq!(
+            scan(&p, 5).unwrap().stop,
+            Some(Stop::Header { blank: true })
+        );
+        let mut junk = vec![0u8; 4096];
+        junk[100] = 1;
+        fs::write(&p, junk).unwrap();
+        assert_eq!(
+            scan(&p, 5).unwrap().stop,
+            Some(Stop::Header { blank: false })
+        );
+    }
+
+    #[test]
+    fn reopening_extends_a_short_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(create(dir.path(), 1, 0).unwrap());
+        let p = path(dir.path(), 1);
+        assert_eq!(fs::metadata(&p).unwrap().len(), HEADER_LEN);
+        drop(open_tail(&p, 8192).unwrap());
+        assert_eq!(fs::metadata(&p).unwrap().len(), 8192);
+        // Never shortened: a segment longer than the current setting keeps its bytes.
+        drop(open_tail(&p, 1024).unwrap());
+        assert_eq!(fs::metadata(&p).unwrap().len(), 8192);
+        assert_eq!(scan(&p, 1).unwrap().stop, None);
     }
 }

@@ -12,7 +12,8 @@
 
 use std::fs::File;
 use std::future::Future;
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -160,12 +161,14 @@ impl Future for Ack {
     }
 }
 
-/// The writer thread's own state: the file it appends to.
+/// The writer thread's own state: the segment it writes to and where its records end.
 pub(crate) struct Writer {
     pub shared: Arc<Shared>,
     pub file: File,
     pub seq: u64,
     pub len: u64,
+    /// Size new segments are created with (0: no preallocation).
+    pub prealloc: u64,
 }
 
 impl Writer {
@@ -177,8 +180,9 @@ impl Writer {
         if buf.is_empty() {
             return Ok(());
         }
+        // At an explicit offset: the file is longer than its records (preallocated).
         self.file
-            .write_all(buf)
+            .write_all_at(buf, self.len)
             .map_err(|source| WriterError::Write {
                 file: self.path(),
                 offset: self.len,
@@ -232,9 +236,11 @@ impl Writer {
                         dirty = false;
                     }
                     let file =
-                        segment::create(&self.shared.dir, seq).map_err(|e| WriterError::Roll {
-                            seq,
-                            source: Arc::new(e),
+                        segment::create(&self.shared.dir, seq, self.prealloc).map_err(|e| {
+                            WriterError::Roll {
+                                seq,
+                                source: Arc::new(e),
+                            }
                         })?;
                     self.shared
                         .counters
