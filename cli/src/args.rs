@@ -185,6 +185,10 @@ pub struct DevArgs {
     /// Parity shards of the default erasure scheme [default: 2].
     #[arg(long)]
     pub m: Option<u32>,
+    /// Object partitions (metadata Raft groups besides the system group), 1-1024; fixed when
+    /// the cluster is created [default: 8, or as recorded].
+    #[arg(long)]
+    pub partitions: Option<u64>,
     /// Free disk space each chunk server leaves alone.
     #[arg(long, default_value = "1GiB")]
     pub reserve: ByteSize,
@@ -261,6 +265,9 @@ pub struct BenchArgs {
     /// Chunk servers of the temporary cluster.
     #[arg(long, default_value_t = 6)]
     pub chunks: usize,
+    /// Object partitions (metadata Raft groups) of the temporary cluster.
+    #[arg(long, default_value_t = 8)]
+    pub partitions: u64,
     /// Bucket the workloads write to (created if missing; objects are removed afterwards).
     #[arg(long, default_value = "dogfs-bench")]
     pub bucket: String,

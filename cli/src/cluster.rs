@@ -178,7 +178,7 @@ impl StatusView {
         if let Some(s) = &self.default_scheme {
             out.push_str(&format!("; default scheme {s}"));
         }
-        out.push_str(&format!("; {} partitions\n", self.partitions));
+        out.push_str(&format!("; {}\n", human::partitions(self.partitions)));
         out.push_str(&format!(
             "\nmetadata nodes (answered by {}):\n",
             self.answered_by

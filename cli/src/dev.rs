@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use dogfs_chunk::{ChunkConfig, ChunkServer};
 use dogfs_core::size::ByteSize;
+use dogfs_meta::config::MAX_PARTITIONS;
 use dogfs_meta::{MetaConfig, MetaServer};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -60,6 +61,8 @@ pub enum DevError {
     TooFewChunks { chunks: usize, k: u32, m: u32 },
     #[error("--meta must be at least 1")]
     NoMeta,
+    #[error("--partitions {partitions} is out of range: it must be in 1..={max}", max = MAX_PARTITIONS)]
+    Partitions { partitions: u64 },
     #[error("ports {first}..{first}+{count} run past 65535")]
     PortRange { first: u16, count: usize },
     #[error("binding 127.0.0.1:{port} for {what}: {source} (is another `dogfs dev` running?)")]
@@ -102,6 +105,7 @@ impl crate::exit::Classify for DevError {
             DevError::LayoutMismatch { .. }
             | DevError::TooFewChunks { .. }
             | DevError::NoMeta
+            | DevError::Partitions { .. }
             | DevError::PortRange { .. }
             | DevError::NoSuchChunk { .. } => ExitKind::InvalidInput,
             DevError::Bind { .. } => ExitKind::Conflict,
@@ -121,6 +125,7 @@ pub struct DevOptions {
     pub port: Option<u16>,
     pub k: Option<u32>,
     pub m: Option<u32>,
+    pub partitions: Option<u64>,
     pub reserve: ByteSize,
     pub capacity: Option<ByteSize>,
     pub ready_timeout: Duration,
@@ -135,6 +140,7 @@ impl DevOptions {
             port: None,
             k: None,
             m: None,
+            partitions: None,
             reserve: ByteSize(1 << 30),
             capacity: None,
             ready_timeout: Duration::from_secs(60),
@@ -151,6 +157,7 @@ impl From<&crate::args::DevArgs> for DevOptions {
             port: a.port,
             k: a.k,
             m: a.m,
+            partitions: a.partitions,
             reserve: a.reserve,
             capacity: a.capacity,
             ready_timeout: a.ready_timeout,
@@ -167,9 +174,17 @@ pub struct Layout {
     pub chunk_http: Vec<u16>,
     pub k: u32,
     pub m: u32,
+    /// Object partitions; layouts recorded before the flag existed had the default.
+    #[serde(default = "default_partitions")]
+    pub partitions: u64,
 }
 
 const DEFAULT_META: usize = 3;
+const DEFAULT_PARTITIONS: u64 = 8;
+
+fn default_partitions() -> u64 {
+    DEFAULT_PARTITIONS
+}
 const DEFAULT_CHUNKS: usize = 6;
 const DEFAULT_PORT: u16 = 7000;
 
@@ -203,6 +218,13 @@ impl Layout {
             if let Some(m) = opts.m.filter(|m| *m != rec.m) {
                 return Err(mismatch("--m", rec.m.to_string(), m.to_string()));
             }
+            if let Some(p) = opts.partitions.filter(|p| *p != rec.partitions) {
+                return Err(mismatch(
+                    "--partitions",
+                    rec.partitions.to_string(),
+                    p.to_string(),
+                ));
+            }
             let first = rec.meta_grpc.first().copied().unwrap_or_default();
             if let Some(p) = opts.port.filter(|p| *p != 0 && *p != first) {
                 return Err(mismatch("--port", first.to_string(), p.to_string()));
@@ -215,6 +237,10 @@ impl Layout {
         let m = opts.m.unwrap_or(2);
         if meta == 0 {
             return Err(DevError::NoMeta);
+        }
+        let partitions = opts.partitions.unwrap_or(DEFAULT_PARTITIONS);
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
+            return Err(DevError::Partitions { partitions });
         }
         if chunks < (k + m) as usize {
             return Err(DevError::TooFewChunks { chunks, k, m });
@@ -239,6 +265,7 @@ impl Layout {
             chunk_http: span(2 * meta + chunks, chunks)?,
             k,
             m,
+            partitions,
         })
     }
 
@@ -374,6 +401,7 @@ impl DevCluster {
             chunk_http,
             k: planned.k,
             m: planned.m,
+            partitions: planned.partitions,
         };
         layout.save(&dir)?;
 
@@ -561,7 +589,7 @@ async fn start_chunk_server(index: usize, cfg: &ChunkConfig) -> Result<ChunkServ
     }
 }
 
-/// Production-like settings (8 partitions, 1 MiB cells, 64 MiB segments), with quicker
+/// Production-like settings (1 MiB cells, 64 MiB segments), with quicker
 /// heartbeats so `cluster status` reflects a stopped server soon.
 fn meta_config(index: usize, peers: &[String], dir: &Path, layout: &Layout) -> MetaConfig {
     let mut cfg = MetaConfig::for_tests(
@@ -569,7 +597,7 @@ fn meta_config(index: usize, peers: &[String], dir: &Path, layout: &Layout) -> M
         peers.to_vec(),
         dir.join(format!("meta-{index}")),
     );
-    cfg.partitions = 8;
+    cfg.partitions = layout.partitions;
     cfg.ec_k = layout.k;
     cfg.ec_m = layout.m;
     cfg.cell_size = ByteSize(1 << 20);
@@ -710,6 +738,20 @@ mod tests {
         let mut o = DevOptions::new("d");
         o.meta = Some(0);
         assert!(matches!(Layout::plan(&o, None), Err(DevError::NoMeta)));
+        for bad in [0, MAX_PARTITIONS + 1] {
+            let mut o = DevOptions::new("d");
+            o.partitions = Some(bad);
+            let e = Layout::plan(&o, None).unwrap_err();
+            assert!(matches!(e, DevError::Partitions { partitions } if partitions == bad));
+            assert!(
+                e.to_string().contains(&format!("--partitions {bad}")),
+                "{e}"
+            );
+        }
+        let mut o = DevOptions::new("d");
+        assert_eq!(Layout::plan(&o, None).unwrap().partitions, 8);
+        o.partitions = Some(1);
+        assert_eq!(Layout::plan(&o, None).unwrap().partitions, 1);
     }
 
     #[test]
@@ -721,9 +763,16 @@ mod tests {
             chunk_http: (41_003..41_009).collect(),
             k: 4,
             m: 2,
+            partitions: 3,
         };
         let mut o = DevOptions::new("d");
         assert_eq!(Layout::plan(&o, Some(rec.clone())).unwrap(), rec);
+        o.partitions = Some(3);
+        assert_eq!(Layout::plan(&o, Some(rec.clone())).unwrap(), rec);
+        o.partitions = Some(8);
+        let e = Layout::plan(&o, Some(rec.clone())).unwrap_err();
+        assert!(e.to_string().contains("--partitions"), "{e}");
+        o.partitions = None;
         o.port = Some(0);
         assert_eq!(Layout::plan(&o, Some(rec.clone())).unwrap(), rec);
         o.port = Some(40_000);
@@ -759,6 +808,12 @@ mod tests {
         let l = Layout::plan(&DevOptions::new(d.path()), None).unwrap();
         l.save(d.path()).unwrap();
         assert_eq!(Layout::load(d.path()).unwrap(), Some(l));
+        // A layout recorded before --partitions existed had the default.
+        let mut old: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.path().join(LAYOUT_FILE)).unwrap()).unwrap();
+        old.as_object_mut().unwrap().remove("partitions");
+        std::fs::write(d.path().join(LAYOUT_FILE), old.to_string()).unwrap();
+        assert_eq!(Layout::load(d.path()).unwrap().unwrap().partitions, 8);
         std::fs::write(d.path().join(LAYOUT_FILE), b"{").unwrap();
         assert!(matches!(
             Layout::load(d.path()),

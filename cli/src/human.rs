@@ -60,6 +60,15 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// A latency: `850µs`, `12.3ms`, `1.20s`.
+/// "1 partition", "8 partitions".
+pub fn partitions(n: u64) -> String {
+    if n == 1 {
+        "1 partition".to_owned()
+    } else {
+        format!("{n} partitions")
+    }
+}
+
 pub fn latency(d: Duration) -> String {
     let us = d.as_secs_f64() * 1e6;
     if us < 1000.0 {
@@ -136,6 +145,12 @@ impl ByteRange {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn partition_counts_read_as_english() {
+        assert_eq!(partitions(1), "1 partition");
+        assert_eq!(partitions(8), "8 partitions");
+    }
 
     #[test]
     fn sizes() {

@@ -30,6 +30,8 @@ fn bench_all_runs_every_workload_and_cleans_up() {
             "9MiB",
             "--disk-size",
             "4MiB",
+            "--partitions",
+            "3",
             "--dir",
         ])
         .arg(dir.path())
@@ -85,10 +87,12 @@ fn bench_all_runs_every_workload_and_cleans_up() {
         "{bars:?}"
     );
     assert!(bars.iter().any(|b| b.contains("RSS")), "{bars:?}");
+    // The scheme and the partitions as the cluster itself reports them.
     assert_eq!(
         (report["k"].as_u64(), report["m"].as_u64()),
         (Some(4), Some(2))
     );
+    assert_eq!(report["partitions"].as_u64(), Some(3));
     // The temporary cluster is gone.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

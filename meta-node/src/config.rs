@@ -22,13 +22,17 @@ pub enum ConfigError {
     NoPeers,
     #[error("--node-id {node_id} is not an index into --peers ({peers} entries)")]
     NodeId { node_id: u64, peers: usize },
-    #[error("--partitions must be at least 1")]
-    Partitions,
+    #[error("--partitions {0} is out of range: it must be in 1..=1024")]
+    Partitions(u64),
     #[error("erasure scheme: {0}")]
     Scheme(#[from] SchemeError),
     #[error("--down-after-secs ({down}) must be greater than --suspect-after-secs ({suspect})")]
     Liveness { suspect: u64, down: u64 },
 }
+
+/// The most object partitions a cluster may have (the operator's `spec.meta.partitions`
+/// has the same limit).
+pub const MAX_PARTITIONS: u64 = 1024;
 
 /// `dogfs-meta`: the metadata service (Raft groups, object catalogue, chunk registry, admin API).
 #[derive(Debug, Clone, clap::Parser)]
@@ -180,8 +184,9 @@ impl MetaConfig {
                 peers: self.peers.len(),
             });
         }
-        if self.partitions == 0 {
-            return Err(ConfigError::Partitions);
+        // Every node hosts every group: far more groups than this is resources, not scale.
+        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+            return Err(ConfigError::Partitions(self.partitions));
         }
         self.default_scheme()?;
         if self.down_after_secs <= self.suspect_after_secs {
@@ -221,5 +226,29 @@ impl MetaConfig {
 
     pub(crate) fn down_after(&self) -> Duration {
         Duration::from_secs(self.down_after_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn partitions_out_of_range_are_refused_by_name() {
+        let peers = vec!["127.0.0.1:1".to_string()];
+        let mut cfg = MetaConfig::for_tests(0, peers, "d");
+        for ok in [1, 8, MAX_PARTITIONS] {
+            cfg.partitions = ok;
+            assert!(cfg.validate().is_ok(), "{ok}");
+        }
+        for bad in [0, MAX_PARTITIONS + 1, u64::MAX] {
+            cfg.partitions = bad;
+            let e = cfg.validate().unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("--partitions {bad}")),
+                "{e}"
+            );
+        }
     }
 }

@@ -99,6 +99,9 @@ pub struct Report {
     pub cluster: String,
     pub k: u32,
     pub m: u32,
+    /// Object partitions of the cluster (0 for the disk workload alone, which has none).
+    #[serde(default)]
+    pub partitions: u64,
     pub rows: Vec<Summary>,
     pub bars: Vec<BarCheck>,
 }
@@ -115,6 +118,7 @@ struct Ctx {
     bars: Vec<BarCheck>,
     k: u32,
     m: u32,
+    partitions: u64,
     /// Keys the put workload left for get/degraded.
     stored: Vec<String>,
 }
@@ -149,13 +153,15 @@ pub async fn run(
         opts.chunks = Some(args.chunks);
         opts.k = Some(args.k);
         opts.m = Some(args.m);
+        opts.partitions = Some(args.partitions);
         // The bench writes gigabytes: keep the default 1 GiB floor of free space.
         if !out.quiet {
             eprintln_note(&format!(
-                "starting a temporary in-process cluster ({} chunk servers, {}+{}) in {}",
+                "starting a temporary in-process cluster ({} chunk servers, {}+{}, {}) in {}",
                 args.chunks,
                 args.k,
                 args.m,
+                crate::human::partitions(args.partitions),
                 tmp.path().display()
             ));
         }
@@ -209,7 +215,15 @@ async fn run_with(
     // Only the disk workload needs no cluster.
     if args.workload == Workload::Disk {
         let row = disk::synced_write_rate(scratch, disk_bytes(args), 1 << 20).await?;
-        return finish(out, label, args.k, args.m, vec![row], Vec::new());
+        let report = Report {
+            cluster: label,
+            k: args.k,
+            m: args.m,
+            partitions: 0,
+            rows: vec![row],
+            bars: Vec::new(),
+        };
+        return finish(out, report);
     }
     let cfg = crate::commands::client_config(endpoints.clone(), timeout);
     let client = match Client::connect(cfg).await {
@@ -238,6 +252,7 @@ async fn run_with(
         bars: Vec::new(),
         k: args.k,
         m: args.m,
+        partitions: 0,
         stored: Vec::new(),
     };
     let r = ctx.run_all().await;
@@ -247,27 +262,33 @@ async fn run_with(
         d.shutdown().await;
     }
     r?;
-    finish(out, label, ctx.k, ctx.m, ctx.rows, ctx.bars)
+    let report = Report {
+        cluster: label,
+        k: ctx.k,
+        m: ctx.m,
+        partitions: ctx.partitions,
+        rows: ctx.rows,
+        bars: ctx.bars,
+    };
+    finish(out, report)
 }
 
-fn finish(
-    out: Out,
-    cluster: String,
-    k: u32,
-    m: u32,
-    rows: Vec<Summary>,
-    bars: Vec<BarCheck>,
-) -> Result<Report, BenchError> {
-    let report = Report {
-        cluster: cluster.clone(),
-        k,
-        m,
-        rows,
-        bars,
-    };
+fn finish(out: Out, report: Report) -> Result<Report, BenchError> {
     out.json(&report)?;
     if !out.json {
-        out.line(&format!("cluster: {cluster}, scheme {k}+{m}"))?;
+        let Report {
+            cluster,
+            k,
+            m,
+            partitions,
+            ..
+        } = &report;
+        let groups = if *partitions > 0 {
+            format!(", {}", crate::human::partitions(*partitions))
+        } else {
+            String::new()
+        };
+        out.line(&format!("cluster: {cluster}, scheme {k}+{m}{groups}"))?;
         out.line(stats::table(&report.rows).trim_end())?;
         if !report.bars.is_empty() {
             out.line("")?;
@@ -299,6 +320,7 @@ impl Ctx {
             self.k = s.k;
             self.m = s.m;
         }
+        self.partitions = status.partitions;
         match self.client.create_bucket(&self.args.bucket).await {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
