@@ -5,6 +5,13 @@
 //! The store lives on tmpfs (`/dev/shm`) when there is one, so the figures measure the stream
 //! path (HTTP/2, protobuf, CRC32C, the store's write/read and checksum code), not the disk:
 //! the bar compares it with raw TCP. Set `DOGFS_BENCH_DIR` to measure on another file system.
+//!
+//! Two more baselines bound what any shard protocol could reach here: `ideal_store` (raw TCP
+//! into a receiver that checksums each 64 KiB block, writes a file beside the store's and
+//! fsyncs it) and `ideal_serve` (a sender that reads a file, verifies each block and writes
+//! it to raw TCP), each with its socket and file sides on two threads. They do the work an
+//! upload and a checked download cannot skip, with no framing, no protobuf and no copies
+//! besides the file and socket ones.
 
 // Test and benchmark code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -15,10 +22,11 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dogfs_chunk::client::{connect, put_shard};
 use dogfs_chunk::{ChunkConfig, ChunkServer};
+use dogfs_core::checksum::{BLOCK_SIZE, BlockHasher, crc32c};
 use dogfs_core::ids::ShardId;
 use dogfs_core::transport::DATA_MESSAGE_BYTES;
 use dogfs_proto::chunk::{DeleteShardRequest, GetShardRequest};
@@ -85,6 +93,114 @@ fn stream_path(c: &mut Criterion) {
         .expect("connect sink");
     tcp.set_nodelay(true).expect("nodelay");
 
+    // The floors any shard protocol has on this machine, over raw TCP with no framing: a
+    // receiver that checksums every 64 KiB block, writes a file in the store's file system and
+    // fsyncs it (what any upload must do), and a sender that reads a file and verifies its
+    // blocks before sending them (what any checked download must do). Each pipelines its
+    // socket side (a tokio task) with its file side (a thread of its own, 4 buffers of
+    // 1 MiB between them), as the chunk server does.
+    let ideal_dir = dir.path().join("ideal");
+    std::fs::create_dir_all(&ideal_dir).expect("ideal dir");
+    let store = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind");
+    let store_addr = store.local_addr().expect("addr");
+    let store_dir = ideal_dir.clone();
+    rt.spawn(async move {
+        while let Ok((mut s, _)) = store.accept().await {
+            let dir = store_dir.clone();
+            tokio::spawn(async move {
+                let mut n_file = 0u64;
+                loop {
+                    let path = dir.join(format!("shard-{n_file}"));
+                    n_file += 1;
+                    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+                    let writer = std::thread::spawn(move || {
+                        let mut file = std::fs::File::create(&path).expect("create");
+                        let mut hasher = BlockHasher::new();
+                        while let Some(buf) = rx.blocking_recv() {
+                            hasher.update(&buf);
+                            std::io::Write::write_all(&mut file, &buf).expect("write");
+                        }
+                        file.sync_all().expect("fsync");
+                        std::hint::black_box(hasher.finish());
+                        path
+                    });
+                    let mut got = 0usize;
+                    while got < SHARD {
+                        let mut buf = BytesMut::with_capacity(DATA_MESSAGE_BYTES.min(SHARD - got));
+                        match s.read_buf(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => {
+                                got += k;
+                                if tx.send(buf.freeze()).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    drop(tx);
+                    let Ok(path) = writer.join() else { return };
+                    if s.write_all(&[1]).await.is_err() {
+                        return;
+                    }
+                    let _ = std::fs::remove_file(&path);
+                }
+            });
+        }
+    });
+    let serve_path = ideal_dir.join("serve");
+    std::fs::write(&serve_path, &data).expect("write serve file");
+    let serve_table = {
+        let mut h = BlockHasher::new();
+        h.update(&data);
+        h.finish().0
+    };
+    let serve = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind");
+    let serve_addr = serve.local_addr().expect("addr");
+    rt.spawn(async move {
+        while let Ok((mut s, _)) = serve.accept().await {
+            let (path, table) = (serve_path.clone(), serve_table.clone());
+            tokio::spawn(async move {
+                let mut req = [0u8; 1];
+                while s.read_exact(&mut req).await.is_ok() {
+                    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+                    let (path, table) = (path.clone(), table.clone());
+                    std::thread::spawn(move || {
+                        let mut file = std::fs::File::open(&path).expect("open");
+                        let mut block = 0;
+                        loop {
+                            let mut buf = vec![0u8; DATA_MESSAGE_BYTES];
+                            let k = std::io::Read::read(&mut file, &mut buf).expect("read");
+                            if k == 0 {
+                                return;
+                            }
+                            buf.truncate(k);
+                            for chunk in buf.chunks(BLOCK_SIZE) {
+                                assert_eq!(crc32c(chunk), table[block], "block {block}");
+                                block += 1;
+                            }
+                            if tx.blocking_send(Bytes::from(buf)).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    while let Some(buf) = rx.recv().await {
+                        if s.write_all(&buf).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let mut store_conn = rt
+        .block_on(TcpStream::connect(store_addr))
+        .expect("connect store");
+    store_conn.set_nodelay(true).expect("nodelay");
+    let mut serve_conn = rt
+        .block_on(TcpStream::connect(serve_addr))
+        .expect("connect serve");
+    serve_conn.set_nodelay(true).expect("nodelay");
+
     let mut g = c.benchmark_group("stream");
     g.throughput(Throughput::Bytes(SHARD as u64));
     g.sample_size(20);
@@ -98,6 +214,33 @@ fn stream_path(c: &mut Criterion) {
                 }
                 let mut ack = [0u8; 1];
                 tcp.read_exact(&mut ack).await.expect("ack");
+            })
+        })
+    });
+
+    g.bench_function("ideal_store_16MiB", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                for chunk in data.chunks(DATA_MESSAGE_BYTES) {
+                    store_conn.write_all(chunk).await.expect("write");
+                }
+                let mut ack = [0u8; 1];
+                store_conn.read_exact(&mut ack).await.expect("ack");
+            })
+        })
+    });
+
+    g.bench_function("ideal_serve_16MiB", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                serve_conn.write_all(&[1]).await.expect("request");
+                let mut buf = vec![0u8; DATA_MESSAGE_BYTES];
+                let mut n = 0;
+                while n < SHARD {
+                    let k = serve_conn.read(&mut buf).await.expect("read");
+                    assert!(k > 0, "server closed");
+                    n += k;
+                }
             })
         })
     });
