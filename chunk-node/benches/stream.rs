@@ -49,6 +49,23 @@ fn bench_dir() -> tempfile::TempDir {
     }
 }
 
+/// Writes `data` in 1 MiB writes and waits for the receiver's 1-byte acknowledgement, so the
+/// time is the delivery's, not the send buffer's.
+async fn send_acked(conn: &mut TcpStream, data: &[u8]) {
+    for chunk in data.chunks(DATA_MESSAGE_BYTES) {
+        conn.write_all(chunk).await.expect("write");
+    }
+    let mut ack = [0u8; 1];
+    conn.read_exact(&mut ack).await.expect("ack");
+}
+
+/// One loopback connection with Nagle off, as the gRPC channels have.
+async fn dial(addr: std::net::SocketAddr) -> TcpStream {
+    let conn = TcpStream::connect(addr).await.expect("connect");
+    conn.set_nodelay(true).expect("nodelay");
+    conn
+}
+
 fn stream_path(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = bench_dir();
@@ -88,10 +105,7 @@ fn stream_path(c: &mut Criterion) {
             });
         }
     });
-    let mut tcp = rt
-        .block_on(TcpStream::connect(sink_addr))
-        .expect("connect sink");
-    tcp.set_nodelay(true).expect("nodelay");
+    let mut tcp = rt.block_on(dial(sink_addr));
 
     // The floors any shard protocol has on this machine, over raw TCP with no framing: a
     // receiver that checksums every 64 KiB block, writes a file in the store's file system and
@@ -192,14 +206,8 @@ fn stream_path(c: &mut Criterion) {
             });
         }
     });
-    let mut store_conn = rt
-        .block_on(TcpStream::connect(store_addr))
-        .expect("connect store");
-    store_conn.set_nodelay(true).expect("nodelay");
-    let mut serve_conn = rt
-        .block_on(TcpStream::connect(serve_addr))
-        .expect("connect serve");
-    serve_conn.set_nodelay(true).expect("nodelay");
+    let mut store_conn = rt.block_on(dial(store_addr));
+    let mut serve_conn = rt.block_on(dial(serve_addr));
 
     let mut g = c.benchmark_group("stream");
     g.throughput(Throughput::Bytes(SHARD as u64));
@@ -207,27 +215,11 @@ fn stream_path(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(8));
 
     g.bench_function("raw_tcp_16MiB", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                for chunk in data.chunks(DATA_MESSAGE_BYTES) {
-                    tcp.write_all(chunk).await.expect("write");
-                }
-                let mut ack = [0u8; 1];
-                tcp.read_exact(&mut ack).await.expect("ack");
-            })
-        })
+        b.iter(|| rt.block_on(send_acked(&mut tcp, &data)))
     });
 
     g.bench_function("ideal_store_16MiB", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                for chunk in data.chunks(DATA_MESSAGE_BYTES) {
-                    store_conn.write_all(chunk).await.expect("write");
-                }
-                let mut ack = [0u8; 1];
-                store_conn.read_exact(&mut ack).await.expect("ack");
-            })
-        })
+        b.iter(|| rt.block_on(send_acked(&mut store_conn, &data)))
     });
 
     g.bench_function("ideal_serve_16MiB", |b| {

@@ -331,10 +331,8 @@ mod tests {
         assert!(file_name(9) < file_name(10));
     }
 
-    #[test]
-    fn create_scan_and_torn_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut f = create(dir.path(), 5, 0).unwrap();
+    /// A small entry record and its encoding.
+    fn sample() -> (Record, Vec<u8>) {
         let rec = Record {
             group: 1,
             kind: Kind::Entry,
@@ -342,6 +340,14 @@ mod tests {
             payload: Bytes::from_static(b"abc"),
         };
         let enc = rec.encode().unwrap();
+        (rec, enc)
+    }
+
+    #[test]
+    fn create_scan_and_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = create(dir.path(), 5, 0).unwrap();
+        let (rec, enc) = sample();
         f.write_all(&enc).unwrap();
         f.write_all(&enc[..10]).unwrap();
         drop(f);
@@ -377,13 +383,7 @@ mod tests {
             (s.records.len(), s.valid_len, s.stop),
             (0, HEADER_LEN, None)
         );
-        let rec = Record {
-            group: 1,
-            kind: Kind::Entry,
-            index: 1,
-            payload: Bytes::from_static(b"abc"),
-        };
-        let enc = rec.encode().unwrap();
+        let (rec, enc) = sample();
         f.write_all_at(&enc, HEADER_LEN).unwrap();
         let s = scan(&p, 5).unwrap();
         assert_eq!(s.records, vec![(HEADER_LEN, rec.clone())]);
