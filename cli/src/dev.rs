@@ -180,13 +180,14 @@ pub struct Layout {
 }
 
 const DEFAULT_META: usize = 3;
+const DEFAULT_CHUNKS: usize = 6;
+const DEFAULT_PORT: u16 = 7000;
+/// As the operator's `spec.meta.partitions` default.
 const DEFAULT_PARTITIONS: u64 = 8;
 
 fn default_partitions() -> u64 {
     DEFAULT_PARTITIONS
 }
-const DEFAULT_CHUNKS: usize = 6;
-const DEFAULT_PORT: u16 = 7000;
 
 impl Layout {
     /// The layout to start: the recorded one (checked against any flags given), or a new one.

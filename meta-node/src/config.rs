@@ -22,7 +22,7 @@ pub enum ConfigError {
     NoPeers,
     #[error("--node-id {node_id} is not an index into --peers ({peers} entries)")]
     NodeId { node_id: u64, peers: usize },
-    #[error("--partitions {0} is out of range: it must be in 1..=1024")]
+    #[error("--partitions {0} is out of range: it must be in 1..={max}", max = MAX_PARTITIONS)]
     Partitions(u64),
     #[error("erasure scheme: {0}")]
     Scheme(#[from] SchemeError),

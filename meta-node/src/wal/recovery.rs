@@ -12,12 +12,12 @@
 //! 4. A bad header is a torn segment creation only if nothing but zeroes follows the header's
 //!    place (segments are preallocated, so a torn creation can be long and blank); such a file
 //!    is deleted. A file with a bad header and other bytes after it is corruption: refuse.
+//! 5. Otherwise the stop segment is truncated at the end of its last valid record (fsynced),
+//!    the empty segments after it are deleted (directory fsynced), and a warning is logged.
 //!
 //! Zeroes from the end of the last record to the end of a segment are its preallocated,
 //! unwritten space, not a torn tail: scanning ends there cleanly (zeroes never decode as a
 //! record: the checksum of a zero header is not zero).
-//! 5. Otherwise the stop segment is truncated at the end of its last valid record (fsynced),
-//!    the empty segments after it are deleted (directory fsynced), and a warning is logged.
 
 use std::path::{Path, PathBuf};
 

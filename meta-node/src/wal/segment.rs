@@ -267,8 +267,10 @@ pub struct Scan {
     pub stop: Option<Stop>,
 }
 
+/// Compared a page at a time (`memcmp`): recovery checks up to a whole segment of zeroes.
 fn all_zero(bytes: &[u8]) -> bool {
-    bytes.iter().all(|b| *b == 0)
+    const ZEROES: [u8; 4096] = [0; 4096];
+    bytes.chunks(ZEROES.len()).all(|c| c == &ZEROES[..c.len()])
 }
 
 /// Reads segment `seq` and decodes records until the end, the preallocated zeroes after the
