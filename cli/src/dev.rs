@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use dogfs_chunk::{ChunkConfig, ChunkServer};
 use dogfs_core::size::ByteSize;
 use dogfs_meta::config::MAX_PARTITIONS;
+use dogfs_meta::tasks::preferred_leader;
 use dogfs_meta::{MetaConfig, MetaServer};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -519,6 +520,51 @@ impl DevCluster {
     }
 
     async fn wait_ready(&self, timeout: Duration) -> Result<(), DevError> {
+        let want = self.chunks.iter().filter(|c| c.is_some()).count();
+        self.wait_for(timeout, |view| {
+            if view.is_ready(want) {
+                return None;
+            }
+            let leaders = view.groups.iter().filter(|g| g.leader_id.is_some()).count();
+            let up = view.chunk_nodes.iter().filter(|n| n.state == "up").count();
+            Some(format!(
+                "{leaders}/{} groups have a leader, {up}/{want} chunk servers are up",
+                view.groups.len()
+            ))
+        })
+        .await
+    }
+
+    /// Waits until every group is led by its preferred metadata node. A fresh cluster moves
+    /// its leaders there a few seconds after it is ready, and each move leaves the group
+    /// without a leader for up to ~2 s under load (docs/meta-service.md, "Leader
+    /// spreading"); `dogfs bench` waits for it so its figures are of the settled cluster.
+    pub async fn wait_leaders_placed(&self, timeout: Duration) -> Result<(), DevError> {
+        self.wait_for(timeout, |view| {
+            let mut ids: Vec<u64> = view.meta_nodes.iter().map(|n| n.node_id).collect();
+            ids.sort_unstable();
+            let elsewhere = view
+                .groups
+                .iter()
+                .filter(|g| g.leader_id != preferred_leader(&ids, g.group_id))
+                .count();
+            (elsewhere > 0).then(|| {
+                format!(
+                    "{elsewhere}/{} groups are not yet led by their preferred node",
+                    view.groups.len()
+                )
+            })
+        })
+        .await
+    }
+
+    /// Polls `ClusterStatus` until `pending` (what is still missing, `None` when nothing)
+    /// says the cluster is there, or `timeout` passes.
+    async fn wait_for(
+        &self,
+        timeout: Duration,
+        pending: impl Fn(&StatusView) -> Option<String>,
+    ) -> Result<(), DevError> {
         let deadline = Instant::now() + timeout;
         let mut cfg = dogfs_client::ClientConfig::new(self.endpoints());
         cfg.connect_timeout = Duration::from_secs(2);
@@ -528,21 +574,12 @@ impl DevCluster {
         let client = dogfs_client::Client::connect(cfg)
             .await
             .map_err(DevError::Connect)?;
-        let want = self.chunks.iter().filter(|c| c.is_some()).count();
         loop {
             let detail = match client.cluster_status().await {
-                Ok(s) => {
-                    let view = StatusView::from(&s);
-                    if view.is_ready(want) {
-                        return Ok(());
-                    }
-                    let leaders = view.groups.iter().filter(|g| g.leader_id.is_some()).count();
-                    let up = view.chunk_nodes.iter().filter(|n| n.state == "up").count();
-                    format!(
-                        "{leaders}/{} groups have a leader, {up}/{want} chunk servers are up",
-                        view.groups.len()
-                    )
-                }
+                Ok(s) => match pending(&StatusView::from(&s)) {
+                    None => return Ok(()),
+                    Some(detail) => detail,
+                },
                 Err(e) => e.to_string(),
             };
             if Instant::now() >= deadline {

@@ -166,6 +166,11 @@ pub async fn run(
             ));
         }
         let dev = DevCluster::start(&opts).await?;
+        // Measure the settled cluster, not the leader moves of a fresh one.
+        if let Err(e) = dev.wait_leaders_placed(Duration::from_secs(60)).await {
+            dev.shutdown().await;
+            return Err(e.into());
+        }
         let eps = dev.endpoints();
         let label = format!("in-process dev cluster ({})", tmp.path().display());
         (Some(dev), eps, label)
