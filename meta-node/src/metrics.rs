@@ -73,43 +73,30 @@ impl Metrics {
             "Duration of each WAL fdatasync (one per group-commit batch)",
             wal_sync_seconds.clone(),
         );
-        let wal_syncs = Counter::default();
-        registry.register(
-            "wal_syncs",
-            "WAL fdatasync calls (group-commit batches)",
-            wal_syncs.clone(),
-        );
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let wal_syncs = counter("wal_syncs", "WAL fdatasync calls (group-commit batches)");
         let wal_sync_micros = Counter::default();
-        let forwarded = Counter::default();
-        registry.register(
+        let forwarded = counter(
             "forwarded_requests",
             "Requests forwarded to another node's leader",
-            forwarded.clone(),
         );
-        let lease_reads = Counter::default();
-        registry.register(
+        let lease_reads = counter(
             "lease_reads",
             "Linearizable reads served under this node's leader lease, without a quorum round",
-            lease_reads.clone(),
         );
-        let read_index_rounds = Counter::default();
-        registry.register(
+        let read_index_rounds = counter(
             "read_index_rounds",
             "Read-index quorum rounds (no valid leader lease when a linearizable read came)",
-            read_index_rounds.clone(),
         );
-        let gc_deleted = Counter::default();
-        registry.register(
+        let gc_deleted = counter(
             "gc_shards_deleted",
             "Shards deleted from chunk servers by garbage collection",
-            gc_deleted.clone(),
         );
-        let uploads_expired = Counter::default();
-        registry.register(
-            "uploads_expired",
-            "Pending uploads expired",
-            uploads_expired.clone(),
-        );
+        let uploads_expired = counter("uploads_expired", "Pending uploads expired");
         let mut gauge = |name: &str, help: &str| {
             let f = Family::<GroupLabel, Gauge>::default();
             registry.register(name, help, f.clone());
