@@ -412,3 +412,76 @@ async fn wiped_node_0_rejoins_instead_of_bootstrapping() {
     )
     .await;
 }
+
+/// A node killed while leading restarts as the leader of the same term without an election
+/// (openraft 0.9 restores a committed vote for itself), and it cannot tell which entries at the
+/// end of its log were committed and acknowledged: its committed marker lags by design, and its
+/// engine may have lost its unflushed tail. Here every node's engine is wiped after a kill -9 of
+/// the whole cluster (the worst such loss; the WAL is the source of truth), and every
+/// acknowledged object must be there on the first linearizable read through every node — a
+/// `NotFound` is a stale read, not something to wait out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_leaders_never_serve_reads_behind_acknowledged_writes() {
+    let mut c = Cluster::start(Vec::new());
+    wait_leaders(&c, 0).await;
+    create_bucket(&c, "procs").await;
+    let mut acked = Vec::new();
+    // Three rounds: each is likely, not certain, to open the window (below), and each would
+    // fail this test without the restored-log wait.
+    for round in 0..3 {
+        for i in 0..10 {
+            let k = format!("r{round}-k{i:02}");
+            put(&c, &[0, 1, 2], &k).await;
+            acked.push(k);
+        }
+        // The leader of partition 1 restarts first, alone, so its replication is behind when
+        // the others come up (it backs off), and it is read through first: that is the widest
+        // window for a read index that misses the restored log.
+        let first = c.leader(0, 1).await.unwrap();
+        let order: Vec<usize> = std::iter::once(first)
+            .chain((0..3).filter(|i| *i != first))
+            .collect();
+        for i in 0..3 {
+            c.kill(i);
+        }
+        for dir in &c.dirs {
+            std::fs::remove_dir_all(dir.join("sled")).unwrap();
+        }
+        for &i in &order {
+            c.spawn(i);
+        }
+        for &via in &order {
+            // Newest first: the last writes are the ones a lagging read index misses.
+            for k in acked.iter().rev() {
+                let got = retry(&c.peers, &[via], |mut m| {
+                    let key = k.clone();
+                    async move {
+                        m.get_object(pb::GetObjectRequest {
+                            bucket: "procs".into(),
+                            key,
+                            consistency: pb::ReadConsistency::Linearizable as i32,
+                        })
+                        .await
+                    }
+                })
+                .await;
+                assert_eq!(got.into_inner().inline_data.as_ref(), k.as_bytes());
+            }
+            let listed = retry(&c.peers, &[via], |mut m| async move {
+                m.list_objects(pb::ListObjectsRequest {
+                    bucket: "procs".into(),
+                    consistency: pb::ReadConsistency::Linearizable as i32,
+                    ..Default::default()
+                })
+                .await
+            })
+            .await
+            .into_inner();
+            let mut keys: Vec<String> = listed.objects.iter().map(|o| o.key.clone()).collect();
+            keys.sort();
+            let mut want = acked.clone();
+            want.sort();
+            assert_eq!(keys, want, "round {round}: node {via} listed a stale view");
+        }
+    }
+}

@@ -10,6 +10,7 @@
 //! - [`network`]: the gRPC client side of the Raft transport ([`NetworkFactory`], one pooled
 //!   channel per peer shared by all groups).
 //! - [`server`]: the gRPC `RaftService`, routing messages by group id ([`RaftServer`]).
+//! - [`restored`]: the extra wait of reads on a leadership resumed at startup.
 //! - [`node`]: [`MultiRaft`], every group of one node on one WAL and one sled database
 //!   (`docs/raft-network.md`).
 
@@ -18,6 +19,7 @@ pub mod engine;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod restored;
 pub mod server;
 pub mod state_machine;
 pub mod types;

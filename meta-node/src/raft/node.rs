@@ -20,8 +20,9 @@ use tokio::time::Instant;
 use tonic::transport::server::TcpIncoming;
 
 use super::engine::{EngineError, SledEngine, SledSpace};
-use super::log_store::LogStore;
+use super::log_store::{LogStore, LogStoreError};
 use super::network::{Connections, NetworkFactory};
+use super::restored::{self, RestoredLead};
 use super::server::{RaftRegistry, RaftServer, ServerError};
 use super::state_machine::{KvReader, StateMachine, StateMachineError};
 use super::types::{Command, Response, TypeConfig};
@@ -108,6 +109,24 @@ pub enum NodeError {
     /// The listener's address is unknown.
     #[error("listener address: {0}")]
     Listener(std::io::Error),
+    /// A read on a leadership resumed at startup could not see the restored log applied.
+    #[error("group {group}: the restored log up to index {index} was not applied: {reason}")]
+    RestoredLog {
+        /// The group.
+        group: GroupId,
+        /// The index the state machine had to reach.
+        index: u64,
+        /// Why it did not (a timeout, or the group stopping).
+        reason: String,
+    },
+    /// Reading a group's saved vote or log end at startup failed.
+    #[error("group {group}: reading the saved vote and log end: {source}")]
+    LogState {
+        /// The group.
+        group: GroupId,
+        /// The cause.
+        source: LogStoreError,
+    },
     /// A previous incarnation still held the WAL after shutdown.
     #[error("the WAL was not released within {0:?} after shutdown")]
     WalStillHeld(Duration),
@@ -179,6 +198,7 @@ pub fn default_raft_config() -> openraft::Config {
 struct Group {
     raft: Raft<TypeConfig>,
     reader: KvReader<SledSpace>,
+    restored: Option<RestoredLead>,
 }
 
 impl std::fmt::Debug for Group {
@@ -281,6 +301,20 @@ impl MultiRaft {
         let ids: BTreeSet<GroupId> = config.groups.iter().copied().collect();
         for group in ids {
             let log_store = LogStore::new(Arc::clone(&wal), group);
+            let restored = {
+                let state = |source| NodeError::LogState { group, source };
+                let vote = log_store.vote().map_err(state)?;
+                let last = log_store.log_state().map_err(state)?.last_log_id;
+                restored::restored_lead(config.node_id, vote.as_ref(), last.as_ref())
+            };
+            if let Some(r) = restored {
+                tracing::info!(
+                    group,
+                    term = r.term,
+                    last_log_index = r.last_log_index,
+                    "resuming leadership: reads wait for the restored log"
+                );
+            }
             let engine2 = engine.clone();
             let root = snapshot_root.clone();
             let sm = tokio::task::spawn_blocking(move || StateMachine::open(&engine2, group, root))
@@ -300,7 +334,14 @@ impl MultiRaft {
                 reason: e.to_string(),
             })?;
             registry.insert(group, raft.clone())?;
-            groups.insert(group, Group { raft, reader });
+            groups.insert(
+                group,
+                Group {
+                    raft,
+                    reader,
+                    restored,
+                },
+            );
         }
 
         let (shutdown, rx) = watch::channel(false);
@@ -485,6 +526,35 @@ impl RaftHandle {
             .get(&group)
             .map(|g| g.reader.clone())
             .ok_or(NodeError::UnknownGroup(group))
+    }
+
+    /// For a read whose read index openraft returned as `read_log_id` (and already waited for),
+    /// waits until the log this node restarted with is applied too, if it resumed the
+    /// leadership of the term being read in ([`restored`](super::restored)), for at most
+    /// `timeout`.
+    pub async fn await_restored_log(
+        &self,
+        group: GroupId,
+        read_log_id: Option<&openraft::LogId<NodeId>>,
+        timeout: Duration,
+    ) -> Result<(), NodeError> {
+        let g = self
+            .groups
+            .get(&group)
+            .ok_or(NodeError::UnknownGroup(group))?;
+        let Some(index) = restored::extra_read_point(read_log_id, g.restored) else {
+            return Ok(());
+        };
+        g.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "the restored log applied")
+            .await
+            .map(|_| ())
+            .map_err(|e| NodeError::RestoredLog {
+                group,
+                index,
+                reason: e.to_string(),
+            })
     }
 
     /// The pool of peer channels.

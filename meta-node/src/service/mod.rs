@@ -112,6 +112,10 @@ impl From<NodeError> for ServiceError {
                 group,
                 reason: source.to_string(),
             },
+            e @ NodeError::RestoredLog { group, .. } => ServiceError::Raft {
+                group,
+                reason: e.to_string(),
+            },
             other => ServiceError::Internal(other.to_string()),
         }
     }
@@ -466,7 +470,14 @@ impl Core {
         let started = Instant::now();
         self.metrics.read_index_rounds.inc();
         match raft.ensure_linearizable().await {
-            Ok(_) => {
+            Ok(read_log_id) => {
+                // A leadership resumed at startup may hold acknowledged entries past the read
+                // index (raft/restored.rs); the wait is bounded like an election, after which
+                // the caller retries.
+                let bound = Duration::from_millis(raft.config().election_timeout_max * 2);
+                self.raft
+                    .await_restored_log(group, read_log_id.as_ref(), bound)
+                    .await?;
                 // Only a round that ran wholly inside one term of this node's leadership
                 // opens a lease for that term.
                 if let (Some(t), Some(after)) = (term, self.leading_term(raft))
