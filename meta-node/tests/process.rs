@@ -40,12 +40,25 @@ struct Cluster {
     extra: Vec<(&'static str, String)>,
 }
 
+/// A free port outside the kernel's ephemeral range (below 32768 by default), so that a killed
+/// node's port cannot become some outgoing connection's source port before the node restarts
+/// on it; `TAKEN` keeps the parallel tests of this binary apart.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static TAKEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|&l| l > 11_000)
+        .unwrap_or(32_768);
+    let mut taken = TAKEN.lock().unwrap();
+    for _ in 0..1000 {
+        let port = rand::random_range(10_000..low);
+        if !taken.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.push(port);
+            return port;
+        }
+    }
+    panic!("no free port below {low}");
 }
 
 impl Cluster {

@@ -898,23 +898,48 @@ fn base_env(
 /// Ports handed out by this process, so parallel tests in one test binary never share one.
 static TAKEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 
-/// A loopback address with a port that was free a moment ago. The port is released before
-/// the child binds it; another process could take it in between, which on loopback with the
-/// kernel's ephemeral-port rotation is rare enough for tests.
+/// A loopback address with a port that was free a moment ago, picked outside the kernel's
+/// ephemeral range. The port is released before the child binds it, and a killed node's port
+/// stays free until it restarts: a port from the ephemeral range could meanwhile become the
+/// source port of any outgoing connection (the nodes dial each other all the time), and the
+/// restart would fail with "address in use". Outside that range only another listener can
+/// take it, and `TAKEN` keeps parallel tests of one binary apart.
 fn free_addr() -> Result<SocketAddr, ClusterError> {
+    let (low, high) = non_ephemeral_range();
     let mut taken = TAKEN.lock().unwrap_or_else(PoisonError::into_inner);
     let taken = taken.get_or_insert_with(HashSet::new);
-    for _ in 0..100 {
-        let l = TcpListener::bind("127.0.0.1:0").map_err(io("binding a probe port"))?;
-        let addr = l.local_addr().map_err(io("probe port address"))?;
-        if taken.insert(addr.port()) {
+    for _ in 0..1000 {
+        let port = rand::random_range(low..=high);
+        if taken.contains(&port) {
+            continue;
+        }
+        if let Ok(l) = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))) {
+            let addr = l.local_addr().map_err(io("probe port address"))?;
+            taken.insert(port);
             return Ok(addr);
         }
     }
     Err(ClusterError::Io {
         what: "finding a free port".to_owned(),
-        source: std::io::Error::other("100 probes returned ports already handed out"),
+        source: std::io::Error::other(format!("1000 probes in {low}..={high} found none free")),
     })
+}
+
+/// Ports the kernel does not hand out to outgoing connections: below `ip_local_port_range`
+/// (32768-60999 by default on Linux), or above it when it starts low.
+fn non_ephemeral_range() -> (u16, u16) {
+    const FLOOR: u16 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|v| v.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        });
+    match ephemeral {
+        Some((low, _)) if low > FLOOR + 1000 => (FLOOR, low - 1),
+        Some((_, high)) if high < 64_000 => (high + 1, 65_000),
+        _ => (FLOOR, 65_000),
+    }
 }
 
 async fn channel(addr: SocketAddr) -> Result<Channel, String> {
