@@ -7,7 +7,7 @@
 //!   multi-group node and its transport (`docs/raft-network.md`).
 //! - [`catalog`]: buckets, objects, uploads and the deletion queue on the Raft KV
 //!   (`docs/catalog.md`); [`registry`]: chunk servers and the cluster config.
-//! - [`service`], [`server`], [`tasks`], [`http`], [`metrics`], [`config`]: the gRPC services,
+//! - [`service`], [`server`], [`tasks`], [`vote_guard`], [`http`], [`metrics`], [`config`]: the gRPC services,
 //!   the server that runs them, its background tasks and HTTP side port
 //!   (`docs/meta-service.md`).
 
@@ -20,6 +20,7 @@ pub mod registry;
 pub mod server;
 pub mod service;
 pub mod tasks;
+pub mod vote_guard;
 pub mod wal;
 
 pub use config::{LogFormat, MetaConfig};

@@ -90,6 +90,8 @@ impl MetaServer {
             ..default_raft_config()
         };
         node_cfg.sync_observer = Some(metrics.sync_observer());
+        // Lifted by the `vote_guard` task below.
+        node_cfg.amnesia_guard = true;
         let mut node = MultiRaft::open(node_cfg, grpc_listener).await?;
 
         // A restart with another --partitions would host other groups than the cluster has.
@@ -142,6 +144,7 @@ impl MetaServer {
             tokio::spawn(tasks::liveness(Arc::clone(&core), rx.clone())),
             tokio::spawn(tasks::maintenance(Arc::clone(&core), rx.clone())),
             tokio::spawn(tasks::leader_balance(Arc::clone(&core), rx.clone())),
+            tokio::spawn(crate::vote_guard::run(Arc::clone(&core), rx.clone())),
         ]);
         let http = http_listener.map(|l| {
             let mut http_rx = rx.clone();

@@ -34,12 +34,9 @@ async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
 
 /// What a peer says about its groups: `Some(true)` when it is part of an initialized cluster.
 async fn peer_initialized(core: &Core, addr: &str) -> Option<bool> {
-    let channel = core.raft.connections().channel(addr).ok()?;
-    let mut client = AdminServiceClient::new(channel);
-    let call = client.cluster_status(peer_request(ClusterStatusRequest {}));
-    let status = tokio::time::timeout(PROBE_TIMEOUT, call).await.ok()?.ok()?;
+    let groups = crate::vote_guard::peer_groups(core, addr).await?;
     Some(
-        status.into_inner().groups.iter().any(|g| {
+        groups.iter().any(|g| {
             g.term > 0 || g.leader_id.is_some() || g.applied_index > 0 || g.commit_index > 0
         }),
     )

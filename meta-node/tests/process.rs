@@ -498,3 +498,63 @@ async fn restored_leaders_never_serve_reads_behind_acknowledged_writes() {
         }
     }
 }
+
+/// The amnesia guard (docs/meta-service.md): a node that lost its disk does not vote until it
+/// has caught up. Objects are acknowledged by nodes 0 and 1 while node 2 is down; then node 1
+/// loses its disk and node 0 goes down. Node 2 (stale) and the wiped node 1 are a majority:
+/// with the wiped node's vote, node 2 would win, and the objects, which only node 0 still has,
+/// would be overwritten. With the guard no leader is elected until node 0 is back, and then
+/// every acknowledged object reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_never_votes_a_stale_node_into_leadership() {
+    let mut c = Cluster::start(Vec::new());
+    wait_leaders(&c, 0).await;
+    create_bucket(&c, "procs").await;
+    let mut acked = Vec::new();
+    c.kill(2);
+    for i in 0..20 {
+        let k = format!("k{i:04}");
+        put(&c, &[0, 1], &k).await;
+        acked.push(k);
+    }
+    c.kill(0);
+    c.kill(1);
+    std::fs::remove_dir_all(&c.dirs[1]).unwrap();
+    c.spawn(1);
+    c.spawn(2);
+    // Several election timeouts (0.5–1 s each): node 2 campaigns again and again.
+    let end = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < end {
+        for via in [1, 2] {
+            for g in 0..3 {
+                // Node 0 may still be named: node 2 restarts with its saved vote for it.
+                let leader = c.leader(via, g).await;
+                assert!(
+                    !matches!(leader, Some(1 | 2)),
+                    "group {g}: node {leader:?} was elected without a node that remembers it"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.spawn(0);
+    for via in 0..3 {
+        wait_all_readable(&c, via, &acked, pb::ReadConsistency::Linearizable).await;
+    }
+    // Node 1 caught up and votes again: with node 0 down once more, 1 and 2 elect a leader.
+    wait_leaders(&c, 1).await;
+    c.kill(0);
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let mut led = true;
+        for g in 0..3 {
+            led &= c.leader(1, g).await.is_some_and(|l| l != 0);
+        }
+        if led {
+            break;
+        }
+        assert!(Instant::now() < end, "nodes 1 and 2 elected no leaders");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_all_readable(&c, 1, &acked, pb::ReadConsistency::Linearizable).await;
+}

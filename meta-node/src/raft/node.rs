@@ -153,6 +153,10 @@ pub struct NodeConfig {
     pub connect_timeout: Duration,
     /// Called with the duration of every WAL `fdatasync` (metrics).
     pub sync_observer: Option<SyncObserver>,
+    /// Groups that open with no state (no vote, no log) refuse votes until something lifts
+    /// the guard ([`RaftHandle::lift_vote_guard`]; the metadata service's `vote_guard` task).
+    /// Off by default: whoever turns it on must run something that lifts it.
+    pub amnesia_guard: bool,
 }
 
 impl NodeConfig {
@@ -173,6 +177,7 @@ impl NodeConfig {
             reclaim_interval: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(1),
             sync_observer: None,
+            amnesia_guard: false,
         }
     }
 }
@@ -301,12 +306,24 @@ impl MultiRaft {
         let ids: BTreeSet<GroupId> = config.groups.iter().copied().collect();
         for group in ids {
             let log_store = LogStore::new(Arc::clone(&wal), group);
-            let restored = {
-                let state = |source| NodeError::LogState { group, source };
-                let vote = log_store.vote().map_err(state)?;
-                let last = log_store.log_state().map_err(state)?.last_log_id;
-                restored::restored_lead(config.node_id, vote.as_ref(), last.as_ref())
-            };
+            let state = |source| NodeError::LogState { group, source };
+            let vote = log_store.vote().map_err(state)?;
+            let log = log_store.log_state().map_err(state)?;
+            let restored =
+                restored::restored_lead(config.node_id, vote.as_ref(), log.last_log_id.as_ref());
+            if config.amnesia_guard
+                && vote.is_none()
+                && log.last_log_id.is_none()
+                && log.last_purged_log_id.is_none()
+            {
+                // A member that lost its disk must not vote before it has caught up: it may
+                // have acknowledged entries that a leader counted as committed.
+                registry.guard_votes(group)?;
+                tracing::warn!(
+                    group,
+                    "no state for the group: not voting until caught up (amnesia guard)"
+                );
+            }
             if let Some(r) = restored {
                 tracing::info!(
                     group,
@@ -353,6 +370,7 @@ impl MultiRaft {
                 node_id: config.node_id,
                 groups: Arc::new(groups),
                 connections,
+                registry: registry.clone(),
             },
             addr,
             listener: Some(listener),
@@ -499,6 +517,7 @@ pub struct RaftHandle {
     node_id: NodeId,
     groups: Arc<BTreeMap<GroupId, Group>>,
     connections: Connections,
+    registry: RaftRegistry,
 }
 
 impl RaftHandle {
@@ -560,6 +579,16 @@ impl RaftHandle {
     /// The pool of peer channels.
     pub fn connections(&self) -> &Connections {
         &self.connections
+    }
+
+    /// The groups under the amnesia guard ([`NodeConfig::amnesia_guard`]).
+    pub fn vote_guarded(&self) -> Vec<GroupId> {
+        self.registry.vote_guarded()
+    }
+
+    /// Lets `group` vote again; `true` if it was guarded.
+    pub fn lift_vote_guard(&self, group: GroupId) -> Result<bool, NodeError> {
+        Ok(self.registry.lift_vote_guard(group)?)
     }
 
     /// Bootstraps every group with `members` (id → address) as voters, if this node has the

@@ -2,10 +2,11 @@
 //! that routes each message by its group id to that group's [`openraft::Raft`].
 //!
 //! Status codes: an unknown group is `NOT_FOUND`, a payload that does not decode is
-//! `INVALID_ARGUMENT`, a stopped Raft (shutdown or fatal error) is `UNAVAILABLE`; every other
+//! `INVALID_ARGUMENT`, a stopped Raft (shutdown or fatal error) and a vote asked of a group
+//! under the amnesia guard ([`RaftRegistry::guard_votes`]) are `UNAVAILABLE`; every other
 //! outcome, including the Raft's own errors, is the bincode of openraft's `Result` in the reply.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -56,6 +57,12 @@ pub enum ServerError {
         /// The fatal error.
         reason: String,
     },
+    /// The group started with no state and has not caught up yet: it does not vote.
+    #[error(
+        "group {0}: this node started with no state for the group and does not vote until it \
+         has caught up with a leader (amnesia guard)"
+    )]
+    VoteGuarded(GroupId),
     /// The registry lock was poisoned.
     #[error("raft registry lock poisoned")]
     Poisoned,
@@ -67,7 +74,7 @@ impl From<ServerError> for Status {
         match e {
             ServerError::UnknownGroup(_) => Status::not_found(msg),
             ServerError::Decode { .. } => Status::invalid_argument(msg),
-            ServerError::Stopped { .. } => Status::unavailable(msg),
+            ServerError::Stopped { .. } | ServerError::VoteGuarded(_) => Status::unavailable(msg),
             ServerError::Encode { .. } | ServerError::Poisoned => Status::internal(msg),
         }
     }
@@ -77,6 +84,8 @@ impl From<ServerError> for Status {
 #[derive(Clone, Default)]
 pub struct RaftRegistry {
     groups: Arc<RwLock<HashMap<GroupId, Raft<TypeConfig>>>>,
+    /// Groups that refuse to vote (the amnesia guard, docs/meta-service.md).
+    vote_guarded: Arc<RwLock<HashSet<GroupId>>>,
 }
 
 impl std::fmt::Debug for RaftRegistry {
@@ -119,6 +128,48 @@ impl RaftRegistry {
             .get(&group)
             .cloned()
             .ok_or(ServerError::UnknownGroup(group))
+    }
+
+    /// Makes this node refuse vote requests for `group` (with `UNAVAILABLE`, which the
+    /// candidate counts as no vote) until [`RaftRegistry::lift_vote_guard`].
+    pub fn guard_votes(&self, group: GroupId) -> Result<(), ServerError> {
+        self.vote_guarded
+            .write()
+            .map_err(|_| ServerError::Poisoned)?
+            .insert(group);
+        Ok(())
+    }
+
+    /// Lets `group` vote again; `true` if it was guarded.
+    pub fn lift_vote_guard(&self, group: GroupId) -> Result<bool, ServerError> {
+        Ok(self
+            .vote_guarded
+            .write()
+            .map_err(|_| ServerError::Poisoned)?
+            .remove(&group))
+    }
+
+    /// The groups under the amnesia guard, sorted.
+    pub fn vote_guarded(&self) -> Vec<GroupId> {
+        let mut ids: Vec<GroupId> = self
+            .vote_guarded
+            .read()
+            .map(|g| g.iter().copied().collect())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn check_vote(&self, group: GroupId) -> Result<(), ServerError> {
+        if self
+            .vote_guarded
+            .read()
+            .map_err(|_| ServerError::Poisoned)?
+            .contains(&group)
+        {
+            return Err(ServerError::VoteGuarded(group));
+        }
+        Ok(())
     }
 
     /// The hosted group ids, sorted.
@@ -196,6 +247,7 @@ impl RaftServer {
 #[tonic::async_trait]
 impl RaftService for RaftServer {
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        self.registry.check_vote(request.get_ref().group_id)?;
         self.route(
             "Vote",
             request,
