@@ -469,12 +469,36 @@ impl Cluster {
         self.node_mut(node)?.kill9()
     }
 
-    /// SIGSTOP: the process freezes (sockets stay open, nothing answers).
+    /// SIGSTOP: the process freezes (sockets stay open, nothing answers). Returns once the
+    /// kernel reports it stopped: the signal is delivered asynchronously, and on a loaded
+    /// machine the process could otherwise still answer a call made right after this.
     pub fn sigstop(&mut self, node: NodeRef) -> Result<(), ClusterError> {
         let n = self.node_mut(node)?;
         n.signal(Signal::STOP, "SIGSTOP")?;
         n.stopped = true;
-        Ok(())
+        let Some(pid) = n.child.as_ref().map(std::process::Child::id) else {
+            return Ok(());
+        };
+        let stat = format!("/proc/{pid}/stat");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            // `pid (comm) S ...`: the state follows the last ')'.
+            last = std::fs::read_to_string(&stat).unwrap_or_default();
+            let state = last
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.trim_start().chars().next());
+            if matches!(state, Some('T' | 't')) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Err(ClusterError::Timeout {
+            what: format!("{node:?} to stop after SIGSTOP"),
+            last,
+            logs: String::new(),
+        })
     }
 
     /// SIGCONT: a stopped process resumes.
