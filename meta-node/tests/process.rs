@@ -262,25 +262,39 @@ async fn wait_all_readable(
 }
 
 async fn wait_leaders(c: &Cluster, via: usize) {
+    wait_leaders_where(c, via, |_| true).await;
+}
+
+/// Waits until node `via` names, for every group, a leader that `ok` accepts.
+async fn wait_leaders_where(c: &Cluster, via: usize, ok: impl Fn(usize) -> bool) {
     let end = Instant::now() + DEADLINE;
     loop {
-        let mut ok = true;
+        let mut led = true;
         for g in 0..3 {
-            ok &= c.leader(via, g).await.is_some();
+            led &= c.leader(via, g).await.is_some_and(&ok);
         }
-        if ok {
+        if led {
             return;
         }
-        assert!(Instant::now() < end, "no leaders in time");
+        assert!(
+            Instant::now() < end,
+            "node {via}: no acceptable leaders in time"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_leader_during_commits_then_restart_everything() {
-    let mut c = Cluster::start(Vec::new());
+/// Three nodes with every group led and the bucket `procs` created.
+async fn cluster_with_bucket(extra: Vec<(&'static str, String)>) -> Cluster {
+    let c = Cluster::start(extra);
     wait_leaders(&c, 0).await;
     create_bucket(&c, "procs").await;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_leader_during_commits_then_restart_everything() {
+    let mut c = cluster_with_bucket(Vec::new()).await;
     let mut acked = Vec::new();
     for i in 0..40 {
         let k = format!("before-{i:03}");
@@ -363,12 +377,11 @@ fn walk(dir: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_node_catches_up_by_snapshot() {
-    let mut c = Cluster::start(vec![
+    let mut c = cluster_with_bucket(vec![
         ("DOGFS_SNAPSHOT_EVERY", "20".into()),
         ("DOGFS_SNAPSHOT_KEEP", "5".into()),
-    ]);
-    wait_leaders(&c, 0).await;
-    create_bucket(&c, "procs").await;
+    ])
+    .await;
     c.kill(2);
     let mut acked = Vec::new();
     for i in 0..150 {
@@ -388,12 +401,11 @@ async fn lagging_node_catches_up_by_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wiped_node_0_rejoins_instead_of_bootstrapping() {
-    let mut c = Cluster::start(vec![
+    let mut c = cluster_with_bucket(vec![
         ("DOGFS_SNAPSHOT_EVERY", "20".into()),
         ("DOGFS_SNAPSHOT_KEEP", "5".into()),
-    ]);
-    wait_leaders(&c, 0).await;
-    create_bucket(&c, "procs").await;
+    ])
+    .await;
     let mut acked = Vec::new();
     for i in 0..60 {
         let k = format!("k{i:04}");
@@ -435,9 +447,7 @@ async fn wiped_node_0_rejoins_instead_of_bootstrapping() {
 /// `NotFound` is a stale read, not something to wait out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restored_leaders_never_serve_reads_behind_acknowledged_writes() {
-    let mut c = Cluster::start(Vec::new());
-    wait_leaders(&c, 0).await;
-    create_bucket(&c, "procs").await;
+    let mut c = cluster_with_bucket(Vec::new()).await;
     let mut acked = Vec::new();
     // Three rounds: each is likely, not certain, to open the window (below), and each would
     // fail this test without the restored-log wait.
@@ -507,9 +517,7 @@ async fn restored_leaders_never_serve_reads_behind_acknowledged_writes() {
 /// every acknowledged object reads back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_node_never_votes_a_stale_node_into_leadership() {
-    let mut c = Cluster::start(Vec::new());
-    wait_leaders(&c, 0).await;
-    create_bucket(&c, "procs").await;
+    let mut c = cluster_with_bucket(Vec::new()).await;
     let mut acked = Vec::new();
     c.kill(2);
     for i in 0..20 {
@@ -556,19 +564,7 @@ async fn a_wiped_node_never_votes_a_stale_node_into_leadership() {
         assert!(Instant::now() < end, "node 1 lifted {lifted} of 3 guards");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    wait_leaders(&c, 1).await;
     c.kill(0);
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let mut led = true;
-        for g in 0..3 {
-            led &= c.leader(1, g).await.is_some_and(|l| l != 0);
-        }
-        if led {
-            break;
-        }
-        assert!(Instant::now() < end, "nodes 1 and 2 elected no leaders");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_leaders_where(&c, 1, |l| l != 0).await;
     wait_all_readable(&c, 1, &acked, pb::ReadConsistency::Linearizable).await;
 }

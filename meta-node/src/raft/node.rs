@@ -586,8 +586,8 @@ impl RaftHandle {
         self.registry.vote_guarded()
     }
 
-    /// Lets `group` vote again; `true` if it was guarded.
-    pub fn lift_vote_guard(&self, group: GroupId) -> Result<bool, NodeError> {
+    /// Lets `group` vote again.
+    pub fn lift_vote_guard(&self, group: GroupId) -> Result<(), NodeError> {
         Ok(self.registry.lift_vote_guard(group)?)
     }
 

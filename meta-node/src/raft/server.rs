@@ -6,7 +6,7 @@
 //! under the amnesia guard ([`RaftRegistry::guard_votes`]) are `UNAVAILABLE`; every other
 //! outcome, including the Raft's own errors, is the bincode of openraft's `Result` in the reply.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -85,7 +85,7 @@ impl From<ServerError> for Status {
 pub struct RaftRegistry {
     groups: Arc<RwLock<HashMap<GroupId, Raft<TypeConfig>>>>,
     /// Groups that refuse to vote (the amnesia guard, docs/meta-service.md).
-    vote_guarded: Arc<RwLock<HashSet<GroupId>>>,
+    vote_guarded: Arc<RwLock<BTreeSet<GroupId>>>,
 }
 
 impl std::fmt::Debug for RaftRegistry {
@@ -140,24 +140,21 @@ impl RaftRegistry {
         Ok(())
     }
 
-    /// Lets `group` vote again; `true` if it was guarded.
-    pub fn lift_vote_guard(&self, group: GroupId) -> Result<bool, ServerError> {
-        Ok(self
-            .vote_guarded
+    /// Lets `group` vote again.
+    pub fn lift_vote_guard(&self, group: GroupId) -> Result<(), ServerError> {
+        self.vote_guarded
             .write()
             .map_err(|_| ServerError::Poisoned)?
-            .remove(&group))
+            .remove(&group);
+        Ok(())
     }
 
     /// The groups under the amnesia guard, sorted.
     pub fn vote_guarded(&self) -> Vec<GroupId> {
-        let mut ids: Vec<GroupId> = self
-            .vote_guarded
+        self.vote_guarded
             .read()
             .map(|g| g.iter().copied().collect())
-            .unwrap_or_default();
-        ids.sort_unstable();
-        ids
+            .unwrap_or_default()
     }
 
     fn check_vote(&self, group: GroupId) -> Result<(), ServerError> {
