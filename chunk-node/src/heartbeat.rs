@@ -251,6 +251,7 @@ async fn call(
         let mut req = tonic::Request::new(HeartbeatRequest {
             node_id: node_id.to_owned(),
             usage: Some(usage),
+            ..Default::default()
         });
         req.set_timeout(timeout);
         let r = client.heartbeat(req).await?.into_inner();

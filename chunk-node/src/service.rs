@@ -360,6 +360,13 @@ impl ChunkService for ChunkServiceImpl {
         })
         .await
     }
+
+    async fn reconstruct_shard(
+        &self,
+        _request: Request<dogfs_proto::chunk::ReconstructShardRequest>,
+    ) -> Result<Response<dogfs_proto::chunk::ReconstructShardResponse>, Status> {
+        Err(Status::unimplemented("ReconstructShard: being built"))
+    }
 }
 
 /// Runs a store call on the blocking pool.

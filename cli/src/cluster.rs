@@ -292,6 +292,7 @@ mod tests {
                     }),
                     registered_unix: 1,
                     last_heartbeat_unix: 1_795_680_000,
+                    ..Default::default()
                 })
                 .collect(),
             capacity_bytes: 6 << 30,
@@ -304,6 +305,7 @@ mod tests {
                 cell_size: 1 << 20,
             }),
             partitions: 2,
+            repair: None,
         }
     }
 

@@ -858,6 +858,7 @@ async fn liveness_flags_and_drain() {
                     .heartbeat(pb::HeartbeatRequest {
                         node_id: fake_id(i),
                         usage: Some(usage()),
+                        ..Default::default()
                     })
                     .await;
             }
@@ -876,6 +877,7 @@ async fn liveness_flags_and_drain() {
         .heartbeat(pb::HeartbeatRequest {
             node_id: silent.clone(),
             usage: Some(usage()),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -885,6 +887,7 @@ async fn liveness_flags_and_drain() {
         r.heartbeat(pb::HeartbeatRequest {
             node_id: fake_id(99),
             usage: None,
+            ..Default::default()
         })
         .await,
         Code::NotFound,
@@ -911,6 +914,7 @@ async fn liveness_flags_and_drain() {
         r.heartbeat(pb::HeartbeatRequest {
             node_id: silent.clone(),
             usage: Some(usage()),
+            ..Default::default()
         })
         .await
         .unwrap();

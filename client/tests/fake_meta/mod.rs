@@ -264,6 +264,7 @@ impl MetaService for FakeMeta {
             inline_max: INLINE_MAX,
             expires_unix: now() + 3600,
             segments,
+            min_write_shards: 0,
         }))
     }
 
@@ -542,6 +543,13 @@ impl MetaService for FakeMeta {
             segment_size: self.segment_size,
             inline_max: INLINE_MAX,
         }))
+    }
+
+    async fn report_shards(
+        &self,
+        _req: Request<ReportShardsRequest>,
+    ) -> Result<Response<ReportShardsResponse>, Status> {
+        Ok(Response::new(ReportShardsResponse { queued: 0 }))
     }
 }
 

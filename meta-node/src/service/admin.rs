@@ -160,6 +160,7 @@ impl AdminService for AdminSvc {
                 available_bytes: available,
                 default_scheme: Some(convert::scheme_to_pb(&c.scheme)),
                 partitions: c.partitions(),
+                repair: None,
             }))
         })
         .await

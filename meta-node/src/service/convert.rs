@@ -118,6 +118,7 @@ pub(crate) fn get_object_response(
                             crc32c: sh.crc32c,
                             size: sh.size,
                             missing: sh.missing,
+                            ..Default::default()
                         })
                         .collect(),
                 })
@@ -205,5 +206,6 @@ pub(crate) fn chunk_node(r: &NodeRecord, last_heartbeat_unix: i64) -> pb::ChunkN
         }),
         registered_unix: unix(r.registered_unix),
         last_heartbeat_unix,
+        ..Default::default()
     }
 }

@@ -365,6 +365,7 @@ impl MetaService for MetaSvc {
                 scheme: Some(convert::scheme_to_pb(&scheme)),
                 segment_size,
                 inline_max,
+                min_write_shards: 0,
                 expires_unix: i64::try_from(upload.now_unix + upload.ttl_secs).unwrap_or(i64::MAX),
                 segments: (0u64..)
                     .zip(&upload.targets)
@@ -784,5 +785,12 @@ impl MetaService for MetaSvc {
             }))
         })
         .await
+    }
+
+    async fn report_shards(
+        &self,
+        _req: Request<pb::ReportShardsRequest>,
+    ) -> Result<Response<pb::ReportShardsResponse>, Status> {
+        Err(Status::unimplemented("ReportShards: being built"))
     }
 }
