@@ -67,6 +67,21 @@ pub struct ChunkConfig {
     #[arg(long, env = "DOGFS_ZONE", default_value = "")]
     pub zone: String,
 
+    /// Repairs (`ReconstructShard`) this server runs at once; more are refused with
+    /// RESOURCE_EXHAUSTED so metadata retries them elsewhere or later. 0 refuses every repair.
+    #[arg(long, env = "DOGFS_REPAIR_CONCURRENCY", default_value_t = 4)]
+    pub repair_concurrency: usize,
+
+    /// Bytes per second all repairs together may read from source servers (a token bucket);
+    /// 0 means unlimited.
+    #[arg(long, env = "DOGFS_REPAIR_BANDWIDTH", default_value = "0")]
+    pub repair_bandwidth: ByteSize,
+
+    /// Milliseconds a repair waits for a source server to connect or send its next message
+    /// before giving that source up for another one.
+    #[arg(long, env = "DOGFS_REPAIR_SOURCE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub repair_source_timeout_ms: u64,
+
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "DOGFS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -88,6 +103,9 @@ impl ChunkConfig {
             meta_endpoints: Vec::new(),
             advertise_addr: None,
             zone: String::new(),
+            repair_concurrency: 4,
+            repair_bandwidth: ByteSize(0),
+            repair_source_timeout_ms: 10_000,
             log_format: LogFormat::Text,
         }
     }

@@ -148,6 +148,7 @@ pub async fn run(
             None => opts.endpoints[next % opts.endpoints.len()].clone(),
         };
         let usage = usage(&store).await;
+        let report = ScrubReport::now(&store, &metrics);
         let call = call(
             &mut clients,
             &target,
@@ -155,6 +156,7 @@ pub async fn run(
             &node_id,
             &opts,
             usage,
+            report,
             rpc_timeout,
         );
         let result = tokio::select! {
@@ -236,7 +238,34 @@ pub async fn run(
     debug!("registration task stopped");
 }
 
+/// Most corrupt shard ids one heartbeat names (`meta.proto`). The rest follow once metadata
+/// has had the first ones repaired and GC deleted them here.
+pub const MAX_CORRUPT_IDS: usize = 1000;
+
+/// What a heartbeat says besides usage: the corrupt shards to repair and the scrubber's state.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct ScrubReport {
+    corrupt_shard_ids: Vec<String>,
+    scrub_passes: u64,
+    scrub_progress: f64,
+}
+
+impl ScrubReport {
+    fn now(store: &Store, metrics: &Metrics) -> Self {
+        ScrubReport {
+            corrupt_shard_ids: store
+                .corrupt_shards_limited(MAX_CORRUPT_IDS)
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            scrub_passes: metrics.scrub_passes.get(),
+            scrub_progress: metrics.scrub.fraction(),
+        }
+    }
+}
+
 /// One Register or Heartbeat call; answers the state and interval metadata returned.
+#[allow(clippy::too_many_arguments)] // one call's inputs; a struct would only rename them
 async fn call(
     clients: &mut HashMap<String, ChunkRegistryClient<Channel>>,
     target: &str,
@@ -244,6 +273,7 @@ async fn call(
     node_id: &str,
     opts: &RegistryOptions,
     usage: NodeUsage,
+    report: ScrubReport,
     timeout: Duration,
 ) -> Result<(NodeState, u64), Status> {
     let mut client = client_for(clients, target)?;
@@ -251,7 +281,9 @@ async fn call(
         let mut req = tonic::Request::new(HeartbeatRequest {
             node_id: node_id.to_owned(),
             usage: Some(usage),
-            ..Default::default()
+            corrupt_shard_ids: report.corrupt_shard_ids,
+            scrub_passes: report.scrub_passes,
+            scrub_progress: report.scrub_progress,
         });
         req.set_timeout(timeout);
         let r = client.heartbeat(req).await?.into_inner();
@@ -333,7 +365,7 @@ async fn usage(store: &Arc<Store>) -> NodeUsage {
         used_bytes: used,
         available_bytes: available,
         shard_count: store.shard_count(),
-        corrupt_shards: store.corrupt_shards().len() as u64,
+        corrupt_shards: store.corrupt_count() as u64,
         io_errors: store
             .faults
             .io_errors

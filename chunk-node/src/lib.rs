@@ -1,6 +1,7 @@
 //! `dogfs-chunk`: the chunk server. Stores erasure-coded shards as flat files with CRC32C
 //! block checksums and serves them over gRPC (`ChunkService`), with `/metrics`, `/healthz`
-//! and `/readyz` on a side HTTP port and a background scrubber.
+//! and `/readyz` on a side HTTP port, a background scrubber, and shard repair
+//! (`ReconstructShard`) from peers.
 
 pub mod client;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod format;
 pub mod heartbeat;
 pub mod http;
 pub mod metrics;
+pub mod repair;
 pub mod scrub;
 pub mod server;
 pub mod service;

@@ -1,7 +1,7 @@
 //! Prometheus metrics of a chunk server, served on `/metrics`.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::scrub::ScrubProgress;
 use crate::store::Store;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,6 +52,20 @@ pub struct Metrics {
     pub bytes_read: Counter,
     pub scrub_bytes: Counter,
     pub scrub_passes: Counter,
+    /// Where the scrubber is in its current pass (heartbeats read it too).
+    pub scrub: ScrubProgress,
+    scrub_progress: Gauge<f64, AtomicU64>,
+    /// `ReconstructShard` calls admitted (past validation and the concurrency limit).
+    pub repairs_started: Counter,
+    pub repairs_succeeded: Counter,
+    pub repairs_failed: Counter,
+    pub repairs_running: Gauge,
+    /// Bytes read from repair sources (all attempts, including sources later rejected).
+    pub repair_fetched_bytes: Counter,
+    /// Bytes of rebuilt shards stored.
+    pub repair_written_bytes: Counter,
+    /// Sources a repair could not use (error, timeout, checksum or size mismatch).
+    pub repair_bad_sources: Counter,
     /// Successful Register and Heartbeat calls.
     pub registry_calls: Counter,
     /// Failed Register and Heartbeat calls (any endpoint, any reason).
@@ -101,6 +116,43 @@ impl Metrics {
             "bytes verified by the scrubber",
         );
         let scrub_passes = counter(&mut registry, "scrub_passes", "completed scrub passes");
+        let scrub_progress = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "scrub_progress",
+            "fraction of the current scrub pass done (1 while resting after a pass)",
+            scrub_progress.clone(),
+        );
+        let repairs_started = counter(
+            &mut registry,
+            "repairs_started",
+            "ReconstructShard repairs admitted",
+        );
+        let repairs_succeeded = counter(
+            &mut registry,
+            "repairs_succeeded",
+            "repairs that stored their shard",
+        );
+        let repairs_failed = counter(
+            &mut registry,
+            "repairs_failed",
+            "admitted repairs that stored nothing",
+        );
+        let repairs_running = gauge(&mut registry, "repairs_running", "repairs in progress");
+        let repair_fetched_bytes = counter(
+            &mut registry,
+            "repair_fetched_bytes",
+            "bytes read from repair sources",
+        );
+        let repair_written_bytes = counter(
+            &mut registry,
+            "repair_written_bytes",
+            "bytes of rebuilt shards stored",
+        );
+        let repair_bad_sources = counter(
+            &mut registry,
+            "repair_bad_sources",
+            "repair sources rejected (error, timeout, checksum or size mismatch)",
+        );
         let registry_calls = counter(
             &mut registry,
             "registry_calls",
@@ -144,6 +196,15 @@ impl Metrics {
             bytes_read,
             scrub_bytes,
             scrub_passes,
+            scrub: ScrubProgress::default(),
+            scrub_progress,
+            repairs_started,
+            repairs_succeeded,
+            repairs_failed,
+            repairs_running,
+            repair_fetched_bytes,
+            repair_written_bytes,
+            repair_bad_sources,
             registry_calls,
             registry_errors,
             node_state,
@@ -193,8 +254,8 @@ impl Metrics {
             .set(as_i64(store.faults.checksum_errors.load(Ordering::Relaxed)));
         self.io_errors
             .set(as_i64(store.faults.io_errors.load(Ordering::Relaxed)));
-        self.corrupt
-            .set(as_i64(store.corrupt_shards().len() as u64));
+        self.corrupt.set(as_i64(store.corrupt_count() as u64));
+        self.scrub_progress.set(self.scrub.fraction());
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)

@@ -3,17 +3,66 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dogfs_core::ids::ShardId;
 use tracing::{info, warn};
 
+use crate::format;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
 /// Bytes verified per read while scrubbing.
 const PIECE: u64 = 1024 * 1024;
+
+/// How far the scrubber is through its current pass, for heartbeats and the
+/// `dogfs_chunk_scrub_progress` gauge. Progress is counted in shard-file bytes (data, block
+/// table and footer) against the store's used bytes when the pass began: cheap (no extra walk
+/// to size the pass) and proportional to the time a pass takes at a fixed rate. Shards written
+/// or deleted during a pass make the total approximate, so the fraction is clamped to 1.
+#[derive(Debug, Default)]
+pub struct ScrubProgress {
+    total: AtomicU64,
+    done: AtomicU64,
+    phase: AtomicU8,
+}
+
+/// `ScrubProgress::phase` values besides the initial 0 (no pass started yet).
+const PHASE_RUNNING: u8 = 1;
+const PHASE_RESTING: u8 = 2;
+
+impl ScrubProgress {
+    fn begin(&self, total: u64) {
+        self.done.store(0, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+        self.phase.store(PHASE_RUNNING, Ordering::Relaxed);
+    }
+
+    fn advance(&self, bytes: u64) {
+        self.done.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn finish(&self) {
+        self.phase.store(PHASE_RESTING, Ordering::Relaxed);
+    }
+
+    /// 0..=1 through the current pass: 0 before the first pass (or with the scrubber off),
+    /// the fraction done while a pass runs, 1 while resting after a completed pass.
+    pub fn fraction(&self) -> f64 {
+        match self.phase.load(Ordering::Relaxed) {
+            PHASE_RUNNING => {
+                let total = self.total.load(Ordering::Relaxed);
+                if total == 0 {
+                    return 0.0;
+                }
+                (self.done.load(Ordering::Relaxed) as f64 / total as f64).clamp(0.0, 1.0)
+            }
+            PHASE_RESTING => 1.0,
+            _ => 0.0,
+        }
+    }
+}
 
 /// Outcome of one pass.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -35,6 +84,7 @@ pub fn scrub_pass(
 ) -> Result<ScrubReport, StoreError> {
     let started = Instant::now();
     let mut report = ScrubReport::default();
+    metrics.scrub.begin(store.used_bytes());
     store.walk_ids(None, |id| {
         if stop.load(Ordering::Relaxed) {
             report.stopped = true;
@@ -50,11 +100,18 @@ pub fn scrub_pass(
             }
             Err(e) => return Err(e),
         };
+        let size = reader.meta().size;
         let result = reader.verify_all(PIECE, |n| {
             report.bytes += n;
             metrics.scrub_bytes.inc_by(n);
+            metrics.scrub.advance(n);
             throttle(started, report.bytes, rate, stop);
         });
+        // The block table and footer count towards the pass's total (the store's used bytes)
+        // but are not data pieces: account for them once the shard is done.
+        metrics
+            .scrub
+            .advance(format::file_len_for(size).map_or(0, |len| len - size));
         match result {
             Ok(()) => report.shards += 1,
             Err(e) if e.is_corruption() => {
@@ -71,6 +128,7 @@ pub fn scrub_pass(
         return Ok(report);
     }
     metrics.scrub_passes.inc();
+    metrics.scrub.finish();
     Ok(report)
 }
 

@@ -20,6 +20,7 @@ use crate::config::ChunkConfig;
 use crate::heartbeat::{self, RegistryError, RegistryOptions};
 use crate::http::{HttpState, router};
 use crate::metrics::Metrics;
+use crate::repair::{RepairOptions, Repairer};
 use crate::scrub;
 use crate::service::ChunkServiceImpl;
 use crate::store::{Store, StoreConfig, StoreError};
@@ -94,9 +95,19 @@ impl ChunkServer {
         let (shutdown, rx) = watch::channel(false);
         let serving = Arc::new(AtomicBool::new(false));
 
+        let repairer = Arc::new(Repairer::new(
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+            RepairOptions {
+                concurrency: cfg.repair_concurrency,
+                bandwidth: cfg.repair_bandwidth.bytes(),
+                source_timeout: Duration::from_millis(cfg.repair_source_timeout_ms.max(1)),
+            },
+        ));
         let svc = ChunkServiceServer::new(ChunkServiceImpl::new(
             Arc::clone(&store),
             Arc::clone(&metrics),
+            repairer,
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -11,7 +11,7 @@ use dogfs_proto::chunk::put_shard_request::Msg;
 use dogfs_proto::chunk::{
     DeleteShardRequest, DeleteShardResponse, GetShardRequest, GetShardResponse, ListShardsRequest,
     ListShardsResponse, NodeInfoRequest, NodeInfoResponse, PutShardRequest, PutShardResponse,
-    StatShardRequest, StatShardResponse,
+    ReconstructShardRequest, ReconstructShardResponse, StatShardRequest, StatShardResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,6 +20,7 @@ use tracing::{Instrument, debug, field, info_span, warn};
 
 use crate::convert::{parse_shard_id, shard_info};
 use crate::metrics::Metrics;
+use crate::repair::Repairer;
 use crate::store::{ShardMeta, ShardWriter, Store, StoreError};
 
 /// Default and largest page of `ListShards`.
@@ -36,11 +37,16 @@ const WRITE_AHEAD: usize = 4;
 pub struct ChunkServiceImpl {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
+    repair: Arc<Repairer>,
 }
 
 impl ChunkServiceImpl {
-    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
-        Self { store, metrics }
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, repair: Arc<Repairer>) -> Self {
+        Self {
+            store,
+            metrics,
+            repair,
+        }
     }
 
     /// Runs one unary handler body inside a span, recording its status and latency.
@@ -363,9 +369,16 @@ impl ChunkService for ChunkServiceImpl {
 
     async fn reconstruct_shard(
         &self,
-        _request: Request<dogfs_proto::chunk::ReconstructShardRequest>,
-    ) -> Result<Response<dogfs_proto::chunk::ReconstructShardResponse>, Status> {
-        Err(Status::unimplemented("ReconstructShard: being built"))
+        request: Request<ReconstructShardRequest>,
+    ) -> Result<Response<ReconstructShardResponse>, Status> {
+        let repair = Arc::clone(&self.repair);
+        self.observe("ReconstructShard", async move {
+            repair
+                .reconstruct(request.into_inner())
+                .await
+                .map_err(Status::from)
+        })
+        .await
     }
 }
 

@@ -326,14 +326,22 @@ impl Store {
     /// Deletes a shard; `Ok(false)` when it was not there.
     pub fn delete(&self, id: ShardId) -> Result<bool> {
         let path = self.shard_path(id);
+        // A shard that is gone is no longer corrupt here, however it went (GC after a repair,
+        // or an operator removing the file): heartbeats stop naming it either way.
         let len = match fs::metadata(&path) {
             Ok(m) => m.len(),
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                lock_set(&self.corrupt).remove(&id);
+                return Ok(false);
+            }
             Err(e) => return Err(self.io_err("stat before delete", id, e)),
         };
         match fs::remove_file(&path) {
             Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                lock_set(&self.corrupt).remove(&id);
+                return Ok(false);
+            }
             Err(e) => return Err(self.io_err("deleting shard file", id, e)),
         }
         if let Some(dir) = path.parent() {
@@ -409,10 +417,37 @@ impl Store {
         lock_set(&self.corrupt).iter().copied().collect()
     }
 
+    /// At most `limit` corrupt shards, lowest ids first (heartbeats carry a bounded list).
+    pub fn corrupt_shards_limited(&self, limit: usize) -> Vec<ShardId> {
+        lock_set(&self.corrupt)
+            .iter()
+            .take(limit)
+            .copied()
+            .collect()
+    }
+
+    /// How many shards are known to be corrupt.
+    pub fn corrupt_count(&self) -> usize {
+        lock_set(&self.corrupt).len()
+    }
+
+    /// Bytes of shard files stored (data, block tables and footers), the store's own count.
+    pub fn used_bytes(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn note_corrupt(&self, id: ShardId) {
         self.faults.checksum_errors.fetch_add(1, Ordering::Relaxed);
         if lock_set(&self.corrupt).insert(id) {
             warn!(shard_id = %id, "shard is corrupt");
+        }
+        // A reader that opened the file before a delete can find the corruption after the
+        // delete cleared the set; an entry for a file that is gone would then be reported to
+        // metadata forever. Delete unlinks before it clears, so checking after inserting
+        // closes the race.
+        if matches!(fs::symlink_metadata(self.shard_path(id)), Err(e) if e.kind() == ErrorKind::NotFound)
+        {
+            lock_set(&self.corrupt).remove(&id);
         }
     }
 
@@ -491,6 +526,12 @@ impl ShardWriter {
 
     pub fn declared(&self) -> u64 {
         self.declared
+    }
+
+    /// CRC32C of the bytes written so far, without finishing the upload: a repair checks the
+    /// rebuilt shard against its recorded checksum before deciding to commit.
+    pub fn checksum(&self) -> u32 {
+        self.hasher.clone().finish().1
     }
 
     /// Appends bytes to the temp file.

@@ -401,3 +401,131 @@ async fn wildcard_grpc_address_needs_an_advertise_address() {
     assert_eq!(server.node_state(), None);
     shutdown_promptly(server).await;
 }
+
+#[tokio::test]
+async fn heartbeats_name_corrupt_shards_until_deleted_and_report_scrub_progress() {
+    let reg = Registry::new(20, None);
+    let meta = serve(reg.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ChunkConfig::for_tests(dir.path());
+    cfg.meta_endpoints = vec![meta.to_string()];
+    // A pass every second, so the scrubber finds a flip made after the server started.
+    cfg.scrub_rate = dogfs_core::size::ByteSize(256 * 1024 * 1024);
+    cfg.scrub_interval_secs = 1;
+    let server = ChunkServer::start(&cfg).await.unwrap();
+    let mut c = connect(&server.grpc_addr().to_string()).await.unwrap();
+    let good = ShardId::random();
+    let bad = ShardId::random();
+    let data = Bytes::from(vec![7u8; 300_000]);
+    put_shard(&mut c, good, &data).await.unwrap();
+    put_shard(&mut c, bad, &data).await.unwrap();
+
+    // Flip one byte of `bad` on disk; only the scrubber reads it from now on.
+    let path = server.store().shard_path(bad);
+    let mut raw = std::fs::read(&path).unwrap();
+    raw[200_000] ^= 0x10;
+    std::fs::write(&path, &raw).unwrap();
+
+    let bad_s = bad.to_string();
+    wait_until("a heartbeat naming the corrupt shard", || {
+        reg.with(|i| {
+            i.log
+                .heartbeats
+                .iter()
+                .any(|h| h.corrupt_shard_ids == vec![bad_s.clone()] && h.scrub_passes >= 1)
+        })
+    })
+    .await;
+    reg.with(|i| {
+        let h = i
+            .log
+            .heartbeats
+            .iter()
+            .find(|h| !h.corrupt_shard_ids.is_empty())
+            .unwrap();
+        // Usage counts it too.
+        assert_eq!(h.usage.as_ref().unwrap().corrupt_shards, 1);
+        // Progress is a fraction; between passes it reads 1.
+        for h in &i.log.heartbeats {
+            assert!((0.0..=1.0).contains(&h.scrub_progress), "{h:?}");
+        }
+        assert!(
+            i.log
+                .heartbeats
+                .iter()
+                .any(|h| h.scrub_passes >= 1 && h.scrub_progress == 1.0)
+        );
+    });
+    let (_, body) = http_get(server.http_addr(), "/metrics").await;
+    assert!(body.contains("dogfs_chunk_scrub_progress "), "{body}");
+    assert!(body.contains("dogfs_chunk_corrupt_shards 1"), "{body}");
+
+    // Passes go on and are counted.
+    let passes = reg.with(|i| i.log.heartbeats.last().unwrap().scrub_passes);
+    wait_until("another scrub pass", || {
+        reg.with(|i| i.log.heartbeats.last().unwrap().scrub_passes > passes)
+    })
+    .await;
+
+    // Repaired elsewhere, GC deletes it here: heartbeats stop naming it.
+    c.delete_shard(dogfs_proto::chunk::DeleteShardRequest {
+        shard_id: bad_s.clone(),
+    })
+    .await
+    .unwrap();
+    let seen = reg.heartbeats();
+    wait_until("heartbeats without the deleted shard", || {
+        reg.with(|i| {
+            i.log.heartbeats.len() > seen + 1
+                && i.log
+                    .heartbeats
+                    .last()
+                    .unwrap()
+                    .corrupt_shard_ids
+                    .is_empty()
+        })
+    })
+    .await;
+    assert!(server.store().corrupt_shards().is_empty());
+    assert_eq!(get_shard(&mut c, good, 0, None).await.unwrap(), data);
+    shutdown_promptly(server).await;
+}
+
+#[tokio::test]
+async fn a_heartbeat_names_at_most_1000_corrupt_shards() {
+    let reg = Registry::new(20, None);
+    let meta = serve(reg.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[meta], "").await;
+    let mut c = connect(&server.grpc_addr().to_string()).await.unwrap();
+    // 1001 stored shards, each with its footer damaged: a stat finds every one corrupt.
+    let mut ids = Vec::new();
+    for _ in 0..1001 {
+        let id = ShardId::random();
+        put_shard(&mut c, id, &Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        let path = server.store().shard_path(id);
+        let mut raw = std::fs::read(&path).unwrap();
+        let n = raw.len();
+        raw[n - 1] ^= 1;
+        std::fs::write(&path, &raw).unwrap();
+        assert!(server.store().stat(id).is_err());
+        ids.push(id.to_string());
+    }
+    ids.sort();
+    wait_until("a heartbeat with the corrupt shards", || {
+        reg.with(|i| {
+            i.log
+                .heartbeats
+                .last()
+                .is_some_and(|h| h.usage.as_ref().unwrap().corrupt_shards == 1001)
+        })
+    })
+    .await;
+    reg.with(|i| {
+        let h = i.log.heartbeats.last().unwrap();
+        assert_eq!(h.corrupt_shard_ids, ids[..1000]);
+    });
+    shutdown_promptly(server).await;
+}

@@ -20,7 +20,9 @@ Exit codes:
   4  invalid input (bad bucket or key name, range, size)
   5  unavailable (endpoint unreachable, no leader, timed out)
   6  data loss (too many shards lost or corrupt)
-  7  conflict or precondition (bucket exists, bucket not empty)";
+  7  conflict or precondition (bucket exists, bucket not empty)
+  8  outcome unknown: a put, rm, mb or rb was sent and not answered; it may or may not
+     have happened (check with `dogfs stat`)";
 
 /// `dogfs`: the DogFS command-line tool.
 #[derive(Debug, Parser)]
@@ -38,12 +40,33 @@ pub struct Cli {
     #[arg(long, short, global = true)]
     pub quiet: bool,
 
-    /// Timeout of each request to the cluster (connecting, each metadata call, each shard).
+    /// How long to wait for the cluster: a command that moves no data ends within it, each
+    /// metadata call (retries included) too, and a transfer fails when no byte moves for it.
     #[arg(long, global = true, env = "DOGFS_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
 
+    /// Hedged reads: a shard read that delivers nothing for the adaptive hedge delay is read
+    /// around at once (parity); the delay is at least this [default: 20ms]. A bare number is
+    /// milliseconds.
+    #[arg(long, global = true, env = "DOGFS_HEDGE_MIN_MS", value_parser = parse_millis)]
+    pub hedge_min: Option<Duration>,
+
+    /// The most the hedge delay grows to, from this client's recent shard latencies
+    /// [default: 500ms]. A bare number is milliseconds.
+    #[arg(long, global = true, env = "DOGFS_HEDGE_MAX_MS", value_parser = parse_millis)]
+    pub hedge_max: Option<Duration>,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// A duration where a bare number is milliseconds, as in `DOGFS_HEDGE_MIN_MS` (the SDK's
+/// variables), so the variable means the same to the SDK and to `dogfs`.
+fn parse_millis(s: &str) -> Result<Duration, crate::human::ParseError> {
+    match s.trim().parse::<u64>() {
+        Ok(ms) => Ok(Duration::from_millis(ms)),
+        Err(_) => parse_duration(s),
+    }
 }
 
 impl Cli {

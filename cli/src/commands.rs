@@ -68,10 +68,19 @@ pub enum CommandError {
     WriteStdout(std::io::Error),
     #[error(transparent)]
     Output(#[from] OutputError),
-    /// An unavailable cluster: the message adds where the command looked for it.
-    #[error("{inner} (cluster endpoint {endpoints})")]
+    /// An unavailable cluster: the message adds where the command looked for it and how long.
+    #[error("{inner} (cluster endpoint {endpoints}, --timeout {timeout})")]
     Unreachable {
         endpoints: String,
+        timeout: String,
+        inner: Box<CommandError>,
+    },
+    /// A change sent and never answered: the message says how to find out what happened.
+    #[error("{inner} (--timeout {timeout}); check with `{check}`")]
+    OutcomeUnknown {
+        timeout: String,
+        /// The command that tells what happened (`dogfs stat bucket/key`, `dogfs ls`).
+        check: String,
         inner: Box<CommandError>,
     },
 }
@@ -97,6 +106,7 @@ impl Classify for CommandError {
             },
             CommandError::Client { source, .. } => ExitKind::of_client(source),
             CommandError::Unreachable { .. } => ExitKind::Unavailable,
+            CommandError::OutcomeUnknown { .. } => ExitKind::OutcomeUnknown,
             _ => ExitKind::Other,
         }
     }
@@ -126,7 +136,9 @@ fn client_err(
     move |source| CommandError::Client { step, what, source }
 }
 
-/// The client configuration every command uses: `--endpoint` and `--timeout`.
+/// The client configuration every command uses: `--endpoint` and `--timeout` (docs/cli.md,
+/// "Timeouts"). Every metadata call, retries included, ends within the timeout; a shard stream
+/// fails after that long without progress, so a transfer that moves bytes is never cut.
 pub fn client_config(endpoints: Vec<String>, timeout: std::time::Duration) -> ClientConfig {
     let mut cfg = ClientConfig::new(endpoints);
     cfg.connect_timeout = timeout.min(std::time::Duration::from_secs(10));
@@ -138,12 +150,20 @@ pub fn client_config(endpoints: Vec<String>, timeout: std::time::Duration) -> Cl
     cfg
 }
 
+/// A client whose operations finish their metadata work before data moves within `--timeout`
+/// of now: a command that moves no data ends by then, whatever the cluster does. Local work
+/// before this (spooling stdin) is not waiting on the cluster and does not count.
 pub async fn connect(cli: &Cli) -> Result<Client, CommandError> {
+    let deadline = std::time::Instant::now() + cli.timeout;
     let endpoints = cli.endpoints();
     let joined = endpoints.join(",");
     debug!(endpoints = %joined, "connecting");
-    Client::connect(client_config(endpoints, cli.timeout))
+    let mut cfg = client_config(endpoints, cli.timeout);
+    cfg.hedge_min = cli.hedge_min.unwrap_or(cfg.hedge_min);
+    cfg.hedge_max = cli.hedge_max.unwrap_or(cfg.hedge_max);
+    Client::connect(cfg)
         .await
+        .map(|c| c.with_deadline(deadline))
         .map_err(|source| CommandError::Connect {
             endpoints: joined,
             source,
@@ -169,12 +189,31 @@ pub async fn run(cli: &Cli) -> Result<(), CommandError> {
         // main dispatches these elsewhere; nothing to do here.
         Command::Dev(_) | Command::Bench(_) => Ok(()),
     };
+    let timeout = human::duration(cli.timeout);
     r.map_err(|e| match e {
         CommandError::Client { ref source, .. }
             if source.kind() == dogfs_client::ErrorKind::Unavailable =>
         {
             CommandError::Unreachable {
                 endpoints: cli.endpoints().join(","),
+                timeout,
+                inner: Box::new(e),
+            }
+        }
+        CommandError::Client {
+            ref source,
+            ref what,
+            ..
+        } if source.kind() == dogfs_client::ErrorKind::OutcomeUnknown => {
+            // An object's `what` is `bucket/key`; a bucket's is its name (`mb`, `rb`).
+            let check = if what.contains('/') {
+                format!("dogfs stat {what}")
+            } else {
+                "dogfs ls".to_owned()
+            };
+            CommandError::OutcomeUnknown {
+                timeout,
+                check,
                 inner: Box::new(e),
             }
         }
@@ -568,16 +607,17 @@ async fn ls(cli: &Cli, out: Out, a: &LsArgs) -> Result<(), CommandError> {
                     created_unix: o.created_unix,
                     version_id: &o.version_id,
                 })?;
+                // A key may hold any character but NUL; escaped, one key is one line.
                 out.line(&format!(
                     "{}  {:>10}  {}",
                     human::time(o.created_unix),
                     human::size(o.size),
-                    o.key
+                    human::escape(&o.key)
                 ))?;
             }
             ListEntry::CommonPrefix(p) => {
                 out.json(&LsJson::Prefix { prefix: p.as_str() })?;
-                out.line(&format!("{:>19}  {:>10}  {p}", "", "PRE"))?;
+                out.line(&format!("{:>19}  {:>10}  {}", "", "PRE", human::escape(p)))?;
             }
         }
     }

@@ -11,11 +11,27 @@ pub enum ExitKind {
     Unavailable = 5,
     DataLoss = 6,
     Conflict = 7,
+    /// A change (put, rm) was sent and never answered: it may or may not have happened.
+    OutcomeUnknown = 8,
 }
 
 impl ExitKind {
     pub fn code(self) -> u8 {
         self as u8
+    }
+
+    /// The name `--json` error documents carry (`"kind"`), stable for scripts.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExitKind::Other => "other",
+            ExitKind::Usage => "usage",
+            ExitKind::NotFound => "not_found",
+            ExitKind::InvalidInput => "invalid_input",
+            ExitKind::Unavailable => "unavailable",
+            ExitKind::DataLoss => "data_loss",
+            ExitKind::Conflict => "conflict",
+            ExitKind::OutcomeUnknown => "outcome_unknown",
+        }
     }
 
     /// How an SDK error maps onto exit codes.
@@ -27,6 +43,7 @@ impl ExitKind {
             K::AlreadyExists | K::Precondition => ExitKind::Conflict,
             K::Unavailable => ExitKind::Unavailable,
             K::DataLoss => ExitKind::DataLoss,
+            K::OutcomeUnknown => ExitKind::OutcomeUnknown,
             _ => ExitKind::Other,
         }
     }

@@ -80,6 +80,44 @@ pub fn latency(d: Duration) -> String {
     }
 }
 
+/// A duration as a user would write it for `--timeout`: `500ms`, `2s`, `1.5s`, `2m`.
+pub fn duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}
+
+/// A key (or any name) for human output on one line: backslash becomes `\\`, newline,
+/// carriage return and tab `\n`, `\r`, `\t`, other control characters `\xNN` (C0, DEL) or
+/// `\u{NN}` (C1, line and paragraph separators). Anything else, UTF-8 included, is kept.
+/// JSON output needs none of this: JSON strings are escaped exactly.
+pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    let needs = |c: char| c == '\\' || c.is_control() || c == '\u{2028}' || c == '\u{2029}';
+    if !s.chars().any(needs) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x80 && needs(c) => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if needs(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Parses `500ms`, `30s`, `2m`, `1h`; a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
     let err = || ParseError::Duration(s.to_owned());
@@ -184,6 +222,24 @@ mod tests {
         assert_eq!(latency(Duration::from_micros(850)), "850µs");
         assert_eq!(latency(Duration::from_micros(12_345)), "12.3ms");
         assert_eq!(latency(Duration::from_millis(1200)), "1.20s");
+    }
+
+    #[test]
+    fn escapes_keep_one_key_on_one_line() {
+        assert_eq!(escape("plain/ké y.txt"), "plain/ké y.txt");
+        assert_eq!(escape("a\nb\tc\rd"), "a\\nb\\tc\\rd");
+        assert_eq!(escape("back\\slash"), "back\\\\slash");
+        assert_eq!(escape("\u{1}\u{7f}\u{1b}[31m"), "\\x01\\x7f\\x1b[31m");
+        assert_eq!(escape("\u{85}\u{2028}"), "\\u{85}\\u{2028}");
+        // Distinct keys stay distinct: a literal backslash-n is not a newline.
+        assert_ne!(escape("a\\nb"), escape("a\nb"));
+        for k in ["x\ny", "x\u{0}y", "\u{9b}"] {
+            assert!(!escape(k).chars().any(char::is_control), "{k:?}");
+        }
+        assert_eq!(duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(duration(Duration::from_secs(2)), "2s");
+        assert_eq!(duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(duration(Duration::from_secs(120)), "2m");
     }
 
     #[test]

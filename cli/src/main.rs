@@ -1,7 +1,7 @@
 //! `dogfs`: parses the command line, sets up logging and the runtime, runs the command, and
 //! turns its error into `dogfs: <message>` on stderr and a documented exit code.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -26,18 +26,38 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
+    let json = cli.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let kind = classify(&e);
             if let Some(kind) = kind {
-                let _ = writeln!(std::io::stderr(), "dogfs: {e}");
+                report(&e, kind, json);
                 ExitCode::from(kind.code())
             } else {
                 // A closed stdout (`dogfs cat ... | head`) is how the reader says "enough".
                 ExitCode::SUCCESS
             }
         }
+    }
+}
+
+/// Prints the error on stderr: `dogfs: <message>`, or with `--json` one JSON document
+/// `{"error", "kind", "exit_code", "outcome"}` (stdout keeps only results, so a listing cut
+/// short by an error still parses line by line). `outcome` is `"unknown"` when a change was
+/// sent and never answered, `null` otherwise.
+fn report(e: &anyhow::Error, kind: ExitKind, json: bool) {
+    let mut err = std::io::stderr().lock();
+    if json {
+        let doc = serde_json::json!({
+            "error": e.to_string(),
+            "kind": kind.name(),
+            "exit_code": kind.code(),
+            "outcome": (kind == ExitKind::OutcomeUnknown).then_some("unknown"),
+        });
+        let _ = writeln!(err, "{doc}");
+    } else {
+        let _ = writeln!(err, "dogfs: {e}");
     }
 }
 
@@ -101,8 +121,13 @@ fn init_tracing(cli: &Cli) -> anyhow::Result<()> {
         } else {
             "warn"
         };
+        // Colour only for a person at a terminal: escape codes in a pipe or a captured log are
+        // noise (and `NO_COLOR` turns it off, as https://no-color.org asks).
+        let ansi = std::io::stderr().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         tracing_subscriber::fmt()
             .with_env_filter(filter(default))
+            .with_ansi(ansi)
             .with_writer(std::io::stderr)
             .init();
     }

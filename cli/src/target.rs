@@ -101,9 +101,16 @@ pub fn parse_prefix(arg: &str) -> Result<PrefixTarget, TargetError> {
     })
 }
 
+/// For people (messages, notes): control characters in the key are escaped
+/// ([`crate::human::escape`]), so one target is one line.
 impl fmt::Display for ObjectTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.bucket.as_str(), self.key.as_str())
+        write!(
+            f,
+            "{}/{}",
+            self.bucket.as_str(),
+            crate::human::escape(self.key.as_str())
+        )
     }
 }
 

@@ -255,6 +255,22 @@ fn commands_against_a_dev_cluster_and_a_restart() {
     assert_eq!(under[0]["key"], "dir/big.bin");
     assert_eq!(under[1]["prefix"], "dir/sub/");
 
+    // A key with a newline, a tab and a backslash: one escaped line for people, exact in JSON.
+    let odd = "odd/line\nbreak\tand\\slash";
+    let out = dev.run_stdin(&["put", "-", &format!("demo/{odd}")], b"odd");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(dev.ok(&["ls", "-r", "demo/odd/"])).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text:?}");
+    assert!(
+        text.trim_end().ends_with("odd/line\\nbreak\\tand\\\\slash"),
+        "{text:?}"
+    );
+    let listed = json_lines(&dev.ok(&["ls", "-r", "demo/odd/", "--json"]));
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["key"], odd);
+    assert_eq!(dev.ok(&["cat", &format!("demo/{odd}")]), b"odd");
+    dev.ok(&["rm", &format!("demo/{odd}")]);
+
     // Errors: exit codes and messages naming the culprit.
     let missing = dev.run(&["get", "nosuchbucket/k", "-"]);
     assert_eq!(code(&missing), 3, "{}", stderr(&missing));
@@ -364,4 +380,97 @@ fn bad_names_and_usage_fail_before_any_network_call() {
     let out = run_with("127.0.0.1:1", &["put", "/no/such/file", "bkt/k"], None);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(stderr(&out).contains("/no/such/file"), "{}", stderr(&out));
+}
+
+/// A TCP listener that accepts connections and never answers (a frozen or black-holed
+/// node); its thread holds the connections until the test process ends.
+fn black_hole() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming() {
+            match c {
+                Ok(c) => held.push(c),
+                Err(_) => break,
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_silent_endpoint_ends_every_command_at_the_timeout() {
+    let hole = black_hole();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.bin");
+    std::fs::write(&file, data(100_000, 3)).unwrap();
+    let got = dir.path().join("got.bin");
+    let file = file.to_str().unwrap();
+    let got = got.to_str().unwrap();
+    let timeout = Duration::from_secs(2);
+    for (args, want) in [
+        (&["ls"][..], 5),
+        (&["ls", "bkt"][..], 5),
+        (&["put", file, "bkt/k"][..], 5),
+        (&["get", "bkt/k", got][..], 5),
+        (&["stat", "bkt/k"][..], 5),
+        // A delete was sent and never answered: it may have happened.
+        (&["rm", "bkt/k"][..], 8),
+    ] {
+        let mut full = vec!["--timeout", "2s"];
+        full.extend_from_slice(args);
+        let start = Instant::now();
+        let out = run_with(&hole, &full, None);
+        let took = start.elapsed();
+        let err = stderr(&out);
+        assert_eq!(code(&out), want, "{args:?}: {err}");
+        assert!(
+            took >= timeout - Duration::from_millis(100)
+                && took < timeout + Duration::from_millis(1500),
+            "{args:?} took {took:?}: {err}"
+        );
+        assert!(err.starts_with("dogfs: "), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains("--timeout 2s"), "{args:?}: {err}");
+        assert!(err.contains("did not answer"), "{args:?}: {err}");
+        assert!(err.contains(&hole), "{args:?}: {err}");
+        if want == 8 {
+            assert!(err.contains("may or may not have been deleted"), "{err}");
+            assert!(err.contains("dogfs stat bkt/k"), "{err}");
+        }
+    }
+    assert!(!Path::new(got).exists(), "a failed get left a file");
+
+    // --json: stdout stays for results; the error is one JSON document on stderr.
+    let out = run_with(&hole, &["--timeout", "1s", "--json", "rm", "bkt/k"], None);
+    assert_eq!(code(&out), 8, "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let doc: serde_json::Value = serde_json::from_str(stderr(&out).trim()).unwrap();
+    assert_eq!(doc["outcome"], "unknown", "{doc}");
+    assert_eq!(doc["kind"], "outcome_unknown", "{doc}");
+    assert_eq!(doc["exit_code"], 8, "{doc}");
+    assert!(doc["error"].as_str().unwrap().contains("bkt/k"), "{doc}");
+    let out = run_with(&hole, &["--timeout", "1s", "--json", "ls"], None);
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(stderr(&out).trim()).unwrap();
+    assert_eq!(doc["outcome"], serde_json::Value::Null, "{doc}");
+    assert_eq!(doc["kind"], "unavailable", "{doc}");
+}
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let hole = black_hole();
+    let out = Command::new(BIN)
+        .args(["--timeout", "500ms", "ls"])
+        .env("DOGFS_ENDPOINT", &hole)
+        .env("RUST_LOG", "dogfs_client=debug")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    // Logs were written (the retries), and not one escape sequence among them.
+    assert!(err.contains("DEBUG"), "{err}");
+    assert!(!err.contains("\x1b["), "{err:?}");
 }

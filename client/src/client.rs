@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dogfs_core::codec::{ErasureCodec, codec_for};
@@ -22,10 +22,11 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::config::ClientConfig;
 use crate::convert;
 use crate::error::{Error, ErrorKind};
-use crate::get::{DataPlaneConfig, download};
+use crate::get::{DataPlaneConfig, download_reporting};
+use crate::hedge::Hedger;
 use crate::meta::{Meta, Route};
 use crate::pool::ChunkPool;
-use crate::put::{TargetReplacer, etag, etag_crc, upload};
+use crate::put::{TargetReplacer, etag, etag_crc, upload_with_quorum};
 use crate::types::{
     BucketInfo, GetOptions, ListEntry, ListPage, ListQuery, ObjectInfo, PutOptions,
 };
@@ -34,6 +35,9 @@ use crate::types::{
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Set by [`Client::with_deadline`]: the metadata calls an operation makes before it has
+    /// moved any data end by then.
+    deadline: Option<Instant>,
 }
 
 struct Inner {
@@ -67,6 +71,7 @@ impl Client {
             shard_timeout: cfg.shard_timeout,
             read_ahead: cfg.read_ahead,
             window_bytes: cfg.read_window_bytes,
+            hedge: Hedger::new(cfg.hedge_min, cfg.hedge_max),
         };
         let pool = ChunkPool::new(cfg.connect_timeout);
         let meta = Meta::new(cfg)?;
@@ -77,20 +82,50 @@ impl Client {
                 data,
                 codecs: Mutex::default(),
             }),
+            deadline: None,
         };
-        if let Err(e) =
-            tokio::time::timeout(Duration::from_secs(2), client.inner.meta.cluster_map())
-                .await
-                .unwrap_or_else(|_| Err(Error::unavailable("cluster map: no answer yet")))
-        {
+        // Best effort and short: the map only speeds routing up, and a frozen node must not
+        // cost more than a fraction of one attempt here (a failure is remembered, so the first operation
+        // does not wait for it again).
+        let meta = &client.inner.meta;
+        let wait = MAP_AT_CONNECT.min(meta.attempt_cap(meta.config().retry_deadline) / 3);
+        if let Err(e) = meta.cluster_map(Instant::now() + wait).await {
             debug!(error = %e, "no cluster map yet; routing through the configured endpoints");
         }
         Ok(client)
     }
 
+    /// A handle (sharing everything with this one) whose operations finish every metadata
+    /// call they make before moving data by `at`, on top of each call's `retry_deadline`:
+    /// a command-line tool's overall timeout. An operation that moves data (a PUT's or GET's
+    /// shard streams, a listing's later pages) is not cut while that data moves: shard
+    /// streams fail only after `shard_timeout` without progress, and each metadata call
+    /// after data moved (a PUT's commit, the next page) has `retry_deadline` of its own.
+    pub fn with_deadline(&self, at: Instant) -> Client {
+        Client {
+            inner: Arc::clone(&self.inner),
+            deadline: Some(at),
+        }
+    }
+
+    /// The deadline of a metadata call made before the operation moved any data.
+    fn deadline(&self) -> Instant {
+        let own = Instant::now() + self.config().retry_deadline;
+        self.deadline.map_or(own, |d| d.min(own))
+    }
+
+    /// The deadline of a metadata call made after the operation moved data.
+    fn fresh_deadline(&self) -> Instant {
+        Instant::now() + self.config().retry_deadline
+    }
+
     /// [`ClientConfig::from_env`] then [`Client::connect`].
     pub async fn from_env() -> Result<Client, Error> {
         Client::connect(ClientConfig::from_env()?).await
+    }
+
+    pub(crate) fn meta(&self) -> &Meta {
+        &self.inner.meta
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -128,16 +163,34 @@ impl Client {
         let req = pb::CreateBucketRequest {
             bucket: bucket.to_string(),
         };
-        let r = self
+        let done = self
             .inner
             .meta
-            .call("CreateBucket", &what, Route::System, |ch| {
-                let req = req.clone();
-                async move { MetaServiceClient::new(ch).create_bucket(req).await }
-            })
+            .call_write(
+                "CreateBucket",
+                &what,
+                Route::System,
+                self.deadline(),
+                "the bucket may or may not have been created",
+                |ch| {
+                    let req = req.clone();
+                    async move { MetaServiceClient::new(ch).create_bucket(req).await }
+                },
+            )
             .instrument(info_span!("create_bucket", bucket))
-            .await?;
-        convert::bucket(r.bucket, bucket)
+            .await;
+        match done.result {
+            Ok(r) => convert::bucket(r.bucket, bucket),
+            // Exists now, but perhaps through the unanswered attempt: neither "created" nor
+            // "already existed" would be true for sure.
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && done.maybe_applied => {
+                Err(Error::outcome_unknown(format!(
+                    "{what}: CreateBucket was sent but no answer came, and the retry found the \
+                     bucket existing ({e}); it may or may not have been created by this call"
+                )))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Only an empty bucket can be deleted (`Precondition` otherwise).
@@ -147,15 +200,28 @@ impl Client {
         let req = pb::DeleteBucketRequest {
             bucket: bucket.to_string(),
         };
-        self.inner
+        let done = self
+            .inner
             .meta
-            .call("DeleteBucket", &what, Route::System, |ch| {
-                let req = req.clone();
-                async move { MetaServiceClient::new(ch).delete_bucket(req).await }
-            })
+            .call_write(
+                "DeleteBucket",
+                &what,
+                Route::System,
+                self.deadline(),
+                "the bucket may or may not have been removed",
+                |ch| {
+                    let req = req.clone();
+                    async move { MetaServiceClient::new(ch).delete_bucket(req).await }
+                },
+            )
             .instrument(info_span!("delete_bucket", bucket))
-            .await?;
-        Ok(())
+            .await;
+        match done.result {
+            Ok(_) => Ok(()),
+            // Gone after an unanswered attempt: that attempt removed it.
+            Err(e) if e.kind() == ErrorKind::NotFound && done.maybe_applied => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn head_bucket(&self, bucket: &str) -> Result<BucketInfo, Error> {
@@ -168,7 +234,7 @@ impl Client {
         let r = self
             .inner
             .meta
-            .call("HeadBucket", &what, Route::System, |ch| {
+            .call("HeadBucket", &what, Route::System, self.deadline(), |ch| {
                 let req = req.clone();
                 async move { MetaServiceClient::new(ch).head_bucket(req).await }
             })
@@ -188,6 +254,7 @@ impl Client {
                 "ListBuckets",
                 "bucket list",
                 Route::System,
+                self.deadline(),
                 |ch| async move { MetaServiceClient::new(ch).list_buckets(req).await },
             )
             .instrument(info_span!("list_buckets"))
@@ -231,7 +298,15 @@ impl Client {
         let (b, k) = names(bucket, key)?;
         let what = object_what(bucket, key);
         let meta = &self.inner.meta;
-        let inline_max = meta.cluster_map().await.ok().map(|m| m.inline_max);
+        let deadline = self.deadline();
+        // The map only tells whether the object goes inline (BeginPut says so too): it gets a
+        // third of the budget, so a frozen node leaves BeginPut the rest.
+        let map_deadline = Instant::now() + deadline.saturating_duration_since(Instant::now()) / 3;
+        let inline_max = meta
+            .cluster_map(map_deadline)
+            .await
+            .ok()
+            .map(|m| m.inline_max);
         let content_type = opts.content_type.clone().unwrap_or_default();
         let user_metadata: HashMap<String, String> =
             opts.user_metadata.clone().into_iter().collect();
@@ -245,12 +320,22 @@ impl Client {
                 content_type,
                 user_metadata,
             };
+            // Repeating an inline put stores the same bytes again (a new version id): harmless,
+            // as any S3 PUT retry, so it is retried like a commit.
             let r = meta
-                .call("PutInlineObject", &what, self.route(&b, &k), |ch| {
-                    let req = req.clone();
-                    async move { MetaServiceClient::new(ch).put_inline_object(req).await }
-                })
-                .await?;
+                .call_write(
+                    "PutInlineObject",
+                    &what,
+                    self.route(&b, &k),
+                    deadline,
+                    "the object may or may not have been written",
+                    |ch| {
+                        let req = req.clone();
+                        async move { MetaServiceClient::new(ch).put_inline_object(req).await }
+                    },
+                )
+                .await
+                .result?;
             if let Some(p) = &opts.progress {
                 p(size);
             }
@@ -265,7 +350,7 @@ impl Client {
             scheme: None,
         };
         let begun = meta
-            .call("BeginPut", &what, route, |ch| {
+            .call("BeginPut", &what, route, deadline, |ch| {
                 let req = req.clone();
                 async move { MetaServiceClient::new(ch).begin_put(req).await }
             })
@@ -280,12 +365,16 @@ impl Client {
                 &opts,
                 begun,
                 route,
+                deadline,
                 content_type,
                 user_metadata,
             )
             .await;
-        if result.is_err() {
-            self.abort_upload(bucket, key, &upload_id, route);
+        match &result {
+            // The commit may have happened: aborting would only race it.
+            Err(e) if e.kind() == ErrorKind::OutcomeUnknown => {}
+            Err(_) => self.abort_upload(bucket, key, &upload_id, route),
+            Ok(_) => {}
         }
         result
     }
@@ -300,6 +389,7 @@ impl Client {
         opts: &PutOptions,
         begun: pb::BeginPutResponse,
         route: Route,
+        deadline: Instant,
         content_type: String,
         user_metadata: HashMap<String, String>,
     ) -> Result<ObjectInfo, Error> {
@@ -315,6 +405,8 @@ impl Client {
             segments: Vec::new(),
             inline_data: Bytes::new(),
         };
+        // No data moves to the cluster for an inline commit: it shares BeginPut's deadline.
+        let mut commit_deadline = deadline;
         if begun.segments.is_empty() && size <= begun.inline_max {
             let data = read_small(reader, size).await?;
             req.etag = etag(crc32c::crc32c(&data), 1);
@@ -337,7 +429,7 @@ impl Client {
                 upload_id: &begun.upload_id,
                 route,
             };
-            let out = upload(
+            let out = upload_with_quorum(
                 &self.inner.pool,
                 &self.inner.data,
                 self.codec(&scheme)?,
@@ -346,28 +438,49 @@ impl Client {
                 reader,
                 &replacer,
                 opts.progress.as_ref(),
+                begun.min_write_shards as usize,
             )
             .await?;
             req.etag = out.etag;
             req.segments = out.reports;
+            commit_deadline = self.fresh_deadline();
         }
         let meta = &self.inner.meta;
+        // Committing one upload id is idempotent (docs/catalog.md): a repeat is answered
+        // ALREADY_EXISTS "already committed as the current version", so retrying is safe.
         let committed = meta
-            .call("CommitObject", &what, route, |ch| {
-                let req = req.clone();
-                async move { MetaServiceClient::new(ch).commit_object(req).await }
-            })
+            .call_write(
+                "CommitObject",
+                &what,
+                route,
+                commit_deadline,
+                "the object may or may not have been written",
+                |ch| {
+                    let req = req.clone();
+                    async move { MetaServiceClient::new(ch).commit_object(req).await }
+                },
+            )
             .await;
-        match committed {
+        match committed.result {
             Ok(r) => convert::object(r.object, &what),
             // A retried commit whose first attempt got through: the object is this upload.
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                let info = self.head(bucket, key).await?;
-                if info.version_id == begun.upload_id {
-                    Ok(info)
-                } else {
-                    Err(e)
+                match self.with_deadline(commit_deadline).head(bucket, key).await {
+                    Ok(info) if info.version_id == begun.upload_id => Ok(info),
+                    Ok(_) => Err(e),
+                    // The server said the upload is the current version; only the read-back
+                    // failed, so answer from what was committed.
+                    Err(_) => convert::object(Some(committed_info(&req, &begun)), &what),
                 }
+            }
+            // The upload is gone: an unanswered attempt may have committed it before it was
+            // replaced or deleted, or it expired uncommitted. Nobody can tell which.
+            Err(e) if e.kind() == ErrorKind::NotFound && committed.maybe_applied => {
+                Err(Error::outcome_unknown(format!(
+                    "{what}: CommitObject was sent but no answer came, and the retry found \
+                     the upload gone ({e}); the object may or may not have been written: read \
+                     the object (HeadObject) to find out"
+                )))
             }
             Err(e) => Err(e),
         }
@@ -386,7 +499,7 @@ impl Client {
             let r = client
                 .inner
                 .meta
-                .call("AbortUpload", &what, route, |ch| {
+                .call("AbortUpload", &what, route, client.fresh_deadline(), |ch| {
                     let req = req.clone();
                     async move { MetaServiceClient::new(ch).abort_upload(req).await }
                 })
@@ -439,10 +552,16 @@ impl Client {
         let r = self
             .inner
             .meta
-            .call("GetObject", &what, self.route(&b, &k), |ch| {
-                let req = req.clone();
-                async move { MetaServiceClient::new(ch).get_object(req).await }
-            })
+            .call(
+                "GetObject",
+                &what,
+                self.route(&b, &k),
+                self.deadline(),
+                |ch| {
+                    let req = req.clone();
+                    async move { MetaServiceClient::new(ch).get_object(req).await }
+                },
+            )
             .await?;
         let info = convert::object(r.object.clone(), &what)?;
         tracing::Span::current().record("size", info.size);
@@ -473,7 +592,7 @@ impl Client {
             .and_then(convert::scheme_from_proto)?;
         let layout = ObjectLayout::new(info.size, info.segment_size, scheme)
             .map_err(|e| Error::protocol(format!("{what}: {e}")))?;
-        download(
+        let (result, unusable) = download_reporting(
             &self.inner.pool,
             &self.inner.data,
             self.codec(&scheme)?,
@@ -484,8 +603,17 @@ impl Client {
             opts.progress.as_ref(),
             etag_crc(&info.etag),
         )
-        .await
-        .map_err(|e| match e {
+        .await;
+        // In the background, success or not: repair wants to hear of every unusable shard.
+        crate::report::spawn(
+            self,
+            self.route(&b, &k),
+            bucket,
+            key,
+            &info.version_id,
+            unusable,
+        );
+        result.map_err(|e| match e {
             Error::DataLoss { message } => Error::DataLoss {
                 message: format!("{what}: {message}"),
             },
@@ -512,10 +640,16 @@ impl Client {
         let r = self
             .inner
             .meta
-            .call("HeadObject", &what, self.route(&b, &k), |ch| {
-                let req = req.clone();
-                async move { MetaServiceClient::new(ch).head_object(req).await }
-            })
+            .call(
+                "HeadObject",
+                &what,
+                self.route(&b, &k),
+                self.deadline(),
+                |ch| {
+                    let req = req.clone();
+                    async move { MetaServiceClient::new(ch).head_object(req).await }
+                },
+            )
             .instrument(info_span!("head", bucket, key))
             .await?;
         convert::object(r.object, &what)
@@ -529,15 +663,33 @@ impl Client {
             bucket: bucket.to_string(),
             key: key.to_string(),
         };
-        let r = self
+        let done = self
             .inner
             .meta
-            .call("DeleteObject", &what, self.route(&b, &k), |ch| {
-                let req = req.clone();
-                async move { MetaServiceClient::new(ch).delete_object(req).await }
-            })
+            .call_write(
+                "DeleteObject",
+                &what,
+                self.route(&b, &k),
+                self.deadline(),
+                "the object may or may not have been deleted",
+                |ch| {
+                    let req = req.clone();
+                    async move { MetaServiceClient::new(ch).delete_object(req).await }
+                },
+            )
             .instrument(info_span!("delete", bucket, key))
-            .await?;
+            .await;
+        let r = done.result?;
+        if !r.existed && done.maybe_applied {
+            // A retry found nothing to delete after an unanswered attempt, which most likely
+            // deleted it. The object is gone either way; saying it did not exist would turn a
+            // successful `rm` into "not found".
+            debug!(
+                bucket,
+                key, "delete retried after an unanswered attempt found no object"
+            );
+            return Ok(true);
+        }
         Ok(r.existed)
     }
 
@@ -558,7 +710,7 @@ impl Client {
         let r = self
             .inner
             .meta
-            .call("ListObjects", &what, Route::System, |ch| {
+            .call("ListObjects", &what, Route::System, self.deadline(), |ch| {
                 let req = req.clone();
                 async move { MetaServiceClient::new(ch).list_objects(req).await }
             })
@@ -597,6 +749,8 @@ impl Client {
                 }
                 match s.client.list_page(&s.bucket, &s.q).await {
                     Ok(page) => {
+                        // Output moved: the next pages each get a budget of their own.
+                        s.client.deadline = None;
                         match page.next_token {
                             Some(t) if page.truncated => s.q.continuation_token = Some(t),
                             _ => s.done = true,
@@ -622,6 +776,7 @@ impl Client {
                 "ClusterStatus",
                 "cluster status",
                 Route::System,
+                self.deadline(),
                 |ch| async move {
                     AdminServiceClient::new(ch)
                         .cluster_status(pb::ClusterStatusRequest {})
@@ -639,6 +794,7 @@ impl Client {
                 "ListNodes",
                 "chunk server list",
                 Route::System,
+                self.deadline(),
                 |ch| async move {
                     AdminServiceClient::new(ch)
                         .list_nodes(pb::ListNodesRequest {})
@@ -647,6 +803,28 @@ impl Client {
             )
             .await?;
         Ok(r.nodes)
+    }
+}
+
+/// How long `connect` waits for the cluster map at most.
+const MAP_AT_CONNECT: Duration = Duration::from_secs(2);
+
+/// The info of a version the service said was committed from `req`, for when reading it back
+/// failed (the creation time is then unknown: 0).
+fn committed_info(req: &pb::CommitObjectRequest, begun: &pb::BeginPutResponse) -> pb::ObjectInfo {
+    let inline = begun.segments.is_empty();
+    pb::ObjectInfo {
+        bucket: req.bucket.clone(),
+        key: req.key.clone(),
+        version_id: req.upload_id.clone(),
+        size: req.size,
+        etag: req.etag.clone(),
+        content_type: req.content_type.clone(),
+        user_metadata: req.user_metadata.clone(),
+        created_unix: 0,
+        scheme: begun.scheme.clone(),
+        segment_size: begun.segment_size,
+        inline,
     }
 }
 
@@ -713,10 +891,16 @@ impl TargetReplacer for MetaReplacer<'_> {
                 .client
                 .inner
                 .meta
-                .call("ReplaceTarget", &what, self.route, |ch| {
-                    let req = req.clone();
-                    async move { MetaServiceClient::new(ch).replace_target(req).await }
-                })
+                .call(
+                    "ReplaceTarget",
+                    &what,
+                    self.route,
+                    self.client.fresh_deadline(),
+                    |ch| {
+                        let req = req.clone();
+                        async move { MetaServiceClient::new(ch).replace_target(req).await }
+                    },
+                )
                 .await;
             match r {
                 Ok(r) => Ok(r.target),

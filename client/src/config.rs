@@ -12,6 +12,10 @@ pub const ENV_TIMEOUT_MS: &str = "DOGFS_TIMEOUT_MS";
 pub const ENV_SHARD_TIMEOUT_MS: &str = "DOGFS_SHARD_TIMEOUT_MS";
 /// Retries of a failed metadata call.
 pub const ENV_MAX_RETRIES: &str = "DOGFS_MAX_RETRIES";
+/// Floor of the adaptive hedge delay of shard reads, in milliseconds.
+pub const ENV_HEDGE_MIN_MS: &str = "DOGFS_HEDGE_MIN_MS";
+/// Ceiling of the adaptive hedge delay of shard reads, in milliseconds.
+pub const ENV_HEDGE_MAX_MS: &str = "DOGFS_HEDGE_MAX_MS";
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -40,6 +44,13 @@ pub struct ClientConfig {
     pub read_window_bytes: u64,
     /// How long the cluster map (leaders, inline_max, partitions) is trusted before re-reading.
     pub cluster_map_ttl: Duration,
+    /// Floor of the hedge delay: a GET shard request that delivered nothing for the hedge
+    /// delay is read around (parity asked at once). The delay follows this client's recent
+    /// shard latencies, clamped to `[hedge_min, hedge_max]` (docs/client.md, "Hedged reads").
+    pub hedge_min: Duration,
+    /// Ceiling of the hedge delay: the most a frozen server holding a needed shard costs a
+    /// read window.
+    pub hedge_max: Duration,
 }
 
 impl ClientConfig {
@@ -56,11 +67,14 @@ impl ClientConfig {
             read_ahead: 3,
             read_window_bytes: crate::get::WINDOW_DATA_BYTES,
             cluster_map_ttl: Duration::from_secs(30),
+            hedge_min: crate::hedge::DEFAULT_HEDGE_MIN,
+            hedge_max: crate::hedge::DEFAULT_HEDGE_MAX,
         }
     }
 
     /// `DOGFS_ENDPOINT` (required, comma-separated), `DOGFS_TIMEOUT_MS`,
-    /// `DOGFS_SHARD_TIMEOUT_MS`, `DOGFS_MAX_RETRIES` (optional).
+    /// `DOGFS_SHARD_TIMEOUT_MS`, `DOGFS_MAX_RETRIES`, `DOGFS_HEDGE_MIN_MS`,
+    /// `DOGFS_HEDGE_MAX_MS` (optional).
     pub fn from_env() -> Result<Self, Error> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -95,6 +109,12 @@ impl ClientConfig {
             cfg.max_retries = u32::try_from(n)
                 .map_err(|_| Error::invalid(format!("{ENV_MAX_RETRIES}={n} is too large")))?;
         }
+        if let Some(ms) = parse_u64(&get, ENV_HEDGE_MIN_MS)? {
+            cfg.hedge_min = Duration::from_millis(ms);
+        }
+        if let Some(ms) = parse_u64(&get, ENV_HEDGE_MAX_MS)? {
+            cfg.hedge_max = Duration::from_millis(ms);
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -107,10 +127,17 @@ impl ClientConfig {
             ("request_timeout", self.request_timeout),
             ("shard_timeout", self.shard_timeout),
             ("connect_timeout", self.connect_timeout),
+            ("hedge_min", self.hedge_min),
         ] {
             if d.is_zero() {
                 return Err(Error::invalid(format!("{name} must be greater than 0")));
             }
+        }
+        if self.hedge_max < self.hedge_min {
+            return Err(Error::invalid(format!(
+                "hedge_max ({:?}) is below hedge_min ({:?})",
+                self.hedge_max, self.hedge_min
+            )));
         }
         for e in &self.endpoints {
             normalize_endpoint(e)?;
@@ -191,6 +218,32 @@ mod tests {
         let e = ClientConfig::from_lookup(lookup(&[(ENV_ENDPOINT, "no port here")])).unwrap_err();
         assert!(e.to_string().contains("no port here"), "{e}");
         assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn hedge_bounds_from_env() {
+        let c = ClientConfig::from_lookup(lookup(&[(ENV_ENDPOINT, "m:7000")])).unwrap();
+        assert_eq!(c.hedge_min, Duration::from_millis(20));
+        assert_eq!(c.hedge_max, Duration::from_millis(500));
+        let c = ClientConfig::from_lookup(lookup(&[
+            (ENV_ENDPOINT, "m:7000"),
+            (ENV_HEDGE_MIN_MS, "5"),
+            (ENV_HEDGE_MAX_MS, "250"),
+        ]))
+        .unwrap();
+        assert_eq!(c.hedge_min, Duration::from_millis(5));
+        assert_eq!(c.hedge_max, Duration::from_millis(250));
+        let e = ClientConfig::from_lookup(lookup(&[
+            (ENV_ENDPOINT, "m:7000"),
+            (ENV_HEDGE_MIN_MS, "100"),
+            (ENV_HEDGE_MAX_MS, "50"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("hedge_max"), "{e}");
+        let e =
+            ClientConfig::from_lookup(lookup(&[(ENV_ENDPOINT, "m:7000"), (ENV_HEDGE_MIN_MS, "0")]))
+                .unwrap_err();
+        assert!(e.to_string().contains("DOGFS_HEDGE_MIN_MS"), "{e}");
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub enum ErrorKind {
     PermissionDenied,
     /// The server broke the protocol, or reported an internal error.
     Protocol,
+    /// A change (commit, inline put, delete) was sent but never answered: it may or may not
+    /// have been applied. Not `Unavailable`, because retrying blindly or assuming nothing
+    /// happened are both wrong; look at the object to find out.
+    OutcomeUnknown,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +50,9 @@ pub enum Error {
     PermissionDenied { message: String },
     #[error("protocol error: {message}")]
     Protocol { message: String },
+    /// The request was sent and no answer came (deadline, connection cut after sending).
+    #[error("outcome unknown: {message}")]
+    OutcomeUnknown { message: String },
 }
 
 impl Error {
@@ -61,6 +68,7 @@ impl Error {
             Error::Io(_) => ErrorKind::Io,
             Error::PermissionDenied { .. } => ErrorKind::PermissionDenied,
             Error::Protocol { .. } => ErrorKind::Protocol,
+            Error::OutcomeUnknown { .. } => ErrorKind::OutcomeUnknown,
         }
     }
 
@@ -78,6 +86,12 @@ impl Error {
 
     pub(crate) fn unavailable(message: impl Into<String>) -> Self {
         Error::Unavailable {
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn outcome_unknown(message: impl Into<String>) -> Self {
+        Error::OutcomeUnknown {
             message: message.into(),
         }
     }

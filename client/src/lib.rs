@@ -6,14 +6,17 @@ mod config;
 mod convert;
 mod error;
 mod get;
+mod hedge;
 mod meta;
 mod pool;
 mod put;
+mod report;
 mod types;
 
 pub use client::Client;
 pub use config::ClientConfig;
 pub use error::{Error, ErrorKind};
+pub use hedge::{DEFAULT_HEDGE_MAX, DEFAULT_HEDGE_MIN};
 pub use types::{
     BucketInfo, GetOptions, ListEntry, ListPage, ListQuery, ObjectInfo, ObjectSummary, Progress,
     PutOptions, Scheme,
@@ -24,7 +27,8 @@ pub use types::{
 /// with layouts from metadata.
 #[doc(hidden)]
 pub mod dataplane {
-    pub use crate::get::{DataPlaneConfig, WINDOW_DATA_BYTES, download};
+    pub use crate::get::{DataPlaneConfig, WINDOW_DATA_BYTES, download, download_reporting};
+    pub use crate::hedge::Hedger;
     pub use crate::pool::ChunkPool;
     pub use crate::put::{
         NoReplacement, SHARD_QUEUE, TargetReplacer, UploadOutcome, etag, etag_crc, upload,

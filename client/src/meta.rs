@@ -5,10 +5,16 @@
 //! to one of the configured endpoints (any node forwards to the leader). A retryable failure
 //! (UNAVAILABLE, ABORTED, a transport error, no answer within `request_timeout`) is retried
 //! after an exponential, fully jittered backoff — at the node named by `x-dogfs-leader` when
-//! the answer carried one, else at the next endpoint — until `max_retries` or
-//! `retry_deadline` runs out.
+//! the answer carried one, else at the next endpoint not seen failing in this call — until
+//! `max_retries` or the call's deadline runs out. The deadline is hard: the last attempt is
+//! cut short at it, so a call never outlives it whatever the nodes do.
+//!
+//! Changes (commit, inline put, delete) also track whether an attempt may have been applied
+//! without an answer saying so (a timeout, a connection cut after sending, an UNAVAILABLE
+//! that may hide a forward the leader received); when every attempt failed and one may have
+//! been applied, the error is `OutcomeUnknown`, not `Unavailable`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -63,6 +69,63 @@ const MAP_RETRY_AFTER: Duration = Duration::from_secs(5);
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The guarded values are caches; one left half-updated by a panic is still usable.
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What a change's call came to: its result, and whether some attempt may have been applied
+/// although no answer said so.
+#[derive(Debug)]
+pub(crate) struct Written<T> {
+    pub result: Result<T, Error>,
+    pub maybe_applied: bool,
+}
+
+/// The shortest attempt worth making: below this a call cannot even cross a busy loopback.
+const MIN_ATTEMPT: Duration = Duration::from_millis(20);
+
+/// The connection could not be made: the request never left this process.
+fn never_sent(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Whether a failed attempt of a change may nevertheless have been applied. Only answers a
+/// server chose to give and that say nothing was proposed are safe: a leader hint (this node
+/// is not the leader) and ABORTED (the service's conditional commit lost every rerun). A
+/// plain UNAVAILABLE may come from a forward to the leader that timed out after the leader
+/// received it, and a lost or cut connection after sending tells nothing.
+fn may_have_been_applied(status: &Status, timed_out: bool) -> bool {
+    if timed_out {
+        return true;
+    }
+    if never_sent(status) {
+        return false;
+    }
+    if std::error::Error::source(status).is_some() {
+        return true;
+    }
+    match status.code() {
+        Code::Unavailable => status.metadata().get(LEADER_HEADER).is_none(),
+        Code::Aborted => false,
+        _ => true,
+    }
+}
+
+/// `850ms`, `2s`, `2.50s`: durations in messages a person reads.
+pub(crate) fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{:.2}s", d.as_secs_f64())
+    }
 }
 
 fn retryable(status: &Status) -> bool {
@@ -124,6 +187,19 @@ impl Meta {
         self.next.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The current endpoint, or the next one not in `avoid` (all avoided: the current one).
+    fn pick_endpoint(&self, avoid: &HashSet<String>) -> String {
+        let n = self.endpoints.len();
+        let start = self.next.load(Ordering::Relaxed);
+        for i in 0..n {
+            let e = &self.endpoints[(start + i) % n];
+            if !avoid.contains(e) {
+                return e.clone();
+            }
+        }
+        self.current_endpoint().to_string()
+    }
+
     fn cached_map(&self) -> Option<Arc<ClusterMap>> {
         let g = lock(&self.map);
         g.as_ref()
@@ -158,41 +234,124 @@ impl Meta {
         Duration::from_micros(rand::rng().random_range(exp / 2..=exp))
     }
 
-    /// Runs `f` against a metadata node, with the retry policy of the module docs. `what`
-    /// names the call's subject in errors (`bucket "photos"`).
+    /// The longest one attempt may take within a budget of `budget`: `request_timeout`, and
+    /// with several endpoints at most a third of the budget, so a node that accepts
+    /// connections and never answers (frozen, black-holed) leaves time to try two others.
+    pub(crate) fn attempt_cap(&self, budget: Duration) -> Duration {
+        let cap = if self.endpoints.len() > 1 {
+            self.cfg.request_timeout.min(budget / 3)
+        } else {
+            self.cfg.request_timeout.min(budget)
+        };
+        cap.max(MIN_ATTEMPT)
+    }
+
+    /// Runs a read (or any call safe to repeat) against a metadata node with the retry policy
+    /// of the module docs, ending by `deadline` whatever happens. `what` names the call's
+    /// subject in errors (`bucket "photos"`).
     pub async fn call<T, F, Fut>(
         &self,
         op: &'static str,
         what: &str,
         route: Route,
-        mut f: F,
+        deadline: Instant,
+        f: F,
     ) -> Result<T, Error>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
+        self.attempts(op, what, route, deadline, None, f)
+            .await
+            .result
+    }
+
+    /// Runs a change (commit, inline put, delete) like [`Self::call`], and tracks whether an
+    /// attempt may have been applied without its answer arriving. If every attempt failed and
+    /// one of them may have been applied, the error is `OutcomeUnknown`, whose message ends
+    /// with `consequence` ("the object may or may not have been written"). Callers must only
+    /// use this for changes whose repetition is harmless (the commit of one upload id, a
+    /// delete), and look at `maybe_applied` to read a retry's answer (an ALREADY_EXISTS or
+    /// NOT_FOUND may be the first attempt's doing).
+    pub async fn call_write<T, F, Fut>(
+        &self,
+        op: &'static str,
+        what: &str,
+        route: Route,
+        deadline: Instant,
+        consequence: &'static str,
+        f: F,
+    ) -> Written<T>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.attempts(op, what, route, deadline, Some(consequence), f)
+            .await
+    }
+
+    async fn attempts<T, F, Fut>(
+        &self,
+        op: &'static str,
+        what: &str,
+        route: Route,
+        deadline: Instant,
+        write: Option<&'static str>,
+        mut f: F,
+    ) -> Written<T>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
         let started = Instant::now();
+        let budget = deadline.saturating_duration_since(started);
+        let cap = self.attempt_cap(budget);
         let mut hint: Option<String> = None;
         let mut attempt: u32 = 0;
+        let mut maybe_applied = false;
+        // Nodes that timed out or cut the connection during this call: the next attempts go
+        // elsewhere while another endpoint is left, instead of waiting on a frozen node again.
+        let mut avoid: HashSet<String> = HashSet::new();
         loop {
             let (uri, via_leader) = match hint.take() {
                 Some(h) => (h, true),
-                None => match self.leader_of(route) {
+                None => match self.leader_of(route).filter(|l| !avoid.contains(l)) {
                     Some(l) => (l, true),
-                    None => (self.current_endpoint().to_string(), false),
+                    None => (self.pick_endpoint(&avoid), false),
                 },
             };
-            let channel = self.channel(&uri)?;
-            let status = match tokio::time::timeout(self.cfg.request_timeout, f(channel)).await {
-                Ok(Ok(r)) => return Ok(r.into_inner()),
-                Ok(Err(st)) => st,
-                Err(_) => Status::deadline_exceeded(format!(
-                    "{uri} did not answer {op} within {:?}",
-                    self.cfg.request_timeout
-                )),
+            let channel = match self.channel(&uri) {
+                Ok(c) => c,
+                Err(e) => {
+                    return Written {
+                        result: Err(e),
+                        maybe_applied,
+                    };
+                }
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let limit = cap.min(left).max(MIN_ATTEMPT);
+            let (status, timed_out) = match tokio::time::timeout(limit, f(channel)).await {
+                Ok(Ok(r)) => {
+                    return Written {
+                        result: Ok(r.into_inner()),
+                        maybe_applied,
+                    };
+                }
+                Ok(Err(st)) => (st, false),
+                Err(_) => (
+                    Status::deadline_exceeded(format!(
+                        "{uri} did not answer {op} within {}",
+                        human_duration(limit)
+                    )),
+                    true,
+                ),
             };
             if !retryable(&status) {
-                return Err(Error::from_status(what, &status));
+                return Written {
+                    result: Err(Error::from_status(what, &status)),
+                    maybe_applied,
+                };
             }
             let leader = status
                 .metadata()
@@ -201,6 +360,11 @@ impl Meta {
                 .filter(|v| !v.is_empty())
                 .and_then(|v| normalize_endpoint(v).ok())
                 .filter(|l| *l != uri);
+            if timed_out || std::error::Error::source(&status).is_some() {
+                // No answer, or no connection: not a node to wait on again in this call.
+                avoid.insert(uri.clone());
+            }
+            maybe_applied |= write.is_some() && may_have_been_applied(&status, timed_out);
             if via_leader {
                 self.forget_map();
             }
@@ -213,26 +377,45 @@ impl Meta {
                 self.backoff(attempt)
             };
             attempt += 1;
-            if attempt > self.cfg.max_retries || started.elapsed() + delay > self.cfg.retry_deadline
-            {
-                let mut e = Error::from_status(what, &status);
-                if let Error::Unavailable { message } = &mut e {
-                    message.push_str(&format!(
-                        " (gave up after {attempt} attempts in {:?})",
-                        started.elapsed()
-                    ));
-                }
-                return Err(e);
+            let now = Instant::now();
+            if attempt > self.cfg.max_retries || now + delay + MIN_ATTEMPT > deadline {
+                let took = human_duration(started.elapsed());
+                let tail = format!(
+                    "gave up after {attempt} attempt{} in {took}",
+                    if attempt == 1 { "" } else { "s" },
+                );
+                let result = match write {
+                    Some(consequence) if maybe_applied => {
+                        let msg = status.message();
+                        Err(Error::outcome_unknown(format!(
+                            "{what}: {op} was sent but no answer came ({msg}; {tail}); \
+                             {consequence}: read the object (HeadObject) to find out"
+                        )))
+                    }
+                    _ => {
+                        let mut e = Error::from_status(what, &status);
+                        if let Error::Unavailable { message } | Error::Precondition { message } =
+                            &mut e
+                        {
+                            message.push_str(&format!(" ({tail})"));
+                        }
+                        Err(e)
+                    }
+                };
+                return Written {
+                    result,
+                    maybe_applied,
+                };
             }
             debug!(op, %uri, code = ?status.code(), attempt, ?delay, leader = ?leader,
-                "metadata call failed; retrying");
+                maybe_applied, "metadata call failed; retrying");
             hint = leader;
             tokio::time::sleep(delay).await;
         }
     }
 
-    /// The cluster map, from cache when fresh.
-    pub async fn cluster_map(&self) -> Result<Arc<ClusterMap>, Error> {
+    /// The cluster map, from cache when fresh; a read ends by `deadline`.
+    pub async fn cluster_map(&self, deadline: Instant) -> Result<Arc<ClusterMap>, Error> {
         if let Some(m) = self.cached_map() {
             return Ok(m);
         }
@@ -246,6 +429,7 @@ impl Meta {
                 "GetClusterMap",
                 "cluster map",
                 Route::System,
+                deadline,
                 |ch| async move {
                     MetaServiceClient::new(ch)
                         .get_cluster_map(GetClusterMapRequest {})

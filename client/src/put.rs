@@ -211,6 +211,9 @@ struct Pending {
     streams: Vec<Option<ShardStream>>,
     /// Why a shard already failed while streaming.
     failed: Vec<Option<String>>,
+    /// No server was placed for the shard at BeginPut (fewer eligible than k+m): it is
+    /// reported missing without asking for a replacement.
+    unplaced: Vec<bool>,
     crcs: Vec<u32>,
 }
 
@@ -223,6 +226,19 @@ struct Uploader<'a> {
     /// addresses (a target of a later segment may carry either).
     failed_ids: Mutex<HashSet<String>>,
     failed_addrs: Mutex<HashSet<String>>,
+    /// The cluster's `min_write_shards` from BeginPut (0: k+1).
+    min_write_shards: usize,
+}
+
+/// The fewest shards of a segment of `total` = k+m that must be stored: the cluster's
+/// setting clamped to k+1..=k+m, k+1 when unset (the metadata service applies the same rule).
+pub fn write_quorum(setting: usize, k: usize, total: usize) -> usize {
+    let floor = (k + 1).min(total);
+    if setting == 0 {
+        floor
+    } else {
+        setting.clamp(floor, total)
+    }
 }
 
 /// Streams `layout.size()` bytes from `reader` into the targets of `segments` (one per
@@ -240,6 +256,26 @@ pub async fn upload<R: AsyncRead + Unpin + Send>(
     replacer: &dyn TargetReplacer,
     progress: Option<&Progress>,
 ) -> Result<UploadOutcome, Error> {
+    upload_with_quorum(
+        pool, cfg, codec, layout, segments, reader, replacer, progress, 0,
+    )
+    .await
+}
+
+/// [`upload`] with the cluster's write quorum (`BeginPutResponse.min_write_shards`; 0: k+1).
+/// Targets marked `missing` (no eligible server at BeginPut) are reported missing.
+#[allow(clippy::too_many_arguments)]
+pub async fn upload_with_quorum<R: AsyncRead + Unpin + Send>(
+    pool: &ChunkPool,
+    cfg: &DataPlaneConfig,
+    codec: Arc<dyn ErasureCodec>,
+    layout: ObjectLayout,
+    segments: &[Segment],
+    reader: &mut R,
+    replacer: &dyn TargetReplacer,
+    progress: Option<&Progress>,
+    min_write_shards: usize,
+) -> Result<UploadOutcome, Error> {
     if segments.len() as u64 != layout.segment_count() {
         return Err(Error::protocol(format!(
             "upload has {} segments of targets, an object of {} bytes needs {}",
@@ -255,6 +291,7 @@ pub async fn upload<R: AsyncRead + Unpin + Send>(
         replacer,
         failed_ids: Mutex::default(),
         failed_addrs: Mutex::default(),
+        min_write_shards,
     };
     let mut crc = 0u32;
     let mut done = 0u64;
@@ -319,8 +356,13 @@ impl Uploader<'_> {
         let segment = seg.index();
         let timeout = self.cfg.shard_timeout;
         let mut failed: Vec<Option<String>> = vec![None; n];
+        let unplaced: Vec<bool> = locs.iter().map(|l| l.missing).collect();
         // Servers that already failed in this upload get a replacement before any byte.
         for (i, loc) in locs.iter_mut().enumerate() {
+            if unplaced[i] {
+                failed[i] = Some(format!("shard {i}: no chunk server was eligible"));
+                continue;
+            }
             if self.node_failed(loc) {
                 match self
                     .replacer
@@ -411,6 +453,7 @@ impl Uploader<'_> {
             locs,
             streams,
             failed,
+            unplaced,
             crcs,
         })
     }
@@ -440,6 +483,7 @@ impl Uploader<'_> {
             mut locs,
             streams,
             mut failed,
+            unplaced,
             crcs,
         } = p;
         let (k, n) = (seg.k(), seg.total_shards());
@@ -487,7 +531,7 @@ impl Uploader<'_> {
             )));
         }
         for i in 0..n {
-            if stored[i] {
+            if stored[i] || unplaced[i] {
                 continue;
             }
             for attempt in 0..REPLACE_ATTEMPTS {
@@ -526,11 +570,12 @@ impl Uploader<'_> {
             }
         }
         let missing = stored.iter().filter(|s| !**s).count();
-        if missing >= seg.m() {
+        let quorum = write_quorum(self.min_write_shards, k, n);
+        if n - missing < quorum {
             return Err(Error::unavailable(format!(
-                "segment {segment}: {missing} of {n} shards could not be stored (at most {} \
-                 may be missing); {}",
-                seg.m() - 1,
+                "segment {segment}: only {} of {n} shards could be stored, the write quorum \
+                 (min_write_shards) is {quorum}; {}",
+                n - missing,
                 failed
                     .iter()
                     .flatten()

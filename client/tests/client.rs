@@ -383,3 +383,250 @@ async fn concurrent_clients_share_connections() {
         errors.lock().unwrap()
     );
 }
+
+/// A TCP listener that accepts connections and never answers, as a frozen (SIGSTOPped) node
+/// or a black-holed one looks to a client. Its thread holds the connections until the test
+/// process ends.
+fn black_hole() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming() {
+            match c {
+                Ok(c) => held.push(c),
+                Err(_) => break,
+            }
+        }
+    });
+    addr
+}
+
+/// `timeout` per attempt and `deadline` per call, with quick backoff.
+fn bounded(endpoints: Vec<String>, timeout: Duration, deadline: Duration) -> ClientConfig {
+    let mut c = config(endpoints);
+    c.request_timeout = timeout;
+    c.retry_deadline = deadline;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_changes_are_outcome_unknown_within_the_deadline() {
+    let e = env(Vec::new()).await;
+    let addr = e.meta.address.lock().unwrap().clone();
+    let deadline = Duration::from_secs(2);
+    let c = Client::connect(bounded(vec![addr], Duration::from_millis(400), deadline))
+        .await
+        .unwrap();
+    c.create_bucket("amb").await.unwrap();
+    c.put_bytes("amb", "exists", Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    // Every change from now on is received and never answered, nor applied.
+    e.meta.faults.hang_writes.store(1000, Ordering::SeqCst);
+    e.meta
+        .faults
+        .apply_before_hang
+        .store(false, Ordering::SeqCst);
+
+    // An erasure-coded PUT: the data goes out, the commit is never answered. The commit has
+    // the whole deadline after the data moved, and no more.
+    let data = random_bytes(300_000, 9);
+    let t = Instant::now();
+    let err = c
+        .put(
+            "amb",
+            "big",
+            &data[..],
+            data.len() as u64,
+            PutOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    let took = t.elapsed();
+    assert_eq!(err.kind(), ErrorKind::OutcomeUnknown, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("CommitObject"), "{msg}");
+    assert!(msg.contains("may or may not have been written"), "{msg}");
+    assert!(msg.contains("\"amb\"/\"big\""), "{msg}");
+    assert!(took >= deadline && took < deadline * 2, "{took:?}");
+
+    // An inline PUT and a DELETE: the same, within the deadline.
+    for (what, result) in [
+        ("inline put", {
+            let t = Instant::now();
+            let r = c
+                .put_bytes("amb", "small", Bytes::from_static(b"tiny"))
+                .await;
+            (r.map(|_| ()), t.elapsed())
+        }),
+        ("delete", {
+            let t = Instant::now();
+            let r = c.delete("amb", "exists").await;
+            (r.map(|_| ()), t.elapsed())
+        }),
+    ] {
+        let (r, took) = result;
+        let err = r.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::OutcomeUnknown, "{what}: {err}");
+        assert!(err.to_string().contains("may or may not"), "{what}: {err}");
+        assert!(
+            took < deadline + Duration::from_millis(500),
+            "{what}: {took:?}"
+        );
+    }
+    let msg = c.delete("amb", "exists").await.unwrap_err().to_string();
+    assert!(msg.contains("may or may not have been deleted"), "{msg}");
+
+    // Reads are not changes: a lost read is plainly unavailable... but reads answer here.
+    e.meta.faults.hang_writes.store(0, Ordering::SeqCst);
+    assert_eq!(
+        c.head("amb", "big").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert!(c.head("amb", "exists").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_answer_was_lost_is_retried_to_success() {
+    let e = env(Vec::new()).await;
+    let addr = e.meta.address.lock().unwrap().clone();
+    let c = Client::connect(bounded(
+        vec![addr],
+        Duration::from_millis(400),
+        Duration::from_secs(3),
+    ))
+    .await
+    .unwrap();
+    c.create_bucket("lost").await.unwrap();
+    e.meta
+        .faults
+        .apply_before_hang
+        .store(true, Ordering::SeqCst);
+
+    // The commit is applied and its answer lost; the retry is told "already committed as
+    // the current version", which is success.
+    e.meta.faults.hang_writes.store(1, Ordering::SeqCst);
+    let data = random_bytes(300_000, 3);
+    let info = c.put_bytes("lost", "big", data.clone()).await.unwrap();
+    assert_eq!(e.meta.faults.hang_writes.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        c.head("lost", "big").await.unwrap().version_id,
+        info.version_id
+    );
+    assert!(c.get_bytes("lost", "big").await.unwrap() == data);
+
+    // An inline put repeated stores the same bytes again.
+    e.meta.faults.hang_writes.store(1, Ordering::SeqCst);
+    c.put_bytes("lost", "small", Bytes::from_static(b"abc"))
+        .await
+        .unwrap();
+    assert_eq!(&c.get_bytes("lost", "small").await.unwrap()[..], b"abc");
+
+    // A delete applied whose answer was lost: the retry finds nothing, and the SDK still
+    // reports that the object existed (it was there; this call deleted it).
+    e.meta.faults.hang_writes.store(1, Ordering::SeqCst);
+    assert!(c.delete("lost", "small").await.unwrap());
+    assert_eq!(
+        c.head("lost", "small").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_endpoint_among_three_costs_at_most_one_attempt() {
+    let e = env(Vec::new()).await;
+    let a1 = e.meta.address.lock().unwrap().clone();
+    let a2 = e.meta.peer().serve().await.to_string();
+    let frozen = black_hole();
+    // The map even names the frozen node as every group's leader.
+    *e.meta.faults.map_leader.lock().unwrap() = Some(frozen.clone());
+    // A long per-request timeout, as the SDK's default: the call's deadline must still win.
+    let deadline = Duration::from_secs(3);
+    let cfg = bounded(
+        vec![frozen.clone(), a1, a2],
+        Duration::from_secs(30),
+        deadline,
+    );
+    let t = Instant::now();
+    let c = Client::connect(cfg).await.unwrap();
+    assert!(t.elapsed() < deadline, "connect took {:?}", t.elapsed());
+    let limit = deadline + Duration::from_millis(500);
+    let timed = |what: &str, t: Instant| {
+        let took = t.elapsed();
+        assert!(took < limit, "{what} took {took:?}");
+    };
+    let t = Instant::now();
+    c.create_bucket("frz").await.unwrap();
+    timed("create_bucket", t);
+    for i in 0..4u64 {
+        let key = format!("k{i}");
+        let data = random_bytes(if i % 2 == 0 { 200_000 } else { 100 }, i);
+        let t = Instant::now();
+        c.put_bytes("frz", &key, data.clone()).await.unwrap();
+        timed("put", t);
+        let t = Instant::now();
+        assert!(c.get_bytes("frz", &key).await.unwrap() == data);
+        timed("get", t);
+        let t = Instant::now();
+        let n = c
+            .list("frz", ListQuery::default())
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .len();
+        assert_eq!(n, 1);
+        timed("list", t);
+        let t = Instant::now();
+        assert!(c.delete("frz", &key).await.unwrap());
+        timed("delete", t);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_hole_alone_ends_every_call_at_its_deadline() {
+    let hole = black_hole();
+    let deadline = Duration::from_secs(1);
+    let t = Instant::now();
+    // 30 s per attempt, as the default: only the call's deadline can end it in time.
+    let c = Client::connect(bounded(
+        vec![hole.clone()],
+        Duration::from_secs(30),
+        deadline,
+    ))
+    .await
+    .unwrap();
+    assert!(t.elapsed() < deadline, "connect took {:?}", t.elapsed());
+    for what in ["head", "create_bucket", "list", "put"] {
+        let t = Instant::now();
+        let err = match what {
+            "head" => c.head("bkt", "k").await.map(|_| ()),
+            "create_bucket" => c.create_bucket("bkt").await.map(|_| ()),
+            "list" => c.list_page("bkt", &ListQuery::default()).await.map(|_| ()),
+            _ => c
+                .put_bytes("bkt", "k", random_bytes(100_000, 1))
+                .await
+                .map(|_| ()),
+        }
+        .unwrap_err();
+        let took = t.elapsed();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{what}: {err}");
+        assert!(err.to_string().contains(&hole), "{what}: {err}");
+        assert!(err.to_string().contains("did not answer"), "{what}: {err}");
+        assert!(
+            took < deadline + Duration::from_millis(300),
+            "{what} took {took:?}"
+        );
+    }
+    // A handle with an overall deadline: the operation ends by it, though each call alone
+    // would have its full second.
+    let short = c.with_deadline(Instant::now() + Duration::from_millis(300));
+    let t = Instant::now();
+    let err = short.head("bkt", "k").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(
+        t.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        t.elapsed()
+    );
+}

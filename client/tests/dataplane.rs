@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use dogfs_chunk::{ChunkConfig, ChunkServer};
 use dogfs_client::ErrorKind;
 use dogfs_client::dataplane::{
-    ChunkPool, DataPlaneConfig, NoReplacement, TargetReplacer, UploadOutcome, download, etag_crc,
-    upload,
+    ChunkPool, DataPlaneConfig, Hedger, NoReplacement, TargetReplacer, UploadOutcome, download,
+    download_reporting, etag_crc, upload,
 };
 use dogfs_core::codec::{ErasureCodec, codec_for};
 use dogfs_core::ids::ShardId;
 use dogfs_core::layout::{DEFAULT_SEGMENT_SIZE, ObjectLayout};
 use dogfs_core::scheme::{Codec, ErasureScheme};
-use dogfs_proto::meta::{Segment, ShardLocation};
+use dogfs_proto::meta::{NodeState, Segment, ShardLocation};
 use futures::future::BoxFuture;
 use rand::{Rng, RngCore, SeedableRng};
 use tempfile::TempDir;
@@ -94,6 +94,10 @@ fn cfg(shard_timeout: Duration) -> DataPlaneConfig {
         shard_timeout,
         read_ahead: 3,
         window_bytes: dogfs_client::dataplane::WINDOW_DATA_BYTES,
+        hedge: Hedger::new(
+            dogfs_client::DEFAULT_HEDGE_MIN,
+            dogfs_client::DEFAULT_HEDGE_MAX,
+        ),
     }
 }
 
@@ -115,14 +119,91 @@ async fn dead_address() -> String {
     a.to_string()
 }
 
-/// A server that accepts TCP connections and never answers (a stopped process).
-async fn black_hole() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+/// A server that accepts TCP connections and never answers (a stopped process), counting the
+/// connections made to it.
+struct Hole {
+    addr: SocketAddr,
+    accepted: tokio::sync::watch::Receiver<Vec<SocketAddr>>,
+    /// Probe connections made by [`Hole::connections`].
+    probes: AtomicUsize,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Hole {
+    async fn start() -> Hole {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, peer)) = l.accept().await {
+                held.push(s);
+                tx.send_modify(|v| v.push(peer));
+            }
+        });
+        Hole {
+            addr,
+            accepted: rx,
+            probes: AtomicUsize::new(0),
+            _task: task,
+        }
+    }
+
+    fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Connections made to the hole so far. A probe connection is made and waited for: the
+    /// kernel's accept queue is FIFO, so every connection established before it is counted.
+    async fn connections(&self) -> usize {
+        let probe = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let me = probe.local_addr().unwrap();
+        let mut rx = self.accepted.clone();
+        let seen = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|v| v.contains(&me)))
+            .await
+            .expect("the probe connection was never accepted")
+            .unwrap()
+            .clone();
+        // This probe and earlier ones are not the client's.
+        seen.len() - self.probes.fetch_add(1, Ordering::SeqCst) - 1
+    }
+}
+
+/// A TCP proxy to `target` that passes every byte from the client but only the first `pass`
+/// bytes the server sends on each connection, then holds the connection open without passing
+/// more: a server that stalls in the middle of a stream.
+async fn stalling_proxy(
+    target: SocketAddr,
+    pass: usize,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let a = l.local_addr().unwrap();
     let h = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = l.accept().await {
-            held.push(s);
+        while let Ok((client, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let server = tokio::net::TcpStream::connect(target).await.unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let mut left = pass;
+                let mut buf = vec![0u8; 64 * 1024];
+                while left > 0 {
+                    let n = match sr.read(&mut buf[..left.min(64 * 1024)]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+                // Stalled: keep both ends open, pass nothing more.
+                std::future::pending::<()>().await;
+                drop((sr, cw));
+            });
         }
     });
     (a, h)
@@ -336,27 +417,252 @@ async fn a_corrupt_shard_is_decoded_around() {
     assert!(got == data[500..5000]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_server_does_not_stall_a_read() {
-    let c = Cluster::start(6).await;
-    let size = 6 * MIB + 5;
-    let timeout = Duration::from_millis(800);
-    let h = Harness::new(size, 2 * MIB, scheme(4, 2, 64 * 1024), timeout);
-    let data = random_bytes(size, 9);
-    let targets: Vec<Segment> = (0..h.layout.segment_count())
+/// Shard i of every segment on server i, so a server stands for one shard index.
+fn by_index(c: &Cluster, layout: &ObjectLayout) -> Vec<Segment> {
+    (0..layout.segment_count())
         .map(|s| Segment {
             index: s,
             shards: (0..6).map(|i| c.location(i, i as u32)).collect(),
         })
-        .collect();
-    let out = h.put(&data, &targets, &NoReplacement).await;
-    let (hole, _task) = black_hole().await;
-    let l = redirect(&out.locations, &[2], &hole.to_string());
+        .collect()
+}
+
+/// The time `f` takes, and its result.
+async fn timed<T>(f: impl std::future::Future<Output = T>) -> (Duration, T) {
     let t = Instant::now();
+    let r = f.await;
+    (t.elapsed(), r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_costs_a_hedge_delay_not_a_timeout() {
+    let c = Cluster::start(6).await;
+    let size = 6 * MIB + 5;
+    // The timeout must play no part: the hedge reads around the silent server.
+    let h = Harness::new(
+        size,
+        2 * MIB,
+        scheme(4, 2, 64 * 1024),
+        Duration::from_secs(30),
+    );
+    let data = random_bytes(size, 9);
+    let out = h.put(&data, &by_index(&c, &h.layout), &NoReplacement).await;
+    let (healthy, got) = timed(h.get(&out.locations, 0..size)).await;
+    assert!(got.unwrap() == data);
+
+    let hole = Hole::start().await;
+    let l = redirect(&out.locations, &[2], &hole.address());
+    let (took, got) = timed(h.get(&l, 0..size)).await;
+    assert!(got.unwrap() == data);
+    eprintln!("6 MiB GET: healthy {healthy:?}, data shard 2 silent {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert!(
+        hole.connections().await >= 1,
+        "the silent server was never asked"
+    );
+
+    // A range inside shard 2's cells only, with a client that has not read anything yet (no
+    // latency samples: the hedge delay is its ceiling).
+    let fresh = Harness::new(
+        size,
+        2 * MIB,
+        scheme(4, 2, 64 * 1024),
+        Duration::from_secs(30),
+    );
+    let r = 2 * MIB + 2 * 64 * 1024 + 10..2 * MIB + 3 * 64 * 1024 - 10;
+    let (took, got) = timed(fresh.get(&l, r.clone())).await;
+    assert!(got.unwrap() == data[r.start as usize..r.end as usize]);
+    eprintln!("range GET, fresh client, data shard 2 silent: {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_stalling_mid_stream_is_hedged_around() {
+    let c = Cluster::start(6).await;
+    let size = 24 * MIB + 5;
+    let mut h = Harness::new(
+        size,
+        16 * MIB,
+        scheme(4, 2, 64 * 1024),
+        Duration::from_secs(30),
+    );
+    // One window per segment (4 MiB per shard, four 1 MiB messages) and one window at a
+    // time, so the stalled connection delivers a whole first message and then nothing.
+    h.cfg.window_bytes = 16 * MIB;
+    h.cfg.read_ahead = 1;
+    let data = random_bytes(size, 21);
+    let out = h.put(&data, &by_index(&c, &h.layout), &NoReplacement).await;
+    let (healthy, got) = timed(h.get(&out.locations, 0..size)).await;
+    assert!(got.unwrap() == data);
+
+    let target: SocketAddr = c.addrs[1].parse().unwrap();
+    let (proxy, _task) = stalling_proxy(target, 3 * MIB as usize / 2).await;
+    let l = redirect(&out.locations, &[1], &proxy.to_string());
+    let (took, got) = timed(h.get(&l, 0..size)).await;
+    let (problems_took, (r, problems)) = {
+        let mut out = Vec::new();
+        let fresh = Harness::new(
+            size,
+            16 * MIB,
+            scheme(4, 2, 64 * 1024),
+            Duration::from_secs(30),
+        );
+        let mut cfg = fresh.cfg.clone();
+        cfg.window_bytes = 16 * MIB;
+        cfg.read_ahead = 1;
+        let (t, r) = timed(download_reporting(
+            &fresh.pool,
+            &cfg,
+            Arc::clone(&fresh.codec),
+            fresh.layout,
+            Arc::new(l.clone()),
+            0..size,
+            &mut out,
+            None,
+            None,
+        ))
+        .await;
+        assert!(out == data, "fresh client through the stalling server");
+        (t, r)
+    };
+    assert!(got.unwrap() == data);
+    r.unwrap();
+    eprintln!(
+        "24 MiB GET: healthy {healthy:?}; shard 1 stalling mid-stream {took:?}, fresh client \
+         {problems_took:?}"
+    );
+    assert!(
+        took < healthy + Duration::from_secs(1),
+        "took {took:?}, healthy {healthy:?}"
+    );
+    // Reported once, as slow (not corrupt).
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!((problems[0].segment, problems[0].index), (0, 1));
+    assert!(!problems[0].corrupt);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_shards_and_down_servers_are_never_asked() {
+    let c = Cluster::start(6).await;
+    let size = 3 * MIB + 7;
+    let h = Harness::new(
+        size,
+        2 * MIB,
+        scheme(4, 2, 64 * 1024),
+        Duration::from_secs(30),
+    );
+    let data = random_bytes(size, 23);
+    let out = h.put(&data, &by_index(&c, &h.layout), &NoReplacement).await;
+    for state in [NodeState::Down, NodeState::Suspect, NodeState::Removed] {
+        // If the reader asked either of these it would wait on a server that never answers.
+        let missing = Hole::start().await;
+        let down = Hole::start().await;
+        let mut l = out.locations.clone();
+        for seg in &mut l {
+            seg.shards[0].missing = true;
+            seg.shards[0].address = missing.address();
+            seg.shards[2].node_state = state as i32;
+            seg.shards[2].address = down.address();
+        }
+        let mut got = Vec::new();
+        let (took, (r, problems)) = timed(download_reporting(
+            &h.pool,
+            &h.cfg,
+            Arc::clone(&h.codec),
+            h.layout,
+            Arc::new(l.clone()),
+            0..size,
+            &mut got,
+            None,
+            None,
+        ))
+        .await;
+        r.unwrap();
+        assert!(got == data, "{state:?}");
+        let rng = 100_000..2_500_000;
+        let got = h.get(&l, rng.clone()).await.unwrap();
+        assert!(
+            got == data[rng.start as usize..rng.end as usize],
+            "{state:?}"
+        );
+        assert_eq!(missing.connections().await, 0, "a missing shard was asked");
+        assert_eq!(
+            down.connections().await,
+            0,
+            "a shard on a {state:?} server was asked"
+        );
+        // Nothing was tried and failed: metadata already knows both.
+        assert!(problems.is_empty(), "{problems:?}");
+        // Read from parity at once, no hedge delay.
+        assert!(took < Duration::from_secs(1), "{state:?}: took {took:?}");
+    }
+    // DRAINING and UNSPECIFIED servers serve reads as usual: the data shard is asked.
+    for state in [NodeState::Draining, NodeState::Unspecified] {
+        let hole = Hole::start().await;
+        let mut l = out.locations.clone();
+        for seg in &mut l {
+            seg.shards[1].node_state = state as i32;
+            seg.shards[1].address = hole.address();
+        }
+        let got = h.get(&l, 0..size).await.unwrap();
+        assert!(got == data, "{state:?}");
+        assert!(hole.connections().await >= 1, "{state:?}: not asked");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_on_suspect_servers_are_read_when_nothing_else_is_left() {
+    let c = Cluster::start(6).await;
+    let size = 3 * MIB + 7;
+    let h = Harness::new(
+        size,
+        2 * MIB,
+        scheme(4, 2, 64 * 1024),
+        Duration::from_secs(30),
+    );
+    let data = random_bytes(size, 29);
+    let out = h.put(&data, &by_index(&c, &h.layout), &NoReplacement).await;
+    let mut l = out.locations.clone();
+    for seg in &mut l {
+        seg.shards[4].missing = true;
+        seg.shards[5].missing = true;
+        seg.shards[1].node_state = NodeState::Suspect as i32;
+        seg.shards[3].node_state = NodeState::Down as i32;
+    }
     let got = h.get(&l, 0..size).await.unwrap();
     assert!(got == data);
-    // One shard timeout (the read-ahead windows wait on it together), not one per window.
-    assert!(t.elapsed() < timeout * 4, "took {:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_loss_error_names_each_failed_shard_once() {
+    let c = Cluster::start(6).await;
+    let size = 4 * MIB;
+    let mut h = Harness::new(
+        size,
+        8 * MIB,
+        scheme(4, 2, 64 * 1024),
+        Duration::from_secs(5),
+    );
+    // 16 windows of one stripe in one segment, three fetched at once: each window meets the
+    // same failed shards.
+    h.cfg.window_bytes = 256 * 1024;
+    let data = random_bytes(size, 31);
+    let out = h.put(&data, &by_index(&c, &h.layout), &NoReplacement).await;
+    let dead = dead_address().await;
+    let other_dead = dead_address().await;
+    let mut l = redirect(&out.locations, &[0, 1], &dead);
+    l[0].shards[4].address = other_dead;
+    let e = h.get(&l, 0..size).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DataLoss, "{e}");
+    let msg = e.to_string();
+    for i in [0, 1, 4] {
+        let id = &l[0].shards[i].shard_id;
+        assert_eq!(msg.matches(id.as_str()).count(), 1, "shard {i} in: {msg}");
+    }
+    for i in [2, 3, 5] {
+        let id = &l[0].shards[i].shard_id;
+        assert!(!msg.contains(id.as_str()), "healthy shard {i} in: {msg}");
+    }
 }
 
 /// Hands out targets on spare servers and counts calls.
@@ -460,9 +766,9 @@ async fn a_silent_target_times_out_and_is_replaced() {
     let timeout = Duration::from_millis(800);
     let h = Harness::new(size, DEFAULT_SEGMENT_SIZE, scheme(4, 2, 64 * 1024), timeout);
     let data = random_bytes(size, 17);
-    let (hole, _task) = black_hole().await;
+    let hole = Hole::start().await;
     let mut targets = c.targets(&h.layout, 6);
-    targets[0].shards[4].address = hole.to_string();
+    targets[0].shards[4].address = hole.address();
     let spares = Spares {
         cluster_addrs: vec![c.addrs[6].clone()],
         node_ids: vec![c.node_ids[6].clone()],

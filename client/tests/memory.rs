@@ -218,6 +218,7 @@ async fn memory_bound_of_a_large_put_and_get() {
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .map_or(dogfs_client::dataplane::WINDOW_DATA_BYTES, |k| k << 10),
+        hedge: dogfs_client::dataplane::Hedger::default(),
     };
     let codec = codec_for(&scheme).unwrap();
     let before = peak_rss();

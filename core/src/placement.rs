@@ -4,6 +4,10 @@
 //!
 //! - [`place`]: k+m distinct Up servers for a new segment, by weighted rendezvous hashing
 //!   (weight = free bytes), spread over zones as evenly as the eligible servers allow.
+//! - [`place_available`]: like [`place`], but when fewer than `count` servers are eligible it
+//!   places as many shards as there are eligible servers, as long as that is at least the
+//!   write quorum (`min_write_shards`); the rest are left unplaced (written as missing and
+//!   repaired later, DESIGN §4 step 1).
 //! - [`replacement`]: one new target for a failed upload or a repair, in the least loaded zone.
 //! - [`plan_rebalance`]: drain moves first, then moves from fuller to emptier servers until
 //!   every Up server's usage ratio is within `spread` of the mean.
@@ -165,6 +169,99 @@ pub enum PlacementError {
     DuplicateShard { segment: u64, shard_index: u8 },
     #[error("invalid rebalance spread {spread}: must be a finite ratio >= 0, e.g. 0.05")]
     Spread { spread: f64 },
+    #[error(
+        "invalid write quorum {min}: a segment of {count} shards needs between {floor} and \
+         {count} stored shards"
+    )]
+    WriteQuorum {
+        min: usize,
+        floor: usize,
+        count: usize,
+    },
+    #[error(
+        "cannot write: a segment needs at least {min} of its {count} shards stored on distinct \
+         chunk servers, but only {eligible} can take one ({})",
+        .census
+    )]
+    BelowWriteQuorum {
+        min: usize,
+        count: usize,
+        eligible: usize,
+        census: Census,
+    },
+}
+
+/// Why servers are or are not eligible for a new shard: the counts an error names so an
+/// operator sees the real cause (liveness, draining, free space), not just "too few".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    pub known: usize,
+    pub up: usize,
+    pub suspect: usize,
+    pub down: usize,
+    pub draining: usize,
+    pub removed: usize,
+    /// Up, but with less free space than the shard needs.
+    pub full: usize,
+    /// Up with room, but excluded by the caller (e.g. failed earlier in this upload).
+    pub excluded: usize,
+    pub shard_bytes: u64,
+}
+
+impl Census {
+    /// Counts `nodes` for a shard of `shard_bytes` bytes (0 = unknown) with `exclude`d ids.
+    pub fn of(nodes: &[NodeView], shard_bytes: u64, exclude: &[NodeId]) -> Census {
+        let mut c = Census {
+            known: nodes.len(),
+            shard_bytes,
+            ..Census::default()
+        };
+        for n in nodes {
+            match n.state {
+                NodeState::Up if !n.can_take(shard_bytes) => {
+                    c.up += 1;
+                    c.full += 1;
+                }
+                NodeState::Up if exclude.contains(&n.id) => {
+                    c.up += 1;
+                    c.excluded += 1;
+                }
+                NodeState::Up => c.up += 1,
+                NodeState::Suspect => c.suspect += 1,
+                NodeState::Down => c.down += 1,
+                NodeState::Draining => c.draining += 1,
+                NodeState::Removed => c.removed += 1,
+            }
+        }
+        c
+    }
+}
+
+impl fmt::Display for Census {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} known chunk servers: {} up", self.known, self.up)?;
+        if self.full > 0 {
+            write!(
+                f,
+                " of which {} without {} bytes free",
+                self.full, self.shard_bytes
+            )?;
+        }
+        if self.excluded > 0 {
+            write!(f, ", {} failed earlier in this upload", self.excluded)?;
+        }
+        for (n, what) in [
+            (self.suspect, "suspect (missed heartbeats)"),
+            (self.down, "down"),
+            (self.draining, "draining"),
+            (self.removed, "removed"),
+        ] {
+            if n > 0 {
+                write!(f, ", {n} {what}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A placement seed for one segment of one upload: placements of different segments are
@@ -284,6 +381,50 @@ pub fn place(
         .filter(|(_, c)| **c)
         .map(|((_, n), _)| n.id)
         .collect())
+}
+
+/// Targets for the `count` shards of one segment when servers may be missing (DESIGN §4 step
+/// 1): with at least `count` eligible servers, exactly [`place`]; with fewer, but at least
+/// `min_write` (the write quorum, `k+1..=count`), one shard on each eligible server, in
+/// [`place`]'s order, and `None` for the rest. Unplaced shards are the highest indices — the
+/// parity shards first — so a reader of a degraded segment still finds its data shards and
+/// decodes nothing. Never two shards on one server. Fewer than `min_write` eligible:
+/// [`PlacementError::BelowWriteQuorum`] with a [`Census`] naming why servers were not eligible.
+pub fn place_available(
+    nodes: &[NodeView],
+    count: usize,
+    min_write: usize,
+    shard_bytes: u64,
+    seed: u64,
+    exclude: &[NodeId],
+) -> Result<Vec<Option<NodeId>>, PlacementError> {
+    if count == 0 || count > MAX_TOTAL_SHARDS {
+        return Err(PlacementError::ShardCount { count });
+    }
+    if min_write == 0 || min_write > count {
+        return Err(PlacementError::WriteQuorum {
+            min: min_write,
+            floor: 1,
+            count,
+        });
+    }
+    check_unique(nodes)?;
+    let eligible = nodes
+        .iter()
+        .filter(|n| n.can_take(shard_bytes) && !exclude.contains(&n.id))
+        .count();
+    if eligible < min_write {
+        return Err(PlacementError::BelowWriteQuorum {
+            min: min_write,
+            count,
+            eligible,
+            census: Census::of(nodes, shard_bytes, exclude),
+        });
+    }
+    let placed = place(nodes, eligible.min(count), shard_bytes, seed, exclude)?;
+    let mut out: Vec<Option<NodeId>> = placed.into_iter().map(Some).collect();
+    out.resize(count, None);
+    Ok(out)
 }
 
 /// One new target for a shard of a segment whose target failed (an upload) or was lost (a
@@ -1876,5 +2017,89 @@ mod tests {
         let plan = plan_rebalance(&[], &[], 0.0, 10).unwrap();
         assert!(plan.moves.is_empty());
         assert_eq!(usage_spread(&[]), 0.0);
+    }
+
+    // ---- place_available: degraded writes ----
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn place_available_properties(
+            nodes in arb_cluster(1 << 40),
+            count in 2usize..=10,
+            min_off in 0usize..=9,
+            seed: u64,
+            exclude_mask: u64,
+        ) {
+            let min_write = (count - min_off.min(count - 1)).max(1);
+            let exclude: Vec<NodeId> = nodes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| exclude_mask >> (i % 64) & 1 == 1 && i % 4 == 0)
+                .map(|(_, n)| n.id)
+                .collect();
+            let elig = eligible(&nodes, 0, &exclude);
+            let got = place_available(&nodes, count, min_write, 0, seed, &exclude);
+            if elig.len() < min_write {
+                prop_assert!(
+                    matches!(&got, Err(PlacementError::BelowWriteQuorum { min, eligible, .. })
+                        if *min == min_write && *eligible == elig.len()),
+                    "{got:?}"
+                );
+            } else {
+                let got = got.unwrap();
+                prop_assert_eq!(got.len(), count);
+                let placed: Vec<NodeId> = got.iter().flatten().copied().collect();
+                // As many as can be, every one eligible, never two on one server.
+                prop_assert_eq!(placed.len(), elig.len().min(count));
+                let distinct: HashSet<NodeId> = placed.iter().copied().collect();
+                prop_assert_eq!(distinct.len(), placed.len());
+                prop_assert!(placed.iter().all(|p| elig.iter().any(|e| e.id == *p)));
+                // Unplaced shards are the highest indices.
+                let first_none = got.iter().position(Option::is_none).unwrap_or(count);
+                prop_assert!(got[first_none..].iter().all(Option::is_none));
+                // With enough servers it is exactly `place`.
+                if elig.len() >= count {
+                    prop_assert_eq!(placed, place(&nodes, count, 0, seed, &exclude).unwrap());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn place_available_names_the_real_cause() {
+        let mut nodes: Vec<NodeView> = (1..=3).map(|i| up(i, None, 10 * GIB)).collect();
+        nodes.push(node(4, None, Suspect, 10 * GIB, 0));
+        nodes.push(node(5, None, Down, 10 * GIB, 0));
+        nodes.push(node(6, None, Draining, 10 * GIB, 0));
+        nodes.push(node(7, None, Up, 10 * GIB, 10 * GIB));
+        // Five up or suspect-free: 3 eligible of 6 needed, quorum 5.
+        let e = place_available(&nodes, 6, 5, GIB, 1, &[id(3)]).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("at least 5 of its 6 shards"), "{msg}");
+        assert!(msg.contains("only 2 can take one"), "{msg}");
+        assert!(msg.contains("7 known chunk servers: 4 up"), "{msg}");
+        assert!(msg.contains("1 without 1073741824 bytes free"), "{msg}");
+        assert!(msg.contains("1 failed earlier in this upload"), "{msg}");
+        assert!(msg.contains("1 suspect (missed heartbeats)"), "{msg}");
+        assert!(msg.contains("1 down"), "{msg}");
+        assert!(msg.contains("1 draining"), "{msg}");
+        // Five of six: the parity shard at index 5 is unplaced.
+        let mut five = nodes.clone();
+        five.push(up(8, None, 10 * GIB));
+        five.push(up(9, None, 10 * GIB));
+        let got = place_available(&five, 6, 5, GIB, 1, &[]).unwrap();
+        assert_eq!(got.iter().flatten().count(), 5);
+        assert_eq!(got[5], None);
+        // Bad quorums are refused.
+        assert!(matches!(
+            place_available(&five, 6, 7, GIB, 1, &[]),
+            Err(PlacementError::WriteQuorum { .. })
+        ));
+        assert!(matches!(
+            place_available(&five, 6, 0, GIB, 1, &[]),
+            Err(PlacementError::WriteQuorum { .. })
+        ));
     }
 }

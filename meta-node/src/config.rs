@@ -28,6 +28,19 @@ pub enum ConfigError {
     Scheme(#[from] SchemeError),
     #[error("--down-after-secs ({down}) must be greater than --suspect-after-secs ({suspect})")]
     Liveness { suspect: u64, down: u64 },
+    #[error(
+        "--min-write-shards {got} is out of range: with the default scheme {k}+{m} it must be \
+         0 (k+1) or in {floor}..={total}"
+    )]
+    MinWriteShards {
+        got: usize,
+        k: u32,
+        m: u32,
+        floor: u32,
+        total: u32,
+    },
+    #[error("--{flag} must be greater than 0")]
+    Zero { flag: &'static str },
 }
 
 /// The most object partitions a cluster may have (the operator's `spec.meta.partitions`
@@ -111,6 +124,35 @@ pub struct MetaConfig {
     #[arg(long, env = "DOGFS_GC_BATCH", default_value_t = 64)]
     pub gc_batch: usize,
 
+    /// Write quorum: the fewest shards of a segment that must be stored for a PUT to commit
+    /// when chunk servers are down or fail (the rest are recorded missing and repaired).
+    /// 0 means k+1; otherwise k+1..=k+m (clamped into that range for objects of other schemes).
+    #[arg(long, env = "DOGFS_MIN_WRITE_SHARDS", default_value_t = 0)]
+    pub min_write_shards: usize,
+
+    /// Seconds a chunk server must have been down before its shards are rebuilt elsewhere
+    /// (Ceph's down-out interval). Missing and corrupt shards are rebuilt at once.
+    #[arg(long, env = "DOGFS_REPAIR_AFTER_SECS", default_value_t = 600)]
+    pub repair_after_secs: u64,
+
+    /// How often each partition leader looks for segments to repair.
+    #[arg(long, env = "DOGFS_REPAIR_INTERVAL_MS", default_value_t = 5000)]
+    pub repair_interval_ms: u64,
+
+    /// Shard rebuilds this metadata node runs at once (over the partitions it leads); each
+    /// runs on a chunk server, which has its own limits.
+    #[arg(long, env = "DOGFS_REPAIR_CONCURRENCY", default_value_t = 4)]
+    pub repair_concurrency: usize,
+
+    /// A shard file on a chunk server that nothing references is deleted once it is this old
+    /// (orphans of killed uploads, failed writes, interrupted repairs).
+    #[arg(long, env = "DOGFS_ORPHAN_GRACE_SECS", default_value_t = 3600)]
+    pub orphan_grace_secs: u64,
+
+    /// How often the system group's leader checks each chunk server's inventory for orphans.
+    #[arg(long, env = "DOGFS_ORPHAN_INTERVAL_MS", default_value_t = 600_000)]
+    pub orphan_interval_ms: u64,
+
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "DOGFS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -165,6 +207,12 @@ impl MetaConfig {
             heartbeat_interval_ms: 200,
             gc_interval_ms: 200,
             gc_batch: 64,
+            min_write_shards: 0,
+            repair_after_secs: 2,
+            repair_interval_ms: 200,
+            repair_concurrency: 4,
+            orphan_grace_secs: 3600,
+            orphan_interval_ms: 1000,
             log_format: LogFormat::Text,
             snapshot_every: 10_000,
             snapshot_keep: 1000,
@@ -188,7 +236,27 @@ impl MetaConfig {
         if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
             return Err(ConfigError::Partitions(self.partitions));
         }
-        self.default_scheme()?;
+        let scheme = self.default_scheme()?;
+        let total = scheme.total();
+        let floor = usize::from(scheme.k()) + 1;
+        if self.min_write_shards != 0 && !(floor..=total).contains(&self.min_write_shards) {
+            return Err(ConfigError::MinWriteShards {
+                got: self.min_write_shards,
+                k: self.ec_k,
+                m: self.ec_m,
+                floor: self.ec_k + 1,
+                total: self.ec_k + self.ec_m,
+            });
+        }
+        for (flag, v) in [
+            ("repair-interval-ms", self.repair_interval_ms),
+            ("repair-concurrency", self.repair_concurrency as u64),
+            ("orphan-interval-ms", self.orphan_interval_ms),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero { flag });
+            }
+        }
         if self.down_after_secs <= self.suspect_after_secs {
             return Err(ConfigError::Liveness {
                 suspect: self.suspect_after_secs,
@@ -227,12 +295,45 @@ impl MetaConfig {
     pub(crate) fn down_after(&self) -> Duration {
         Duration::from_secs(self.down_after_secs)
     }
+
+    /// The write quorum for segments of `scheme` (the setting clamped to k+1..=k+m).
+    pub fn write_quorum(&self, scheme: &ErasureScheme) -> usize {
+        crate::catalog::ops::write_quorum(
+            self.min_write_shards,
+            usize::from(scheme.k()),
+            scheme.total(),
+        )
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn write_quorum_is_checked_against_the_default_scheme() {
+        let peers = vec!["127.0.0.1:1".to_string()];
+        let mut cfg = MetaConfig::for_tests(0, peers, "d");
+        for ok in [0, 5, 6] {
+            cfg.min_write_shards = ok;
+            assert!(cfg.validate().is_ok(), "{ok}");
+        }
+        for bad in [1, 4, 7] {
+            cfg.min_write_shards = bad;
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.contains(&format!("--min-write-shards {bad}")), "{e}");
+            assert!(e.contains("5..=6"), "{e}");
+        }
+        cfg.min_write_shards = 0;
+        let s = cfg.default_scheme().unwrap();
+        assert_eq!(cfg.write_quorum(&s), 5);
+        cfg.min_write_shards = 6;
+        assert_eq!(cfg.write_quorum(&s), 6);
+        // Another scheme: clamped into its own range.
+        let small = ErasureScheme::new(Codec::ReedSolomon, 2, 1, 4096).unwrap();
+        assert_eq!(cfg.write_quorum(&small), 3);
+    }
 
     #[test]
     fn partitions_out_of_range_are_refused_by_name() {

@@ -6,7 +6,8 @@
 //!   key-value state machine on sled, with snapshot files (`docs/raft-storage.md`); the
 //!   multi-group node and its transport (`docs/raft-network.md`).
 //! - [`catalog`]: buckets, objects, uploads and the deletion queue on the Raft KV
-//!   (`docs/catalog.md`); [`registry`]: chunk servers and the cluster config.
+//!   (`docs/catalog.md`); [`registry`]: chunk servers and the cluster config; [`repair`]:
+//!   background repair of segments short of shards (`docs/repair.md`).
 //! - [`service`], [`server`], [`tasks`], [`vote_guard`], [`http`], [`metrics`], [`config`]: the gRPC services,
 //!   the server that runs them, its background tasks and HTTP side port
 //!   (`docs/meta-service.md`).
@@ -17,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod raft;
 pub mod registry;
+pub mod repair;
 pub mod server;
 pub mod service;
 pub mod tasks;

@@ -42,6 +42,16 @@ pub struct Metrics {
     pub read_index_rounds: Counter,
     pub gc_deleted: Counter,
     pub uploads_expired: Counter,
+    /// Shards rebuilt and committed by the partitions this node leads, and their bytes.
+    pub repair_shards: Counter,
+    pub repair_bytes: Counter,
+    pub repair_failures: Counter,
+    /// Shards queued for repair from scrubber and client reports.
+    pub repair_reports: Counter,
+    /// From this node's last repair pass over the partitions it leads.
+    pub repair_backlog: Gauge,
+    pub repair_waiting: Gauge,
+    pub repair_unreadable: Gauge,
     leader: Family<GroupLabel, Gauge>,
     term: Family<GroupLabel, Gauge>,
     commit: Family<GroupLabel, Gauge>,
@@ -97,6 +107,36 @@ impl Metrics {
             "Shards deleted from chunk servers by garbage collection",
         );
         let uploads_expired = counter("uploads_expired", "Pending uploads expired");
+        let repair_shards = counter(
+            "repair_shards",
+            "Shards rebuilt and recorded by the partitions this node leads",
+        );
+        let repair_bytes = counter("repair_bytes", "Bytes of shards rebuilt and recorded");
+        let repair_failures = counter(
+            "repair_failures",
+            "Shard rebuilds that failed or could not be recorded",
+        );
+        let repair_reports = counter(
+            "repair_reports",
+            "Shards queued for repair from scrubber and client reports",
+        );
+        let mut plain_gauge = |name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let repair_backlog = plain_gauge(
+            "repair_backlog_segments",
+            "Segments due for repair in the partitions this node leads (last pass)",
+        );
+        let repair_waiting = plain_gauge(
+            "repair_waiting_segments",
+            "Segments short of shards only on servers down for less than repair_after",
+        );
+        let repair_unreadable = plain_gauge(
+            "repair_unreadable_segments",
+            "Segments with fewer than k readable shards in the partitions this node leads",
+        );
         let mut gauge = |name: &str, help: &str| {
             let f = Family::<GroupLabel, Gauge>::default();
             registry.register(name, help, f.clone());
@@ -128,6 +168,13 @@ impl Metrics {
             read_index_rounds,
             gc_deleted,
             uploads_expired,
+            repair_shards,
+            repair_bytes,
+            repair_failures,
+            repair_reports,
+            repair_backlog,
+            repair_waiting,
+            repair_unreadable,
             leader,
             term,
             commit,

@@ -181,7 +181,11 @@ async fn liveness_pass(core: &Core) -> Result<(), ServiceError> {
         if target == node.liveness {
             continue;
         }
-        if let Some((p, _)) = registry::update_node(&reader, node.id, |n| n.liveness = target)? {
+        if let Some((mut p, _)) = registry::update_node(&reader, node.id, |n| n.liveness = target)?
+        {
+            if target == Liveness::Down {
+                registry::record_down_since(&mut p, node.id, now_unix());
+            }
             match core.propose(0, &p).await {
                 Ok(_) => {
                     tracing::info!(node = %registry::format_node_id(node.id), state = ?target, silent_secs = silent.as_secs(), "chunk server missed its heartbeats")

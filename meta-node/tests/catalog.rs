@@ -176,7 +176,10 @@ impl Cluster {
                     (0..scheme().total() as u128)
                         .map(|i| {
                             let shard = ShardId::from_u128(self.id() << 8);
-                            (shard, NodeId::from_u128(100 + i + u128::from(s as u8)))
+                            (
+                                shard,
+                                Some(NodeId::from_u128(100 + i + u128::from(s as u8))),
+                            )
                         })
                         .collect()
                 })
@@ -288,6 +291,7 @@ fn commit_req(bucket: &str, key: &str, upload: u128, size: u64) -> CommitObject 
         segments,
         inline,
         now_unix: NOW + 1,
+        min_write_shards: 0,
     }
 }
 
@@ -468,7 +472,10 @@ fn begin_commit_get_overwrite_and_delete() {
     for (seg, (rec, targets)) in layout.segments().zip(segs.iter().zip(&t1)) {
         assert_eq!(rec.index, seg.index());
         for (i, (s, (shard, node))) in rec.shards.iter().zip(targets).enumerate() {
-            assert_eq!((s.index as usize, s.shard(), s.node()), (i, *shard, *node));
+            assert_eq!(
+                (s.index as usize, s.shard(), Some(s.node())),
+                (i, *shard, *node)
+            );
             assert_eq!(
                 (s.crc32c, s.size, s.missing),
                 (crc(u1, seg.index(), i), seg.shard_len(), false)
@@ -506,7 +513,7 @@ fn begin_commit_get_overwrite_and_delete() {
     let old: BTreeMap<u128, (u128, GcReason)> = t1
         .iter()
         .flatten()
-        .map(|(s, n)| (s.as_u128(), (n.as_u128(), GcReason::Replaced)))
+        .map(|(s, n)| (s.as_u128(), (n.unwrap().as_u128(), GcReason::Replaced)))
         .collect();
     assert_eq!(c.gc(), old);
     let g = c.part(&b, &k).reader();
@@ -647,7 +654,7 @@ fn double_commit_unknown_upload_races_and_abort() {
         targets
             .iter()
             .flatten()
-            .all(|(s, n)| gc[&s.as_u128()] == (n.as_u128(), GcReason::Aborted))
+            .all(|(s, n)| gc[&s.as_u128()] == (n.unwrap().as_u128(), GcReason::Aborted))
     );
     assert!(matches!(
         c.commit(&commit_req("data", "gone", ab, size)),
@@ -732,7 +739,7 @@ fn commit_validation_is_precise_and_changes_nothing() {
     let e = check(
         &mut c,
         &r,
-        "segment 0: 2 shards missing, at most 1 may be (at least k+1 shards must be stored)",
+        "segment 0: 2 shards missing, at most 1 may be (the write quorum, min_write_shards, must be stored)",
     );
     assert!(matches!(
         e,
@@ -824,8 +831,12 @@ fn commit_validation_is_precise_and_changes_nothing() {
         scheme: scheme(),
         segment_size: SEGMENT,
         targets: vec![
-            (1..=4).map(|i| (ShardId::from_u128(i), node(i))).collect(),
-            (5..=8).map(|i| (ShardId::from_u128(i), node(i))).collect(),
+            (1..=4)
+                .map(|i| (ShardId::from_u128(i), Some(node(i))))
+                .collect(),
+            (5..=8)
+                .map(|i| (ShardId::from_u128(i), Some(node(i))))
+                .collect(),
         ],
         now_unix: NOW,
         ttl_secs: TTL,
@@ -840,7 +851,7 @@ fn commit_validation_is_precise_and_changes_nothing() {
         "size 20000 needs 2 segment target sets (segment size 16384), got 1"
     );
     let mut r = base.clone();
-    r.targets[1][3].1 = node(5);
+    r.targets[1][3].1 = Some(node(5));
     assert!(matches!(
         ops::begin_put(&r, inc, DEFAULT_INLINE_MAX),
         Err(CatalogError::DuplicateTargetNode { segment: 1, .. })
@@ -936,7 +947,7 @@ fn inline_objects_and_expiry() {
         targets
             .iter()
             .flatten()
-            .all(|(s, n)| gc[&s.as_u128()] == (n.as_u128(), GcReason::Expired))
+            .all(|(s, n)| gc[&s.as_u128()] == (n.unwrap().as_u128(), GcReason::Expired))
     );
     assert!(matches!(
         c.commit(&commit_req("small", "big", old, 10_000)),
@@ -1161,7 +1172,16 @@ fn replace_target_moves_a_shard_and_queues_the_old_one() {
     let reader = c.part(&bn, &kn).reader();
     let before = c.dump();
     // A node already in the segment, a used shard id, a target that does not exist.
-    let e = ops::replace_target(&reader, u, &bn, &kn, 1, 2, (new.0, targets[1][0].1), NOW);
+    let e = ops::replace_target(
+        &reader,
+        u,
+        &bn,
+        &kn,
+        1,
+        2,
+        (new.0, targets[1][0].1.unwrap()),
+        NOW,
+    );
     assert!(matches!(
         e,
         Err(CatalogError::DuplicateTargetNode { segment: 1, .. })
@@ -1204,7 +1224,10 @@ fn replace_target_moves_a_shard_and_queues_the_old_one() {
     let old = targets[1][2];
     assert_eq!(
         c.gc(),
-        BTreeMap::from([(old.0.as_u128(), (old.1.as_u128(), GcReason::TargetReplaced))])
+        BTreeMap::from([(
+            old.0.as_u128(),
+            (old.1.unwrap().as_u128(), GcReason::TargetReplaced)
+        )])
     );
     c.commit(&commit_req("data", "k", u, size)).unwrap();
     let o = c.get("data", "k").unwrap();

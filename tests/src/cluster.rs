@@ -269,6 +269,44 @@ pub struct Cluster {
     dir: Option<TempDir>,
 }
 
+/// The process slot of chunk server `i` (ports, data dir, log, environment); not started.
+fn chunk_slot(
+    opts: &ClusterOptions,
+    dir: &Path,
+    i: usize,
+    peers: &str,
+    program: PathBuf,
+) -> Result<Node, ClusterError> {
+    let (grpc, http) = (free_addr()?, free_addr()?);
+    let data_dir = dir.join(format!("chunk-{i}"));
+    let mut env = base_env(opts, &data_dir, grpc, http);
+    env.extend(
+        [
+            ("DOGFS_RESERVE", "0".to_owned()),
+            ("DOGFS_ADVERTISE_ADDR", grpc.to_string()),
+            ("DOGFS_SHUTDOWN_GRACE_SECS", "2".to_owned()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v)),
+    );
+    if !peers.is_empty() {
+        env.push(("DOGFS_META_ENDPOINTS".to_owned(), peers.to_owned()));
+    }
+    env.extend(opts.env.iter().cloned());
+    env.extend(opts.chunk_env.iter().cloned());
+    Ok(Node {
+        node: NodeRef::Chunk(i),
+        program,
+        env,
+        grpc_addr: grpc,
+        http_addr: http,
+        data_dir,
+        log_path: dir.join("logs").join(format!("chunk-{i}.log")),
+        child: None,
+        stopped: false,
+        starts: 0,
+    })
+}
+
 impl Cluster {
     /// Starts `opts.meta_nodes` metadata nodes and `opts.chunk_nodes` chunk servers and waits
     /// until every chunk server answers, and (with metadata) every group has a leader and every
@@ -341,34 +379,13 @@ impl Cluster {
 
         let mut chunk = Vec::new();
         for i in 0..opts.chunk_nodes {
-            let (grpc, http) = (free_addr()?, free_addr()?);
-            let data_dir = dir.path().join(format!("chunk-{i}"));
-            let mut env = base_env(&opts, &data_dir, grpc, http);
-            env.extend(
-                [
-                    ("DOGFS_RESERVE", "0".to_owned()),
-                    ("DOGFS_ADVERTISE_ADDR", grpc.to_string()),
-                    ("DOGFS_SHUTDOWN_GRACE_SECS", "2".to_owned()),
-                ]
-                .map(|(k, v)| (k.to_owned(), v)),
-            );
-            if !peers.is_empty() {
-                env.push(("DOGFS_META_ENDPOINTS".to_owned(), peers.clone()));
-            }
-            env.extend(opts.env.iter().cloned());
-            env.extend(opts.chunk_env.iter().cloned());
-            chunk.push(Node {
-                node: NodeRef::Chunk(i),
-                program: chunk_bin.clone().unwrap_or_default(),
-                env,
-                grpc_addr: grpc,
-                http_addr: http,
-                data_dir,
-                log_path: logs.join(format!("chunk-{i}.log")),
-                child: None,
-                stopped: false,
-                starts: 0,
-            });
+            chunk.push(chunk_slot(
+                &opts,
+                dir.path(),
+                i,
+                &peers,
+                chunk_bin.clone().unwrap_or_default(),
+            )?);
         }
 
         let mut cluster = Cluster {
@@ -390,6 +407,36 @@ impl Cluster {
             cluster.wait_meta_ready(deadline).await?;
         }
         Ok(cluster)
+    }
+
+    /// Starts one more chunk server (index `chunk_nodes()` before the call) and waits until it
+    /// serves and, with metadata, is registered UP. Returns its index.
+    pub async fn add_chunk_server(&mut self) -> Result<usize, ClusterError> {
+        let i = self.chunk.len();
+        let dir = self
+            .dir
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .ok_or_else(|| ClusterError::Io {
+                what: "adding a chunk server".to_owned(),
+                source: std::io::Error::other("the cluster's directory is gone"),
+            })?;
+        let peers = self
+            .meta
+            .iter()
+            .map(|n| n.grpc_addr.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut node = chunk_slot(&self.opts, &dir, i, &peers, bins::path_of(Binary::Chunk)?)?;
+        node.spawn()?;
+        self.chunk.push(node);
+        self.chunk_ids.push(None);
+        let deadline = Instant::now() + self.opts.startup_timeout;
+        self.wait_chunk_serving(i, deadline).await?;
+        if !self.meta.is_empty() {
+            self.wait_chunks_registered(deadline).await?;
+        }
+        Ok(i)
     }
 
     pub fn options(&self) -> &ClusterOptions {

@@ -1,7 +1,11 @@
-//! Linearizable reads under leader leases, on a cluster of real `dogfs-meta` processes: a
-//! partition leader frozen (SIGSTOP) while it holds a read lease, deposed while frozen, and
-//! resumed never answers a read with the value it held before the write its successor
-//! acknowledged.
+//! Reads on clusters of real processes.
+//!
+//! - Linearizable reads under leader leases, on real `dogfs-meta` processes: a partition
+//!   leader frozen (SIGSTOP) while it holds a read lease, deposed while frozen, and resumed
+//!   never answers a read with the value it held before the write its successor acknowledged.
+//! - Hedged shard reads (DESIGN §4 GET, §12 "tail"), on 3 + 6 processes: a chunk server
+//!   holding a data shard of every object is frozen; every GET still returns the exact bytes
+//!   well within a second of its healthy time, with `shard_timeout` at 30 s.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -10,11 +14,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{client, options};
+use common::{assert_same, client, data, get_range, layout, options};
 use dogfs_core::names::{BucketName, ObjectKey, partition_of};
 use dogfs_proto::meta as pb;
 use dogfs_proto::meta::meta_service_client::MetaServiceClient;
-use dogfs_tests::{Cluster, NodeRef};
+use dogfs_tests::{Cluster, ClusterOptions, NodeRef};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Request;
 use tonic::metadata::MetadataValue;
@@ -146,4 +150,127 @@ async fn a_deposed_leader_never_serves_a_stale_read() {
     r.set_timeout(Duration::from_secs(10));
     let got = old_client.get_object(r).await.unwrap();
     assert_eq!(&got.get_ref().inline_data[..], b"v2");
+}
+
+/// The chunk servers (harness indices) holding a data shard of some segment of `bucket/key`.
+async fn data_holders(cluster: &Cluster, bucket: &str, key: &str) -> Vec<usize> {
+    let k = cluster.options().ec_k;
+    let mut out: Vec<usize> = layout(cluster, bucket, key)
+        .await
+        .iter()
+        .flat_map(|seg| seg.shards.iter())
+        .filter(|s| s.index < k && !s.missing)
+        .map(|s| {
+            cluster
+                .chunk_index(&s.node_id)
+                .unwrap_or_else(|| panic!("{bucket}/{key}: shard on an unknown server: {s:?}"))
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// A whole GET and the time it took.
+async fn timed_get(c: &dogfs_client::Client, bucket: &str, key: &str) -> (Duration, bytes::Bytes) {
+    let t = Instant::now();
+    // A generous outer bound, so a regression fails here instead of hanging the suite.
+    let got = tokio::time::timeout(Duration::from_secs(60), c.get_bytes(bucket, key))
+        .await
+        .unwrap_or_else(|_| panic!("GET {bucket}/{key} stalled for 60 s"))
+        .unwrap_or_else(|e| panic!("GET {bucket}/{key}: {e}"));
+    (t.elapsed(), got)
+}
+
+#[tokio::test]
+async fn a_frozen_chunk_server_costs_a_get_a_hedge_not_a_timeout() {
+    let t0 = Instant::now();
+    let mut cluster = Cluster::start(ClusterOptions {
+        // The registry must not mark the frozen server suspect during the test: this measures
+        // hedging, not the layout's node states.
+        suspect_after_secs: 600,
+        down_after_secs: 1200,
+        ..options(6)
+    })
+    .await
+    .unwrap();
+    // The timeout the hedge must make irrelevant.
+    let shard_timeout = Duration::from_secs(30);
+    let c = client(&cluster, shard_timeout).await;
+    c.create_bucket("hedge").await.unwrap();
+
+    // 9 MiB (2 segments of 8 MiB) and 20 MiB + 12345 (3 segments); then 1 MiB objects under
+    // fresh keys until one has a data shard on a server that also holds a data shard of both
+    // others (each 1 MiB try succeeds with probability about 2/3).
+    let mut objects: Vec<(String, bytes::Bytes)> = vec![
+        ("9MiB".to_owned(), data(71, 9 << 20)),
+        ("20MiB+12345".to_owned(), data(72, (20 << 20) + 12_345)),
+    ];
+    for (key, obj) in &objects {
+        c.put_bytes("hedge", key, obj.clone()).await.unwrap();
+    }
+    let mut common = data_holders(&cluster, "hedge", &objects[0].0).await;
+    let second = data_holders(&cluster, "hedge", &objects[1].0).await;
+    common.retain(|i| second.contains(i));
+    assert!(!common.is_empty(), "no chunk server holds a data shard of both large objects");
+    let mut frozen = None;
+    for attempt in 0..20 {
+        let key = format!("1MiB-{attempt}");
+        let obj = data(80 + attempt, 1 << 20);
+        c.put_bytes("hedge", &key, obj.clone()).await.unwrap();
+        let holders = data_holders(&cluster, "hedge", &key).await;
+        if let Some(&i) = common.iter().find(|i| holders.contains(i)) {
+            objects.insert(0, (key, obj));
+            frozen = Some(i);
+            break;
+        }
+    }
+    let frozen = frozen.expect("20 objects of 1 MiB and none shares a data server");
+    eprintln!("{:?}: objects written; chunk server {frozen} holds a data shard of each", t0.elapsed());
+
+    // Healthy GETs (the second of each: connections open, latency estimate warm).
+    let mut healthy = Vec::new();
+    for (key, obj) in &objects {
+        timed_get(&c, "hedge", key).await;
+        let (took, got) = timed_get(&c, "hedge", key).await;
+        assert_same(&format!("healthy GET {key}"), &got, obj);
+        healthy.push(took);
+    }
+
+    cluster.sigstop(NodeRef::Chunk(frozen)).unwrap();
+    eprintln!("{:?}: chunk server {frozen} frozen (SIGSTOP)", t0.elapsed());
+    // A client that held connections to the frozen server, and one that never read before
+    // (no latency samples yet: its first hedge delay is the ceiling).
+    let fresh = client(&cluster, shard_timeout).await;
+    for (who, cl) in [("warm client", &c), ("new client", &fresh)] {
+        for ((key, obj), base) in objects.iter().zip(&healthy) {
+            let (took, got) = timed_get(cl, "hedge", key).await;
+            assert_same(&format!("{who}: GET {key} with server {frozen} frozen"), &got, obj);
+            eprintln!(
+                "{who}: GET {key}: {took:?} with a frozen data server, {base:?} healthy \
+                 (extra {:?})",
+                took.saturating_sub(*base)
+            );
+            assert!(
+                took < Duration::from_secs(2),
+                "{who}: GET {key} took {took:?} with a frozen server (healthy {base:?})"
+            );
+        }
+    }
+    // A range GET across a segment boundary of the largest object.
+    let (key, obj) = &objects[2];
+    let r = (8 << 20) - 3_000_000..(8 << 20) + 1_000_000;
+    let t = Instant::now();
+    let got = get_range(&c, "hedge", key, r.clone()).await;
+    let took = t.elapsed();
+    assert_same("range GET, frozen server", &got, &obj[r.start as usize..r.end as usize]);
+    eprintln!("warm client: range GET {r:?} of {key}: {took:?}");
+    assert!(took < Duration::from_secs(2), "range GET took {took:?}");
+
+    cluster.sigcont(NodeRef::Chunk(frozen)).unwrap();
+    for (key, obj) in &objects {
+        let (_, got) = timed_get(&c, "hedge", key).await;
+        assert_same(&format!("GET {key} after SIGCONT"), &got, obj);
+    }
+    eprintln!("{:?}: resumed; every object exact", t0.elapsed());
 }

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dogfs_core::ids::ShardId;
@@ -51,6 +51,15 @@ pub struct Faults {
     pub redirect_to: Mutex<Option<String>>,
     pub calls: AtomicUsize,
     pub replace_calls: AtomicUsize,
+    /// The next this many changes (CommitObject, PutInlineObject, DeleteObject) are never
+    /// answered: the request is lost, or with `apply_before_hang` only its answer is.
+    pub hang_writes: AtomicU32,
+    pub apply_before_hang: AtomicBool,
+    /// When set, the cluster map names this address as every group's leader (a frozen
+    /// leader the client must get around).
+    pub map_leader: Mutex<Option<String>>,
+    /// Answer ReportShards with UNIMPLEMENTED (a metadata service without it).
+    pub reports_unimplemented: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -62,6 +71,8 @@ pub struct FakeMeta {
     pub scheme: ErasureScheme,
     pub segment_size: u64,
     pub address: Arc<Mutex<String>>,
+    /// Every ReportShards request received, in order.
+    pub reports: Arc<tokio::sync::watch::Sender<Vec<ReportShardsRequest>>>,
 }
 
 impl FakeMeta {
@@ -73,6 +84,7 @@ impl FakeMeta {
             scheme,
             segment_size,
             address: Arc::default(),
+            reports: Arc::new(tokio::sync::watch::channel(Vec::new()).0),
         }
     }
 
@@ -117,6 +129,18 @@ impl FakeMeta {
         Ok(())
     }
 
+    /// Whether this change is to go unanswered: `Some(true)` after applying it, `Some(false)`
+    /// without.
+    fn hang_decision(&self) -> Option<bool> {
+        let taken = self
+            .faults
+            .hang_writes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        taken
+            .is_ok()
+            .then(|| self.faults.apply_before_hang.load(Ordering::SeqCst))
+    }
+
     fn place(&self, segments: u64) -> Vec<Segment> {
         let servers = self.servers.lock().unwrap();
         let n = (self.scheme.k + self.scheme.m) as usize;
@@ -137,6 +161,131 @@ impl FakeMeta {
                     .collect(),
             })
             .collect()
+    }
+
+    /// Changes the layout metadata records for an object (what later GETs see).
+    pub fn edit_segments(&self, bucket: &str, key: &str, f: impl FnOnce(&mut Vec<Segment>)) {
+        let mut st = self.state.lock().unwrap();
+        let o = st
+            .objects
+            .get_mut(&(bucket.to_string(), key.to_string()))
+            .unwrap();
+        f(&mut o.segments);
+    }
+
+    pub fn object_version(&self, bucket: &str, key: &str) -> String {
+        let st = self.state.lock().unwrap();
+        st.objects[&(bucket.to_string(), key.to_string())]
+            .info
+            .version_id
+            .clone()
+    }
+
+    /// Waits (up to `within`) until at least `n` ReportShards requests have arrived; returns
+    /// them all.
+    pub async fn wait_reports(
+        &self,
+        n: usize,
+        within: std::time::Duration,
+    ) -> Vec<ReportShardsRequest> {
+        let mut rx = self.reports.subscribe();
+        tokio::time::timeout(within, rx.wait_for(|r| r.len() >= n))
+            .await
+            .unwrap_or_else(|_| panic!("fewer than {n} ReportShards calls within {within:?}"))
+            .unwrap()
+            .clone()
+    }
+
+    /// CommitObject's effect (no lock is held across an await in the handler).
+    fn commit_now(&self, r: CommitObjectRequest) -> Result<ObjectInfo, Status> {
+        let mut st = self.state.lock().unwrap();
+        let Some(up) = st.uploads.remove(&r.upload_id) else {
+            // As the real service: a repeated commit of the current version says so.
+            let current = st.objects.get(&(r.bucket.clone(), r.key.clone()));
+            if current.is_some_and(|o| o.info.version_id == r.upload_id) {
+                return Err(Status::already_exists(format!(
+                    "upload {} was already committed as the current version",
+                    r.upload_id
+                )));
+            }
+            return Err(Status::not_found("no such upload"));
+        };
+        if up.size != r.size || up.bucket != r.bucket || up.key != r.key {
+            return Err(Status::invalid_argument("commit does not match the upload"));
+        }
+        let inline = up.segments.is_empty();
+        if inline && r.inline_data.len() as u64 != r.size {
+            return Err(Status::invalid_argument("inline data of the wrong size"));
+        }
+        if r.segments.len() != up.segments.len() {
+            return Err(Status::invalid_argument("wrong number of segment reports"));
+        }
+        let mut segments = up.segments.clone();
+        for (seg, rep) in segments.iter_mut().zip(&r.segments) {
+            for (loc, s) in seg.shards.iter_mut().zip(&rep.shards) {
+                if !s.missing && s.client_crc32c != s.server_crc32c {
+                    return Err(Status::invalid_argument("checksums disagree"));
+                }
+                loc.missing = s.missing;
+                loc.crc32c = s.server_crc32c;
+                loc.size = s.size;
+            }
+        }
+        let info = ObjectInfo {
+            bucket: r.bucket.clone(),
+            key: r.key.clone(),
+            version_id: r.upload_id.clone(),
+            size: r.size,
+            etag: r.etag,
+            content_type: r.content_type,
+            user_metadata: r.user_metadata,
+            created_unix: now(),
+            scheme: Some(self.scheme.clone()),
+            segment_size: self.segment_size,
+            inline,
+        };
+        st.objects.insert(
+            (r.bucket, r.key),
+            Stored {
+                info: info.clone(),
+                inline: r.inline_data,
+                segments,
+            },
+        );
+        Ok(info)
+    }
+
+    /// PutInlineObject's effect.
+    fn put_inline_now(&self, r: PutInlineObjectRequest) -> Result<ObjectInfo, Status> {
+        if r.data.len() as u64 > INLINE_MAX {
+            return Err(Status::invalid_argument("too large for inline"));
+        }
+        let mut st = self.state.lock().unwrap();
+        if !st.buckets.contains_key(&r.bucket) {
+            return Err(Status::not_found(format!("no bucket {}", r.bucket)));
+        }
+        let info = ObjectInfo {
+            bucket: r.bucket.clone(),
+            key: r.key.clone(),
+            version_id: format!("{:032x}", ShardId::random().as_u128()),
+            size: r.data.len() as u64,
+            etag: r.etag,
+            content_type: r.content_type,
+            user_metadata: r.user_metadata,
+            created_unix: now(),
+            scheme: Some(self.scheme.clone()),
+            segment_size: self.segment_size,
+            inline: true,
+        };
+        st.objects.insert(
+            (r.bucket, r.key),
+            Stored {
+                info: info.clone(),
+                inline: r.data,
+                segments: Vec::new(),
+            },
+        );
+        Ok(info)
     }
 
     pub fn object_segments(&self, bucket: &str, key: &str) -> Vec<Segment> {
@@ -305,54 +454,14 @@ impl MetaService for FakeMeta {
         r: Request<CommitObjectRequest>,
     ) -> Result<Response<CommitObjectResponse>, Status> {
         self.gate()?;
-        let r = r.into_inner();
-        let mut st = self.state.lock().unwrap();
-        let up = st
-            .uploads
-            .remove(&r.upload_id)
-            .ok_or_else(|| Status::not_found("no such upload"))?;
-        if up.size != r.size || up.bucket != r.bucket || up.key != r.key {
-            return Err(Status::invalid_argument("commit does not match the upload"));
+        let hang = self.hang_decision();
+        if hang == Some(false) {
+            std::future::pending::<()>().await;
         }
-        let inline = up.segments.is_empty();
-        if inline && r.inline_data.len() as u64 != r.size {
-            return Err(Status::invalid_argument("inline data of the wrong size"));
+        let info = self.commit_now(r.into_inner())?;
+        if hang == Some(true) {
+            std::future::pending::<()>().await;
         }
-        if r.segments.len() != up.segments.len() {
-            return Err(Status::invalid_argument("wrong number of segment reports"));
-        }
-        let mut segments = up.segments.clone();
-        for (seg, rep) in segments.iter_mut().zip(&r.segments) {
-            for (loc, s) in seg.shards.iter_mut().zip(&rep.shards) {
-                if !s.missing && s.client_crc32c != s.server_crc32c {
-                    return Err(Status::invalid_argument("checksums disagree"));
-                }
-                loc.missing = s.missing;
-                loc.crc32c = s.server_crc32c;
-                loc.size = s.size;
-            }
-        }
-        let info = ObjectInfo {
-            bucket: r.bucket.clone(),
-            key: r.key.clone(),
-            version_id: r.upload_id.clone(),
-            size: r.size,
-            etag: r.etag,
-            content_type: r.content_type,
-            user_metadata: r.user_metadata,
-            created_unix: now(),
-            scheme: Some(self.scheme.clone()),
-            segment_size: self.segment_size,
-            inline,
-        };
-        st.objects.insert(
-            (r.bucket, r.key),
-            Stored {
-                info: info.clone(),
-                inline: r.inline_data,
-                segments,
-            },
-        );
         Ok(Response::new(CommitObjectResponse { object: Some(info) }))
     }
 
@@ -374,35 +483,14 @@ impl MetaService for FakeMeta {
         r: Request<PutInlineObjectRequest>,
     ) -> Result<Response<PutInlineObjectResponse>, Status> {
         self.gate()?;
-        let r = r.into_inner();
-        if r.data.len() as u64 > INLINE_MAX {
-            return Err(Status::invalid_argument("too large for inline"));
+        let hang = self.hang_decision();
+        if hang == Some(false) {
+            std::future::pending::<()>().await;
         }
-        let mut st = self.state.lock().unwrap();
-        if !st.buckets.contains_key(&r.bucket) {
-            return Err(Status::not_found(format!("no bucket {}", r.bucket)));
+        let info = self.put_inline_now(r.into_inner())?;
+        if hang == Some(true) {
+            std::future::pending::<()>().await;
         }
-        let info = ObjectInfo {
-            bucket: r.bucket.clone(),
-            key: r.key.clone(),
-            version_id: format!("{:032x}", ShardId::random().as_u128()),
-            size: r.data.len() as u64,
-            etag: r.etag,
-            content_type: r.content_type,
-            user_metadata: r.user_metadata,
-            created_unix: now(),
-            scheme: Some(self.scheme.clone()),
-            segment_size: self.segment_size,
-            inline: true,
-        };
-        st.objects.insert(
-            (r.bucket, r.key),
-            Stored {
-                info: info.clone(),
-                inline: r.data,
-                segments: Vec::new(),
-            },
-        );
         Ok(Response::new(PutInlineObjectResponse {
             object: Some(info),
         }))
@@ -447,6 +535,10 @@ impl MetaService for FakeMeta {
         r: Request<DeleteObjectRequest>,
     ) -> Result<Response<DeleteObjectResponse>, Status> {
         self.gate()?;
+        let hang = self.hang_decision();
+        if hang == Some(false) {
+            std::future::pending::<()>().await;
+        }
         let r = r.into_inner();
         let existed = self
             .state
@@ -455,6 +547,9 @@ impl MetaService for FakeMeta {
             .objects
             .remove(&(r.bucket, r.key))
             .is_some();
+        if hang == Some(true) {
+            std::future::pending::<()>().await;
+        }
         Ok(Response::new(DeleteObjectResponse { existed }))
     }
 
@@ -525,6 +620,13 @@ impl MetaService for FakeMeta {
     ) -> Result<Response<GetClusterMapResponse>, Status> {
         self.gate()?;
         let addr = self.address.lock().unwrap().clone();
+        let leader = self
+            .faults
+            .map_leader
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| addr.clone());
         Ok(Response::new(GetClusterMapResponse {
             nodes: vec![MetaNode {
                 node_id: 1,
@@ -534,7 +636,7 @@ impl MetaService for FakeMeta {
                 .map(|g| GroupLeader {
                     group_id: g,
                     leader_id: Some(1),
-                    leader_address: addr.clone(),
+                    leader_address: leader.clone(),
                     term: 1,
                 })
                 .collect(),
@@ -547,9 +649,16 @@ impl MetaService for FakeMeta {
 
     async fn report_shards(
         &self,
-        _req: Request<ReportShardsRequest>,
+        req: Request<ReportShardsRequest>,
     ) -> Result<Response<ReportShardsResponse>, Status> {
-        Ok(Response::new(ReportShardsResponse { queued: 0 }))
+        self.gate()?;
+        let req = req.into_inner();
+        let queued = req.shards.len() as u32;
+        self.reports.send_modify(|r| r.push(req));
+        if self.faults.reports_unimplemented.load(Ordering::SeqCst) {
+            return Err(Status::unimplemented("ReportShards"));
+        }
+        Ok(Response::new(ReportShardsResponse { queued }))
     }
 }
 

@@ -22,6 +22,13 @@ pub const GC: &str = "gc";
 /// deleted, no upload may begin or commit for it in this partition.
 pub const SEALS: &str = "seal";
 
+/// Partition: `node (16 bytes BE) ‖ shard id (16 bytes BE)` →
+/// [`ShardRef`](super::index::ShardRef): the shard index (`index.rs`).
+pub const SHARD_INDEX: &str = "shardref";
+/// Partition: `version id (16 BE) ‖ segment (8 BE) ‖ shard index (1)` →
+/// [`RepairEntry`](super::repair::RepairEntry): shards reported corrupt, queued for repair.
+pub const REPAIRS: &str = "repair";
+
 /// Byte that never occurs in UTF-8; `prefix ‖ 0xFF` sorts after every key starting with
 /// `prefix` and before every greater key that does not.
 pub(crate) const PAST_PREFIX: u8 = 0xFF;

@@ -13,13 +13,17 @@
 //! - [`records`]: the stored records (bincode behind a format byte).
 //! - [`ops`]: builders for buckets, uploads, commits, deletes, expiry and the GC queue; reads.
 //! - [`list`]: listing of one partition and the merge of P partitions' pages.
+//! - [`index`]: the shard index (node ‖ shard → reference), kept by the same entries.
+//! - [`repair`]: the repair queue, the survey of degraded segments and the repair commit.
 //!
 //! [`KvReader`]: crate::raft::KvReader
 
+pub mod index;
 pub mod keys;
 pub mod list;
 pub mod ops;
 pub mod records;
+pub mod repair;
 
 use dogfs_core::layout::LayoutError;
 use dogfs_core::names::NameError;
@@ -177,14 +181,19 @@ pub enum CatalogError {
         got: u64,
     },
     #[error(
-        "segment {segment}: {missing} shards missing, at most {allowed} may be (at least k+1 \
-         shards must be stored)"
+        "segment {segment}: {missing} shards missing, at most {allowed} may be (the write \
+         quorum, min_write_shards, must be stored)"
     )]
     TooManyMissing {
         segment: u64,
         missing: usize,
         allowed: usize,
     },
+    #[error(
+        "segment {segment} shard {shard}: reported stored, but no chunk server was placed for \
+         it (report it missing)"
+    )]
+    UnplacedShardStored { segment: u64, shard: usize },
     #[error("an inline object has at most {inline_max} bytes, got {size}; use BeginPut")]
     InlineObjectTooLarge { size: u64, inline_max: u64 },
     #[error("invalid listing: {reason}")]

@@ -13,6 +13,7 @@ use dogfs_core::names::{BucketName, ObjectKey};
 use dogfs_core::placement::NodeId;
 use dogfs_core::scheme::ErasureScheme;
 
+use super::index::{self, UNPLACED};
 use super::records::{self, SegmentTargets};
 use super::{
     BucketRecord, CatalogError, GcEntry, GcReason, ObjectBody, ObjectVersion, SchemeRecord,
@@ -203,8 +204,9 @@ pub fn delete_bucket_record(name: &BucketName, incarnation: u64) -> Prepared {
 // ---------------------------------------------------------------------------------------------
 // Uploads.
 
-/// Per segment, the k+m (shard id, chunk server) targets chosen by placement.
-pub type Targets = Vec<Vec<(ShardId, NodeId)>>;
+/// Per segment, the k+m (shard id, chunk server) targets chosen by placement; `None` for a
+/// shard no eligible server could take (written as missing, DESIGN §4 step 1).
+pub type Targets = Vec<Vec<(ShardId, Option<NodeId>)>>;
 
 /// A BeginPut request, with the ids and targets the leader chose.
 #[derive(Debug, Clone)]
@@ -258,7 +260,15 @@ pub fn begin_put(
             }
             let mut nodes = BTreeSet::new();
             for (shard, node) in targets {
-                if !nodes.insert(*node) {
+                if node.is_some_and(|n| n.as_u128() == UNPLACED) {
+                    return Err(CatalogError::DuplicateTargetNode {
+                        segment,
+                        node: "the nil node id".into(),
+                    });
+                }
+                if let Some(node) = node
+                    && !nodes.insert(*node)
+                {
                     return Err(CatalogError::DuplicateTargetNode {
                         segment,
                         node: node.to_string(),
@@ -273,7 +283,7 @@ pub fn begin_put(
             segments.push(SegmentTargets {
                 shards: targets
                     .iter()
-                    .map(|(s, n)| (s.as_u128(), n.as_u128()))
+                    .map(|(s, n)| (s.as_u128(), n.map_or(UNPLACED, NodeId::as_u128)))
                     .collect(),
             });
         }
@@ -305,6 +315,7 @@ pub fn begin_put(
         },
     );
     p.write(Write::Put(ukey, records::encode("upload record", &record)?));
+    index::index_upload(&mut p, &record)?;
     Ok(p)
 }
 
@@ -348,6 +359,21 @@ pub struct CommitObject {
     /// The data of an inline object.
     pub inline: Option<Vec<u8>>,
     pub now_unix: u64,
+    /// The write quorum: the fewest shards of a segment that must be stored (the cluster's
+    /// `min_write_shards`, clamped per scheme to k+1..=k+m by [`write_quorum`]).
+    pub min_write_shards: usize,
+}
+
+/// The write quorum of a segment of `total` = k+m shards for the cluster setting `setting`
+/// (0 = the default, k+1): at least k+1, so a freshly written segment survives one more loss,
+/// and at most k+m.
+pub fn write_quorum(setting: usize, k: usize, total: usize) -> usize {
+    let floor = (k + 1).min(total);
+    if setting == 0 {
+        floor
+    } else {
+        setting.clamp(floor, total)
+    }
 }
 
 /// The current version of an object and its version (log index), if any.
@@ -495,7 +521,12 @@ pub fn commit_object<S: KvSpace>(
                 inline_max,
             });
         }
-        ObjectBody::Segments(segment_records(&upload, &layout, &req.segments)?)
+        ObjectBody::Segments(segment_records(
+            &upload,
+            &layout,
+            &req.segments,
+            req.min_write_shards,
+        )?)
     };
     let current = read_object(partition, &req.bucket, &req.key)?;
     let version = ObjectVersion {
@@ -535,17 +566,23 @@ pub fn commit_object<S: KvSpace>(
     ));
     p.write(Write::Delete(ukey));
     if let Some((old, _)) = &current {
+        index::unindex_version(&mut p, old);
         queue_version(&mut p, old, GcReason::Replaced, req.now_unix)?;
     }
+    // After the old version's references are gone: the upload's targets become the new
+    // version's (a missing one moves under UNPLACED; its partial file, if any, is an orphan).
+    index::unindex_upload(&mut p, &upload);
+    index::index_version(&mut p, &version, req.now_unix)?;
     Ok(p)
 }
 
 /// Checks the reports against the upload's targets and layout (DESIGN §4.3: per segment at
-/// most m−1 shards missing, i.e. at least k+1 stored) and builds the segment records.
+/// least the write quorum stored, k+1 by default) and builds the segment records.
 fn segment_records(
     upload: &UploadRecord,
     layout: &ObjectLayout,
     reports: &[Vec<ShardReport>],
+    min_write_shards: usize,
 ) -> Result<Vec<SegmentRecord>, CatalogError> {
     let expected = layout.segment_count();
     if reports.len() as u64 != expected || upload.segments.len() as u64 != expected {
@@ -572,7 +609,7 @@ fn segment_records(
                 got: shards.len(),
             });
         }
-        let allowed = seg.m().saturating_sub(1);
+        let allowed = total - write_quorum(min_write_shards, seg.k(), total);
         let missing = shards
             .iter()
             .filter(|s| **s == ShardReport::Missing)
@@ -592,6 +629,12 @@ fn segment_records(
                     server_crc32c,
                     size,
                 } => {
+                    if *node == UNPLACED {
+                        return Err(CatalogError::UnplacedShardStored {
+                            segment,
+                            shard: index,
+                        });
+                    }
                     if client_crc32c != server_crc32c {
                         return Err(CatalogError::ChecksumMismatch {
                             segment,
@@ -645,6 +688,12 @@ pub fn replace_target<S: KvSpace>(
     now_unix: u64,
 ) -> Result<Prepared, CatalogError> {
     let (mut upload, version) = live_upload(partition, upload_id, bucket, key)?;
+    if new.1.as_u128() == UNPLACED {
+        return Err(CatalogError::DuplicateTargetNode {
+            segment,
+            node: "the nil node id".into(),
+        });
+    }
     let segments = upload.segments.len();
     let (new_shard, new_node) = (new.0.as_u128(), new.1.as_u128());
     if upload
@@ -689,12 +738,29 @@ pub fn replace_target<S: KvSpace>(
         Check::Unchanged,
     );
     p.write(Write::Put(ukey, records::encode("upload record", &upload)?));
-    gc_put(
+    if old_node != UNPLACED {
+        index::delete(&mut p, old_node, old_shard);
+        gc_put(
+            &mut p,
+            old_shard,
+            old_node,
+            GcReason::TargetReplaced,
+            now_unix,
+        )?;
+    }
+    index::put(
         &mut p,
-        old_shard,
-        old_node,
-        GcReason::TargetReplaced,
-        now_unix,
+        new_node,
+        new_shard,
+        &index::ShardRef {
+            kind: index::RefKind::Upload,
+            bucket: upload.bucket.clone(),
+            key: upload.key.clone(),
+            version_id: upload_id,
+            segment,
+            index: u8::try_from(shard).unwrap_or(u8::MAX),
+            since_unix: now_unix,
+        },
     )?;
     Ok(p)
 }
@@ -715,6 +781,7 @@ pub fn abort_upload<S: KvSpace>(
         Check::Unchanged,
     );
     p.write(Write::Delete(ukey));
+    index::unindex_upload(&mut p, &upload);
     queue_targets(&mut p, &upload, GcReason::Aborted, now_unix)?;
     Ok(p)
 }
@@ -726,7 +793,7 @@ fn queue_targets(
     now: u64,
 ) -> Result<(), CatalogError> {
     for seg in &upload.segments {
-        for (shard, node) in &seg.shards {
+        for (shard, node) in seg.shards.iter().filter(|(_, n)| *n != UNPLACED) {
             gc_put(p, *shard, *node, reason, now)?;
         }
     }
@@ -757,6 +824,7 @@ pub fn expire_uploads<S: KvSpace>(
             Check::Unchanged,
         );
         p.write(Write::Delete(key));
+        index::unindex_upload(&mut p, &upload);
         queue_targets(&mut p, &upload, GcReason::Expired, now_unix)?;
     }
     Ok((found > 0).then_some(p))
@@ -780,6 +848,7 @@ pub fn delete_object<S: KvSpace>(
         Check::Unchanged,
     );
     p.write(Write::Delete(okey));
+    index::unindex_version(&mut p, &old);
     queue_version(&mut p, &old, GcReason::Deleted, now_unix)?;
     Ok(Some(p))
 }
@@ -872,6 +941,7 @@ pub fn put_inline<S: KvSpace>(
         records::encode("object version", &version)?,
     ));
     if let Some((old, _)) = &current {
+        index::unindex_version(&mut p, old);
         queue_version(&mut p, old, GcReason::Replaced, req.now_unix)?;
     }
     Ok(p)

@@ -203,6 +203,11 @@ pub enum GcReason {
     TargetReplaced,
     /// Its upload expired.
     Expired,
+    /// A rebuilt copy replaced it (it was on a down server, or corrupt).
+    Repaired,
+    /// Nothing references it: a rebuilt shard whose repair lost a race with a delete or an
+    /// overwrite, or an orphan found on a server.
+    Unreferenced,
 }
 
 /// A deletion-queue entry: delete `shard_id` on `node`.

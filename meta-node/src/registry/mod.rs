@@ -17,6 +17,10 @@ use crate::raft::{Condition, Key, KvReader, KvSpace, Write};
 pub const NODES: &str = "node";
 /// System group: `"config"` → [`ClusterConfig`].
 pub const CLUSTER: &str = "cluster";
+/// System group: node id (16 bytes, big-endian) → when the liveness task last marked it down
+/// (unix seconds, 8 bytes BE). Kept beside the record (whose encoding is fixed) and only
+/// meaningful while the node is down: repair starts `repair_after` later.
+pub const DOWN_SINCE: &str = "nodedown";
 const CONFIG_KEY: &[u8] = b"config";
 
 /// Heartbeat-driven state.
@@ -120,6 +124,42 @@ pub struct ClusterConfig {
 /// The key of a node record.
 pub fn node_key(id: u128) -> Key {
     Key::new(NODES, id.to_be_bytes().to_vec())
+}
+
+/// The key of a node's down-since time.
+pub fn down_since_key(id: u128) -> Key {
+    Key::new(DOWN_SINCE, id.to_be_bytes().to_vec())
+}
+
+/// Adds "down since `now_unix`" to a command that marks the node down.
+pub fn record_down_since(p: &mut Prepared, id: u128, now_unix: u64) {
+    p.write(Write::Put(
+        down_since_key(id),
+        now_unix.to_be_bytes().to_vec(),
+    ));
+}
+
+/// Every node's down-since time (only meaningful for nodes that are down).
+pub fn down_since_all<S: KvSpace>(
+    system: &KvReader<S>,
+) -> Result<std::collections::HashMap<u128, u64>, CatalogError> {
+    let mut out = std::collections::HashMap::new();
+    for (k, v) in system.list(DOWN_SINCE, b"", None, usize::MAX)? {
+        let id = <[u8; 16]>::try_from(k.as_slice()).map(u128::from_be_bytes);
+        let at = <[u8; 8]>::try_from(v.value.as_slice()).map(u64::from_be_bytes);
+        match (id, at) {
+            (Ok(id), Ok(at)) => {
+                out.insert(id, at);
+            }
+            _ => {
+                return Err(CatalogError::Corrupt {
+                    what: "down-since entry",
+                    reason: format!("key of {} bytes, value of {} bytes", k.len(), v.value.len()),
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The key of the cluster config.

@@ -70,7 +70,26 @@ async fn chunk_nodes_for_status<T>(
 
 impl Core {
     fn chunk_node(&self, r: &NodeRecord) -> pb::ChunkNode {
-        convert::chunk_node(r, self.last_heartbeat_unix(r.id))
+        let mut n = convert::chunk_node(r, self.last_heartbeat_unix(r.id));
+        if let Some((passes, progress)) = self
+            .liveness
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .scrub
+            .get(&r.id)
+        {
+            n.scrub_passes = *passes;
+            n.scrub_progress = *progress;
+        }
+        if r.liveness == registry::Liveness::Down
+            && let Ok(reader) = self.reader(0)
+            && let Ok(down) = registry::down_since_all(&reader)
+        {
+            n.down_since_unix = down
+                .get(&r.id)
+                .map_or(0, |d| i64::try_from(*d).unwrap_or(i64::MAX));
+        }
+        n
     }
 
     async fn set_admin(&self, id: u128, state: AdminState) -> Result<NodeRecord, ServiceError> {
@@ -117,6 +136,7 @@ impl AdminService for AdminSvc {
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         let c = &self.core;
         let span = tracing::info_span!("rpc", method = "ClusterStatus", group = Empty);
+        let is_peer = super::forwarded(&req);
         observe(&c.metrics, "ClusterStatus", span, async move {
             let mut groups = Vec::new();
             for g in c.raft.group_ids() {
@@ -160,7 +180,13 @@ impl AdminService for AdminSvc {
                 available_bytes: available,
                 default_scheme: Some(convert::scheme_to_pb(&c.scheme)),
                 partitions: c.partitions(),
-                repair: None,
+                // Peers probe ClusterStatus for log positions (leader spreading) every
+                // second; the survey is for people and tools.
+                repair: if is_peer {
+                    None
+                } else {
+                    Some(crate::repair::status(c)?)
+                },
             }))
         })
         .await

@@ -87,11 +87,18 @@ pub(crate) fn object_info(v: &ObjectVersion) -> pb::ObjectInfo {
     }
 }
 
+/// A shard holder as a layout shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct Holder {
+    pub address: String,
+    pub state: NodeState,
+}
+
 /// GetObject's answer: the version, its inline data or its segments with every shard's
-/// current address.
+/// current address and its server's state (so readers ask down or suspect servers last).
 pub(crate) fn get_object_response(
     v: ObjectVersion,
-    addresses: &HashMap<u128, String>,
+    holders: &HashMap<u128, Holder>,
 ) -> pb::GetObjectResponse {
     let object = Some(object_info(&v));
     match v.body {
@@ -114,11 +121,18 @@ pub(crate) fn get_object_response(
                             index: u32::from(sh.index),
                             shard_id: hex_id(sh.shard_id),
                             node_id: format_node_id(sh.node),
-                            address: addresses.get(&sh.node).cloned().unwrap_or_default(),
+                            address: holders
+                                .get(&sh.node)
+                                .map(|h| h.address.clone())
+                                .unwrap_or_default(),
                             crc32c: sh.crc32c,
                             size: sh.size,
                             missing: sh.missing,
-                            ..Default::default()
+                            // A server missing from the registry is as good as removed.
+                            node_state: holders
+                                .get(&sh.node)
+                                .map_or(pb::NodeState::Removed, |h| node_state(h.state))
+                                as i32,
                         })
                         .collect(),
                 })

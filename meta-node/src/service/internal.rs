@@ -57,4 +57,11 @@ impl MetaInternal for InternalSvc {
         })
         .await
     }
+
+    async fn check_shard_refs(
+        &self,
+        _req: Request<pb::CheckShardRefsRequest>,
+    ) -> Result<Response<pb::CheckShardRefsResponse>, Status> {
+        Err(Status::unimplemented("CheckShardRefs: being built"))
+    }
 }

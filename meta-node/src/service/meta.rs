@@ -70,8 +70,21 @@ impl Core {
         Ok((nodes.iter().map(|n| n.view()).collect(), addrs))
     }
 
-    fn addresses(&self) -> Result<HashMap<u128, String>, ServiceError> {
-        Ok(self.node_views()?.1)
+    /// Every chunk server's address and state, for layouts.
+    fn holders(&self) -> Result<HashMap<u128, convert::Holder>, ServiceError> {
+        let nodes = registry::list_nodes(&self.reader(0)?)?;
+        Ok(nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.id,
+                    convert::Holder {
+                        address: n.address.clone(),
+                        state: n.state(),
+                    },
+                )
+            })
+            .collect())
     }
 
     async fn delete_bucket_local(&self, name: &BucketName) -> Result<(), ServiceError> {
@@ -177,10 +190,14 @@ impl Core {
         views: &[NodeView],
     ) -> Result<catalog::Targets, ServiceError> {
         let mut targets = Vec::new();
+        let quorum = self.cfg.write_quorum(&layout.scheme());
         for seg in layout.segments() {
-            let nodes = placement::place(
+            // As many distinct servers as are eligible, down to the write quorum; the rest
+            // are written as missing and repaired (DESIGN §4 step 1).
+            let nodes = placement::place_available(
                 views,
                 seg.total_shards(),
+                quorum,
                 seg.shard_len(),
                 placement::segment_seed(upload_id, seg.index()),
                 &[],
@@ -209,12 +226,24 @@ fn query_of(r: &pb::ListObjectsRequest) -> ListQuery {
     }
 }
 
+/// Most shard problems one ReportShards may carry.
+const MAX_REPORTED_SHARDS: usize = 1024;
+
+/// A target for the client; `None` (no eligible server) is a shard to report missing.
 fn location(
     index: usize,
     shard: u128,
-    node: u128,
+    node: Option<u128>,
     addrs: &HashMap<u128, String>,
 ) -> pb::ShardLocation {
+    let Some(node) = node else {
+        return pb::ShardLocation {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            shard_id: hex_id(shard),
+            missing: true,
+            ..Default::default()
+        };
+    };
     pb::ShardLocation {
         index: u32::try_from(index).unwrap_or(u32::MAX),
         shard_id: hex_id(shard),
@@ -365,7 +394,7 @@ impl MetaService for MetaSvc {
                 scheme: Some(convert::scheme_to_pb(&scheme)),
                 segment_size,
                 inline_max,
-                min_write_shards: 0,
+                min_write_shards: u32::try_from(c.cfg.write_quorum(&scheme)).unwrap_or(u32::MAX),
                 expires_unix: i64::try_from(upload.now_unix + upload.ttl_secs).unwrap_or(i64::MAX),
                 segments: (0u64..)
                     .zip(&upload.targets)
@@ -375,7 +404,7 @@ impl MetaService for MetaSvc {
                             .iter()
                             .enumerate()
                             .map(|(i, (shard, node))| {
-                                location(i, shard.as_u128(), node.as_u128(), &addrs)
+                                location(i, shard.as_u128(), node.map(NodeId::as_u128), &addrs)
                             })
                             .collect(),
                     })
@@ -472,7 +501,12 @@ impl MetaService for MetaSvc {
             })
             .await?;
             Ok(Response::new(pb::ReplaceTargetResponse {
-                target: Some(location(shard, new.0.as_u128(), new.1.as_u128(), &addrs)),
+                target: Some(location(
+                    shard,
+                    new.0.as_u128(),
+                    Some(new.1.as_u128()),
+                    &addrs,
+                )),
             }))
         })
         .await
@@ -523,6 +557,7 @@ impl MetaService for MetaSvc {
                 inline: (r.size <= inline_max || !r.inline_data.is_empty())
                     .then(|| r.inline_data.to_vec()),
                 now_unix: 0,
+                min_write_shards: c.cfg.min_write_shards,
             };
             let version = with_retries(|_| {
                 let mut commit = commit.clone();
@@ -644,7 +679,7 @@ impl MetaService for MetaSvc {
             // An inline object names no chunk server: skip the registry scan.
             let addresses = match v.body {
                 ObjectBody::Inline(_) => HashMap::new(),
-                ObjectBody::Segments(_) => c.addresses()?,
+                ObjectBody::Segments(_) => c.holders()?,
             };
             Ok(Response::new(convert::get_object_response(v, &addresses)))
         })
@@ -789,8 +824,33 @@ impl MetaService for MetaSvc {
 
     async fn report_shards(
         &self,
-        _req: Request<pb::ReportShardsRequest>,
+        req: Request<pb::ReportShardsRequest>,
     ) -> Result<Response<pb::ReportShardsResponse>, Status> {
-        Err(Status::unimplemented("ReportShards: being built"))
+        let c = &self.core;
+        let s = span("ReportShards", &req.get_ref().bucket, &req.get_ref().key);
+        observe(&c.metrics, "ReportShards", s, async move {
+            let r = req.get_ref();
+            let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
+            let version_id = convert::upload_id(&r.version_id)?;
+            if r.shards.len() > MAX_REPORTED_SHARDS {
+                return Err(ServiceError::Invalid(format!(
+                    "report: {} shards, at most {MAX_REPORTED_SHARDS} per call",
+                    r.shards.len()
+                )));
+            }
+            let group = c.partition(&bucket, &key);
+            route_or_forward!(c, group, req, report_shards);
+            let queued = crate::repair::on_client_report(
+                c,
+                group,
+                &bucket,
+                &key,
+                version_id,
+                &req.get_ref().shards,
+            )
+            .await?;
+            Ok(Response::new(pb::ReportShardsResponse { queued }))
+        })
+        .await
     }
 }

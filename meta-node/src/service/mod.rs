@@ -193,6 +193,8 @@ pub(crate) struct LivenessTable {
     pub last: HashMap<u128, (Instant, SystemTime)>,
     /// (term, since) of this node's current leadership of the system group.
     pub leader_since: Option<(u64, Instant)>,
+    /// Scrubber passes and progress through the current pass, as last heartbeated.
+    pub scrub: HashMap<u128, (u64, f64)>,
 }
 
 /// The state shared by the services and background tasks of one node.
@@ -212,6 +214,8 @@ pub struct Core {
     proposers: BTreeMap<u64, mpsc::Sender<Proposal>>,
     /// Per group, this node's read lease as the group's leader ([`Core::read_barrier`]).
     leases: Mutex<HashMap<u64, ReadLease>>,
+    /// Repairs this node runs as a partition leader, and their figures.
+    pub(crate) repair: crate::repair::RepairState,
 }
 
 /// A leader's read lease on one group: until `until`, a linearizable read in `term` needs no
@@ -329,6 +333,7 @@ impl Core {
         raft: RaftHandle,
         metrics: Arc<Metrics>,
     ) -> (Core, Vec<(u64, mpsc::Receiver<Proposal>)>) {
+        let repair_concurrency = cfg.repair_concurrency;
         let mut proposers = BTreeMap::new();
         let mut receivers = Vec::new();
         for g in raft.group_ids() {
@@ -347,6 +352,7 @@ impl Core {
             liveness: Mutex::new(LivenessTable::default()),
             buckets: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
+            repair: crate::repair::RepairState::new(repair_concurrency),
         };
         (core, receivers)
     }

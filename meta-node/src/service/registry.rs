@@ -60,6 +60,12 @@ impl ChunkRegistry for RegistrySvc {
         let span = tracing::info_span!("rpc", method = "Register", node = %req.get_ref().node_id, group = Empty);
         observe(&c.metrics, "Register", span, async move {
             let id = registry::parse_node_id(&req.get_ref().node_id)?;
+            if id == crate::catalog::index::UNPLACED {
+                return Err(ServiceError::Invalid(
+                    "register: the nil node id is reserved; a chunk server's id is a random UUID"
+                        .into(),
+                ));
+            }
             if req.get_ref().address.is_empty() {
                 return Err(ServiceError::Invalid(
                     "register: the address is empty; send the host:port clients reach the \
@@ -107,6 +113,26 @@ impl ChunkRegistry for RegistrySvc {
                 .await;
             }
             let usage = usage_of(req.get_ref().usage.as_ref());
+            c.liveness
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .scrub
+                .insert(
+                    id,
+                    (
+                        req.get_ref().scrub_passes,
+                        req.get_ref().scrub_progress.clamp(0.0, 1.0),
+                    ),
+                );
+            if !req.get_ref().corrupt_shard_ids.is_empty() {
+                // Off the heartbeat's path: finding the partitions takes index reads and
+                // proposals, and a heartbeat must stay cheap.
+                tokio::spawn(crate::repair::on_corrupt_shards(
+                    std::sync::Arc::clone(c),
+                    id,
+                    req.get_ref().corrupt_shard_ids.clone(),
+                ));
+            }
             let record = with_retries(|_| async {
                 let reader = c.reader(0)?;
                 let now = now_unix();
