@@ -148,7 +148,7 @@ pub async fn run(
             None => opts.endpoints[next % opts.endpoints.len()].clone(),
         };
         let usage = usage(&store).await;
-        let report = ScrubReport::now(&store, &metrics);
+        let report = HealthReport::now(&store, &metrics);
         let call = call(
             &mut clients,
             &target,
@@ -244,15 +244,15 @@ pub const MAX_CORRUPT_IDS: usize = 1000;
 
 /// What a heartbeat says besides usage: the corrupt shards to repair and the scrubber's state.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct ScrubReport {
+struct HealthReport {
     corrupt_shard_ids: Vec<String>,
     scrub_passes: u64,
     scrub_progress: f64,
 }
 
-impl ScrubReport {
+impl HealthReport {
     fn now(store: &Store, metrics: &Metrics) -> Self {
-        ScrubReport {
+        HealthReport {
             corrupt_shard_ids: store
                 .corrupt_shards_limited(MAX_CORRUPT_IDS)
                 .iter()
@@ -273,7 +273,7 @@ async fn call(
     node_id: &str,
     opts: &RegistryOptions,
     usage: NodeUsage,
-    report: ScrubReport,
+    report: HealthReport,
     timeout: Duration,
 ) -> Result<(NodeState, u64), Status> {
     let mut client = client_for(clients, target)?;

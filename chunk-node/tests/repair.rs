@@ -571,11 +571,10 @@ async fn hung_source_costs_one_timeout_and_concurrency_is_bounded() {
     let first = tokio::spawn(async move { reconstruct(&mut c, req).await });
 
     // While it waits on the hung source, a second repair is refused.
-    let end = Instant::now() + DEADLINE;
-    while target.server.metrics().repairs_running.get() < 1 {
-        assert!(Instant::now() < end, "the first repair never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until("the first repair to start", || {
+        target.server.metrics().repairs_running.get() == 1
+    })
+    .await;
     let mut c = target.client.clone();
     assert_status(
         reconstruct(
@@ -653,4 +652,61 @@ async fn bandwidth_limit_paces_source_reads() {
         resp.bytes_fetched
     );
     assert_stored(&mut target, id, &held.seg.shards[2]).await;
+}
+
+#[tokio::test]
+async fn a_cancelled_repair_leaves_nothing_and_frees_its_slot() {
+    let held = hold().await;
+    let mut target = node_with(|c| {
+        c.repair_concurrency = 1;
+        c.repair_source_timeout_ms = 60_000;
+    })
+    .await;
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_addr = hung.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut held_open = Vec::new();
+        while let Ok((s, _)) = hung.accept().await {
+            held_open.push(s);
+        }
+    });
+    // The repair waits on its hung fourth source; its temp file and space reservation exist
+    // from the start, and that is what must go when the caller gives up.
+    let mut sources = held.sources(&[1, 2, 3, 4]);
+    sources[3].address = hung_addr;
+    let id = ShardId::random();
+    let req = held.request(id, 0, sources, None);
+    let mut c = target.client.clone();
+    let call = tokio::spawn(async move { reconstruct(&mut c, req).await });
+    let running = |n: i64| {
+        let m = std::sync::Arc::clone(target.server.metrics());
+        move || m.repairs_running.get() == n
+    };
+    wait_until("the repair to start", running(1)).await;
+    wait_until("the repair's temp file", || {
+        tmp_files(target.dir.path()) == 1
+    })
+    .await;
+    // The caller gives up: the call's stream is reset and the server drops the repair.
+    call.abort();
+    wait_until("the repair to stop", running(0)).await;
+    wait_until("its temp file to go", || tmp_files(target.dir.path()) == 0).await;
+    assert_nothing_stored(&mut target, id).await;
+    // Its slot is free again.
+    let id = ShardId::random();
+    reconstruct(
+        &mut target.client,
+        held.request(id, 0, held.sources(&[1, 2, 3, 4]), Some(held.crc(0))),
+    )
+    .await
+    .unwrap();
+    assert_stored(&mut target, id, &held.seg.shards[0]).await;
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -237,6 +237,9 @@ pub enum Workload {
     Small,
     /// One --big-size PUT and GET streamed through the client; reports peak RSS.
     Big,
+    /// GETs through a frozen chunk server (hedged parity reads), then the rebuild of a
+    /// stopped server's shards on the spare (in-process cluster only; at least k+m+1 servers).
+    Repair,
     /// disk, put, get, degraded, small, then big in a child process.
     All,
 }

@@ -1,7 +1,7 @@
 //! `dogfs cluster status|nodes`: the admin API's answers as printable tables and as JSON
 //! (the generated proto types carry no serde, so this module mirrors the fields it shows).
 
-use dogfs_proto::meta::{ChunkNode, ClusterStatusResponse, ErasureScheme, NodeState};
+use dogfs_proto::meta::{ChunkNode, ClusterStatusResponse, ErasureScheme, NodeState, RepairStatus};
 use serde::Serialize;
 
 use crate::human;
@@ -17,6 +17,112 @@ pub struct StatusView {
     pub available_bytes: u64,
     pub default_scheme: Option<SchemeView>,
     pub partitions: u64,
+    /// Absent from metadata nodes older than the repair service.
+    pub repair: Option<RepairView>,
+}
+
+/// Redundancy and repair (DESIGN §7): segments short of shards by how many are left, the
+/// backlog and the rate.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RepairView {
+    /// Only segments short of shards; every other segment has all k+m.
+    pub degraded: Vec<RedundancyView>,
+    pub unreadable_segments: u64,
+    pub backlog_segments: u64,
+    pub waiting_segments: u64,
+    pub repaired_shards: u64,
+    pub repaired_bytes: u64,
+    pub repair_bytes_per_sec: f64,
+    pub repair_failures: u64,
+    pub orphans_deleted: u64,
+    pub min_write_shards: u32,
+    pub repair_after_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RedundancyView {
+    pub shards_left: u32,
+    pub shards_total: u32,
+    pub segments: u64,
+}
+
+impl From<&RepairStatus> for RepairView {
+    fn from(r: &RepairStatus) -> Self {
+        RepairView {
+            degraded: r
+                .degraded
+                .iter()
+                .map(|d| RedundancyView {
+                    shards_left: d.shards_left,
+                    shards_total: d.shards_total,
+                    segments: d.segments,
+                })
+                .collect(),
+            unreadable_segments: r.unreadable_segments,
+            backlog_segments: r.backlog_segments,
+            waiting_segments: r.waiting_segments,
+            repaired_shards: r.repaired_shards,
+            repaired_bytes: r.repaired_bytes,
+            repair_bytes_per_sec: r.repair_bytes_per_sec,
+            repair_failures: r.repair_failures,
+            orphans_deleted: r.orphans_deleted,
+            min_write_shards: r.min_write_shards,
+            repair_after_secs: r.repair_after_secs,
+        }
+    }
+}
+
+impl RepairView {
+    fn render(&self) -> String {
+        let mut out = String::from(
+            "
+redundancy and repair:
+",
+        );
+        if self.degraded.is_empty() {
+            out.push_str(
+                "  every segment has all its shards
+",
+            );
+        }
+        for d in &self.degraded {
+            let what = if d.shards_left + 1 >= d.shards_total {
+                "one shard short"
+            } else {
+                "short of shards"
+            };
+            out.push_str(&format!(
+                "  {:>8} segments with {}/{} shards ({what})
+",
+                d.segments, d.shards_left, d.shards_total
+            ));
+        }
+        if self.unreadable_segments > 0 {
+            out.push_str(&format!(
+                "  {:>8} segments UNREADABLE until a server returns (fewer than k shards left)
+",
+                self.unreadable_segments
+            ));
+        }
+        out.push_str(&format!(
+            "  backlog: {} segments being repaired, {} waiting for repair_after ({} s); \
+             write quorum {} shards\n",
+            self.backlog_segments,
+            self.waiting_segments,
+            self.repair_after_secs,
+            self.min_write_shards
+        ));
+        out.push_str(&format!(
+            "  repaired: {} shards, {} ({}/s over the last minute); {} failed attempts; {} \
+             orphans deleted\n",
+            self.repaired_shards,
+            human::size(self.repaired_bytes),
+            human::size(self.repair_bytes_per_sec as u64),
+            self.repair_failures,
+            self.orphans_deleted
+        ));
+        out
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -50,6 +156,11 @@ pub struct ChunkNodeView {
     pub io_errors: u64,
     pub registered_unix: i64,
     pub last_heartbeat_unix: i64,
+    /// Scrubber: completed passes and progress through the current one (0..=1).
+    pub scrub_passes: u64,
+    pub scrub_progress: f64,
+    /// When it was marked down (0 unless down).
+    pub down_since_unix: i64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -111,6 +222,9 @@ impl From<&ChunkNode> for ChunkNodeView {
             io_errors: usage.io_errors,
             registered_unix: n.registered_unix,
             last_heartbeat_unix: n.last_heartbeat_unix,
+            scrub_passes: n.scrub_passes,
+            scrub_progress: n.scrub_progress,
+            down_since_unix: n.down_since_unix,
         }
     }
 }
@@ -145,6 +259,7 @@ impl From<&ClusterStatusResponse> for StatusView {
             available_bytes: s.available_bytes,
             default_scheme: s.default_scheme.as_ref().map(SchemeView::from),
             partitions: s.partitions,
+            repair: s.repair.as_ref().map(RepairView::from),
         }
     }
 }
@@ -214,6 +329,9 @@ impl StatusView {
                 name, leader, g.term, g.commit_index, g.applied_index
             ));
         }
+        if let Some(r) = &self.repair {
+            out.push_str(&r.render());
+        }
         out.push_str("\nchunk servers:\n");
         out.push_str(&render_nodes(&self.chunk_nodes));
         out
@@ -223,8 +341,17 @@ impl StatusView {
 /// The chunk server table (`cluster status` and `cluster nodes`).
 pub fn render_nodes(nodes: &[ChunkNodeView]) -> String {
     let mut out = format!(
-        "  {:<32} {:<22} {:<8} {:<9} {:>10} {:>10} {:>5} {:>8} {}\n",
-        "NODE", "ADDRESS", "ZONE", "STATE", "USED", "CAPACITY", "USE%", "SHARDS", "LAST HEARTBEAT"
+        "  {:<32} {:<22} {:<8} {:<9} {:>10} {:>10} {:>5} {:>8} {:>12} {}\n",
+        "NODE",
+        "ADDRESS",
+        "ZONE",
+        "STATE",
+        "USED",
+        "CAPACITY",
+        "USE%",
+        "SHARDS",
+        "SCRUB",
+        "LAST HEARTBEAT"
     );
     for n in nodes {
         let pct = if n.capacity_bytes > 0 {
@@ -236,8 +363,14 @@ pub fn render_nodes(nodes: &[ChunkNodeView]) -> String {
             "-".to_owned()
         };
         let zone = if n.zone.is_empty() { "-" } else { &n.zone };
+        // Passes done, then how far into the current one.
+        let scrub = format!(
+            "{}+{:.0}%",
+            n.scrub_passes,
+            n.scrub_progress.clamp(0.0, 1.0) * 100.0
+        );
         out.push_str(&format!(
-            "  {:<32} {:<22} {:<8} {:<9} {:>10} {:>10} {:>5} {:>8} {}\n",
+            "  {:<32} {:<22} {:<8} {:<9} {:>10} {:>10} {:>5} {:>8} {:>12} {}\n",
             n.node_id,
             n.address,
             zone,
@@ -246,6 +379,7 @@ pub fn render_nodes(nodes: &[ChunkNodeView]) -> String {
             human::size(n.capacity_bytes),
             pct,
             n.shard_count,
+            scrub,
             human::time(n.last_heartbeat_unix)
         ));
     }
@@ -336,5 +470,55 @@ mod tests {
         assert_eq!(json["chunk_nodes"][1]["state"], "down");
         assert_eq!(json["groups"][1]["leader_id"], serde_json::Value::Null);
         assert_eq!(json["default_scheme"]["k"], 4);
+    }
+
+    #[test]
+    fn renders_redundancy_backlog_and_scrub() {
+        let mut st = status(&[Some(1)], &[NodeState::Up, NodeState::Down]);
+        st.chunk_nodes[0].scrub_passes = 3;
+        st.chunk_nodes[0].scrub_progress = 0.25;
+        st.repair = Some(RepairStatus {
+            degraded: vec![
+                dogfs_proto::meta::RedundancyCount {
+                    shards_left: 4,
+                    shards_total: 6,
+                    segments: 2,
+                },
+                dogfs_proto::meta::RedundancyCount {
+                    shards_left: 5,
+                    shards_total: 6,
+                    segments: 17,
+                },
+            ],
+            unreadable_segments: 1,
+            backlog_segments: 18,
+            waiting_segments: 1,
+            repaired_shards: 40,
+            repaired_bytes: 40 << 20,
+            repair_bytes_per_sec: (2 << 20) as f64,
+            repair_failures: 2,
+            orphans_deleted: 5,
+            min_write_shards: 5,
+            repair_after_secs: 600,
+        });
+        let v = StatusView::from(&st);
+        let text = v.render();
+        for want in [
+            "2 segments with 4/6 shards (short of shards)",
+            "17 segments with 5/6 shards (one shard short)",
+            "1 segments UNREADABLE",
+            "18 segments being repaired, 1 waiting for repair_after (600 s); write quorum 5",
+            "repaired: 40 shards, 40.0 MiB (2.0 MiB/s over the last minute); 2 failed",
+            "5 orphans deleted",
+            "3+25%",
+        ] {
+            assert!(text.contains(want), "{want:?} not in\n{text}");
+        }
+        let json: serde_json::Value = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["repair"]["degraded"][1]["shards_left"], 5);
+        assert_eq!(json["repair"]["backlog_segments"], 18);
+        assert_eq!(json["chunk_nodes"][0]["scrub_passes"], 3);
+        let healthy = StatusView::from(&status(&[Some(1)], &[NodeState::Up])).render();
+        assert!(!healthy.contains("redundancy"), "{healthy}");
     }
 }

@@ -130,6 +130,20 @@ pub struct DevOptions {
     pub reserve: ByteSize,
     pub capacity: Option<ByteSize>,
     pub ready_timeout: Duration,
+    /// Failure detection and repair timings (`dogfs bench repair`); production-like when
+    /// absent (suspect after 10 s, down after 10 min, repaired 10 min later).
+    pub healing: Option<Healing>,
+    /// Address chunk server i registers (and clients reach it) at, instead of its own: a
+    /// relay in front of it (`dogfs bench repair` freezes one to measure hedged reads).
+    pub chunk_advertise: Vec<(usize, String)>,
+}
+
+/// Shortened failure detection and repair, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Healing {
+    pub suspect_after_secs: u64,
+    pub down_after_secs: u64,
+    pub repair_after_secs: u64,
 }
 
 impl DevOptions {
@@ -145,6 +159,8 @@ impl DevOptions {
             reserve: ByteSize(1 << 30),
             capacity: None,
             ready_timeout: Duration::from_secs(60),
+            healing: None,
+            chunk_advertise: Vec::new(),
         }
     }
 }
@@ -162,6 +178,8 @@ impl From<&crate::args::DevArgs> for DevOptions {
             reserve: a.reserve,
             capacity: a.capacity,
             ready_timeout: a.ready_timeout,
+            healing: None,
+            chunk_advertise: Vec::new(),
         }
     }
 }
@@ -414,7 +432,7 @@ impl DevCluster {
             .collect();
         let mut metas = Vec::new();
         for (i, (grpc, http)) in meta_grpc.into_iter().zip(meta_http).enumerate() {
-            let cfg = meta_config(i, &peers, &dir, &layout);
+            let cfg = meta_config(i, &peers, &dir, &layout, opts.healing);
             match MetaServer::start(cfg, grpc, Some(http)).await {
                 Ok(server) => metas.push(server),
                 Err(source) => {
@@ -483,6 +501,11 @@ impl DevCluster {
     /// The log file `dogfs dev` writes the servers' logs to.
     pub fn log_path(dir: &Path) -> PathBuf {
         dir.join("dev.log")
+    }
+
+    /// The gRPC address chunk server `index` listens on.
+    pub fn chunk_grpc_addr(&self, index: usize) -> Option<SocketAddr> {
+        self.chunk_cfgs.get(index).map(|c| c.grpc_addr)
     }
 
     /// Stops chunk server `index` (its data stays), as a crashed or unplugged server would be
@@ -629,7 +652,13 @@ async fn start_chunk_server(index: usize, cfg: &ChunkConfig) -> Result<ChunkServ
 
 /// Production-like settings (1 MiB cells, 64 MiB segments), with quicker
 /// heartbeats so `cluster status` reflects a stopped server soon.
-fn meta_config(index: usize, peers: &[String], dir: &Path, layout: &Layout) -> MetaConfig {
+fn meta_config(
+    index: usize,
+    peers: &[String],
+    dir: &Path,
+    layout: &Layout,
+    healing: Option<Healing>,
+) -> MetaConfig {
     let mut cfg = MetaConfig::for_tests(
         index as u64,
         peers.to_vec(),
@@ -646,6 +675,18 @@ fn meta_config(index: usize, peers: &[String], dir: &Path, layout: &Layout) -> M
     cfg.down_after_secs = 600;
     cfg.heartbeat_interval_ms = 1000;
     cfg.gc_interval_ms = 5000;
+    // The service's defaults (MetaConfig::for_tests shortens them for tests).
+    cfg.repair_after_secs = 600;
+    cfg.repair_interval_ms = 5000;
+    cfg.orphan_grace_secs = 3600;
+    cfg.orphan_interval_ms = 600_000;
+    if let Some(h) = healing {
+        cfg.suspect_after_secs = h.suspect_after_secs;
+        cfg.down_after_secs = h.down_after_secs;
+        cfg.repair_after_secs = h.repair_after_secs;
+        cfg.heartbeat_interval_ms = 250;
+        cfg.repair_interval_ms = 250;
+    }
     cfg
 }
 
@@ -663,6 +704,11 @@ fn chunk_config(
     cfg.reserve = opts.reserve;
     cfg.capacity = opts.capacity;
     cfg.meta_endpoints = peers.to_vec();
+    cfg.advertise_addr = opts
+        .chunk_advertise
+        .iter()
+        .find(|(i, _)| *i == index)
+        .map(|(_, a)| a.clone());
     cfg
 }
 

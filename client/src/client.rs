@@ -171,7 +171,7 @@ impl Client {
                 &what,
                 Route::System,
                 self.deadline(),
-                "the bucket may or may not have been created",
+                "the bucket may or may not have been created: look it up (HeadBucket) to find out",
                 |ch| {
                     let req = req.clone();
                     async move { MetaServiceClient::new(ch).create_bucket(req).await }
@@ -208,7 +208,7 @@ impl Client {
                 &what,
                 Route::System,
                 self.deadline(),
-                "the bucket may or may not have been removed",
+                "the bucket may or may not have been removed: look it up (HeadBucket) to find out",
                 |ch| {
                     let req = req.clone();
                     async move { MetaServiceClient::new(ch).delete_bucket(req).await }
@@ -328,7 +328,7 @@ impl Client {
                     &what,
                     self.route(&b, &k),
                     deadline,
-                    "the object may or may not have been written",
+                    "the object may or may not have been written: read it (HeadObject) to find out",
                     |ch| {
                         let req = req.clone();
                         async move { MetaServiceClient::new(ch).put_inline_object(req).await }
@@ -454,7 +454,7 @@ impl Client {
                 &what,
                 route,
                 commit_deadline,
-                "the object may or may not have been written",
+                "the object may or may not have been written: read it (HeadObject) to find out",
                 |ch| {
                     let req = req.clone();
                     async move { MetaServiceClient::new(ch).commit_object(req).await }
@@ -671,7 +671,7 @@ impl Client {
                 &what,
                 self.route(&b, &k),
                 self.deadline(),
-                "the object may or may not have been deleted",
+                "the object may or may not have been deleted: read it (HeadObject) to find out",
                 |ch| {
                     let req = req.clone();
                     async move { MetaServiceClient::new(ch).delete_object(req).await }

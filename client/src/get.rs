@@ -13,8 +13,9 @@
 //! asked only when no healthy shard is left; data shards before parity. Needed data shards
 //! left out are decoded from the others.
 //!
-//! Hedging: a request that has delivered nothing for longer than the adaptive hedge delay
-//! (crate::hedge) is read around while it keeps running: its shard drops to the last rank,
+//! Hedging: a request that has delivered nothing (or nothing more) for longer than the
+//! adaptive hedge delay (crate::hedge) is read around while it keeps running, as long as some
+//! shard not yet hedged around in this window is left to ask: its shard drops to the last rank,
 //! the plan is recomputed (so another shard is asked at once) and whichever k verified shards
 //! arrive first are used. Its server is avoided for the rest of the read.
 //!
@@ -338,7 +339,7 @@ impl Health {
                 corrupt: false,
                 hedged: true,
                 reason: format!(
-                    "{}: nothing delivered for {idle:?} (hedge delay {delay:?}); read around",
+                    "{}: no data for {idle:?} (hedge delay {delay:?}); read around",
                     describe(loc)
                 ),
             });
@@ -472,7 +473,8 @@ struct Plan {
     /// Needed data shards to decode, over shard bytes `decode`, from the shards in `reads`.
     lost: Vec<usize>,
     decode: Option<Range<u64>>,
-    /// A healthy shard outside the plan exists, so a slow read can be hedged.
+    /// A shard outside the plan that was not hedged around in this window exists, so a slow
+    /// read can be hedged.
     spare: bool,
 }
 
@@ -494,7 +496,9 @@ struct WindowRead {
 }
 
 impl WindowRead {
-    /// Rank of each shard for this window: `None` never asked, 0 healthy, 1 last resort.
+    /// Rank of each shard for this window, best first: `None` never asked, 0 healthy, 1 on a
+    /// server to avoid (node state, or hedged around by another window), 2 hedged around in
+    /// this window (its request may still deliver, but anything else is asked first).
     fn ranks(&self) -> Vec<Option<u8>> {
         let h = lock(&self.ctx.health);
         (0..self.n)
@@ -505,7 +509,7 @@ impl WindowRead {
                 } else if self.have[i].is_some() {
                     Some(0)
                 } else if self.slow[i] {
-                    Some(1)
+                    Some(2)
                 } else if self.reqs.iter().any(|q| q.shard == i && !q.done) {
                     // Already asked in this window: its own hedge timer judges it, not another
                     // window's verdict on its server.
@@ -538,7 +542,9 @@ impl WindowRead {
             )));
         }
         let inputs = &order[..k];
-        let spare = order[k..].iter().any(|&i| ranks[i] == Some(0));
+        let spare = order[k..]
+            .iter()
+            .any(|&i| matches!(ranks[i], Some(r) if r < 2));
         let lost: Vec<usize> = (0..k)
             .filter(|&i| self.need[i].is_some() && !inputs.contains(&i))
             .collect();
@@ -609,8 +615,8 @@ impl WindowRead {
         }
         match res {
             Ok(b) => {
-                // Later requests of a shard ask for a superset (the decode range only grows),
-                // so the larger read replaces the smaller.
+                // One range per shard: a read already holding this one stays, otherwise the
+                // newer read (what the current plan asked for) replaces it.
                 let keep_old = self.have[i].as_ref().is_some_and(|(hr, _)| covers(hr, &r));
                 if !keep_old {
                     self.have[i] = Some((r, b));

@@ -269,7 +269,7 @@ impl Meta {
     /// Runs a change (commit, inline put, delete) like [`Self::call`], and tracks whether an
     /// attempt may have been applied without its answer arriving. If every attempt failed and
     /// one of them may have been applied, the error is `OutcomeUnknown`, whose message ends
-    /// with `consequence` ("the object may or may not have been written"). Callers must only
+    /// with `consequence` (what may have happened and how to find out). Callers must only
     /// use this for changes whose repetition is harmless (the commit of one upload id, a
     /// delete), and look at `maybe_applied` to read a retry's answer (an ALREADY_EXISTS or
     /// NOT_FOUND may be the first attempt's doing).
@@ -389,7 +389,7 @@ impl Meta {
                         let msg = status.message();
                         Err(Error::outcome_unknown(format!(
                             "{what}: {op} was sent but no answer came ({msg}; {tail}); \
-                             {consequence}: read the object (HeadObject) to find out"
+                             {consequence}"
                         )))
                     }
                     _ => {

@@ -7,7 +7,8 @@
 //!   multi-group node and its transport (`docs/raft-network.md`).
 //! - [`catalog`]: buckets, objects, uploads and the deletion queue on the Raft KV
 //!   (`docs/catalog.md`); [`registry`]: chunk servers and the cluster config; [`repair`]:
-//!   background repair of segments short of shards (`docs/repair.md`).
+//!   background repair of segments short of shards (`docs/repair.md`); [`orphans`]: collection
+//!   of shards nothing references (`docs/meta-service.md`).
 //! - [`service`], [`server`], [`tasks`], [`vote_guard`], [`http`], [`metrics`], [`config`]: the gRPC services,
 //!   the server that runs them, its background tasks and HTTP side port
 //!   (`docs/meta-service.md`).
@@ -16,6 +17,7 @@ pub mod catalog;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod orphans;
 pub mod raft;
 pub mod registry;
 pub mod repair;

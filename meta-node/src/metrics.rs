@@ -48,6 +48,11 @@ pub struct Metrics {
     pub repair_failures: Counter,
     /// Shards queued for repair from scrubber and client reports.
     pub repair_reports: Counter,
+    /// Orphan collection (`crate::orphans`): shards found on a chunk server that nothing
+    /// references and that are past the grace period, and those of them queued for deletion
+    /// (the GC then deletes them; `gc_shards_deleted` counts the deletions).
+    pub orphans_found: Counter,
+    pub orphans_deleted: Counter,
     /// From this node's last repair pass over the partitions it leads.
     pub repair_backlog: Gauge,
     pub repair_waiting: Gauge,
@@ -120,6 +125,14 @@ impl Metrics {
             "repair_reports",
             "Shards queued for repair from scrubber and client reports",
         );
+        let orphans_found = counter(
+            "orphans_found",
+            "Shards on chunk servers referenced by nothing, past the orphan grace period",
+        );
+        let orphans_deleted = counter(
+            "orphans_deleted",
+            "Orphan shards queued for deletion by the garbage collector",
+        );
         let mut plain_gauge = |name: &str, help: &str| {
             let g = Gauge::default();
             registry.register(name, help, g.clone());
@@ -172,6 +185,8 @@ impl Metrics {
             repair_bytes,
             repair_failures,
             repair_reports,
+            orphans_found,
+            orphans_deleted,
             repair_backlog,
             repair_waiting,
             repair_unreadable,

@@ -65,8 +65,15 @@ impl From<CatalogError> for RepairError {
 #[derive(Debug)]
 pub(crate) struct RepairState {
     permits: Arc<Semaphore>,
+    /// Woken when a rebuild ends, so the next one starts at once rather than a whole
+    /// `repair_interval` later (a lost server's backlog is worked through back to back).
+    done: tokio::sync::Notify,
     /// (version, segment) being rebuilt now, so a pass never starts a second rebuild of one.
     in_flight: Mutex<HashSet<(u128, u64)>>,
+    /// Segments whose last rebuild failed: not before this time, and how many failures in a
+    /// row (the wait doubles up to [`MAX_BACKOFF`]), so a segment that cannot be rebuilt now
+    /// (no target, sources unreachable) does not spin.
+    backoff: Mutex<HashMap<(u128, u64), (Instant, u32)>>,
     figures: Mutex<Figures>,
     /// (node, shard) corrupt reports already queued recently: heartbeats repeat them until
     /// the shard is gone, and each needs only one queue entry.
@@ -88,6 +95,8 @@ const RATE_WINDOW: Duration = Duration::from_secs(60);
 const REPORT_AGAIN_AFTER: Duration = Duration::from_secs(60);
 /// A rebuild may take at least this long, more for big shards (see [`rebuild_timeout`]).
 const MIN_REBUILD_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest wait before a failed segment is tried again.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Target servers tried per rebuild before the segment waits for the next pass.
 const TARGET_ATTEMPTS: usize = 3;
 /// Times a commit is rebuilt after losing a race with another change of the same object
@@ -98,7 +107,9 @@ impl RepairState {
     pub(crate) fn new(concurrency: usize) -> RepairState {
         RepairState {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            done: tokio::sync::Notify::new(),
             in_flight: Mutex::default(),
+            backoff: Mutex::default(),
             figures: Mutex::default(),
             reported: Mutex::default(),
         }
@@ -148,6 +159,30 @@ impl RepairState {
             f.failures,
             recent as f64 / span.as_secs_f64(),
         )
+    }
+
+    fn backing_off(&self, id: (u128, u64)) -> bool {
+        self.backoff
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .is_some_and(|(until, _)| Instant::now() < *until)
+    }
+
+    fn settle(&self, id: (u128, u64), ok: bool, base: Duration) {
+        let mut b = self.backoff.lock().unwrap_or_else(PoisonError::into_inner);
+        // Forget segments that were repaired by someone else, deleted, or replaced.
+        let now = Instant::now();
+        b.retain(|_, (until, _)| now < *until + MAX_BACKOFF);
+        if ok {
+            b.remove(&id);
+            return;
+        }
+        let failures = b.get(&id).map_or(0, |(_, n)| *n).saturating_add(1);
+        let wait = base
+            .saturating_mul(1u32 << failures.min(10))
+            .min(MAX_BACKOFF);
+        b.insert(id, (Instant::now() + wait, failures));
     }
 
     fn claim(&self, id: (u128, u64)) -> bool {
@@ -203,6 +238,7 @@ pub(crate) async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            _ = core.repair.done.notified() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         if let Err(e) = pass(&core).await {
@@ -250,6 +286,9 @@ async fn pass(core: &Arc<Core>) -> Result<(), ServiceError> {
     due.sort_by_key(|(_, s)| s.shards_left());
     for (p, seg) in due {
         let id = (seg.version_id, seg.segment);
+        if core.repair.backing_off(id) {
+            continue;
+        }
         let Ok(permit) = Arc::clone(&core.repair.permits).try_acquire_owned() else {
             break;
         };
@@ -268,8 +307,11 @@ async fn pass(core: &Arc<Core>) -> Result<(), ServiceError> {
         );
         tokio::spawn(
             async move {
-                rebuild_segment(&core, p, seg, permit).await;
+                let ok = rebuild_segment(&core, p, seg, permit).await;
+                let base = Duration::from_millis(core.cfg.repair_interval_ms.max(10));
+                core.repair.settle(id, ok, base);
                 core.repair.release(id);
+                core.repair.done.notify_one();
             }
             .instrument(span),
         );
@@ -279,20 +321,28 @@ async fn pass(core: &Arc<Core>) -> Result<(), ServiceError> {
 
 /// Rebuilds the segment's first due shard (the next pass takes the next one, from a fresh
 /// survey that sees this one's new location).
-async fn rebuild_segment(core: &Core, p: u64, seg: DegradedSegment, _permit: OwnedSemaphorePermit) {
+/// Whether it succeeded.
+async fn rebuild_segment(
+    core: &Core,
+    p: u64,
+    seg: DegradedSegment,
+    _permit: OwnedSemaphorePermit,
+) -> bool {
     let Some(slot) = seg.shards.iter().position(|(_, c)| c.due()) else {
-        return;
+        return true;
     };
     match rebuild_shard(core, p, &seg, slot).await {
         Ok(bytes) => {
             core.repair.record_success(bytes);
             core.metrics.repair_shards.inc();
             core.metrics.repair_bytes.inc_by(bytes);
+            true
         }
         Err(e) => {
             core.repair.record_failure();
             core.metrics.repair_failures.inc();
-            tracing::warn!(shard_index = slot, error = %e, "repair of a shard failed; retried on a later pass");
+            tracing::warn!(shard_index = slot, error = %e, "repair of a shard failed; retried later");
+            false
         }
     }
 }
@@ -618,8 +668,61 @@ pub(crate) async fn on_client_report(
 // ---------------------------------------------------------------------------------------------
 // Status.
 
-/// Redundancy and repair as this node's replicas show them, for `ClusterStatus`.
-pub(crate) fn status(core: &Core) -> Result<pb::RepairStatus, ServiceError> {
+/// This node's repair figures and the settings, without a survey: what a peer's
+/// `ClusterStatus` answers (peers probe it every second for leader spreading).
+pub(crate) fn counters(core: &Core) -> pb::RepairStatus {
+    let (shards, bytes, failures, rate) = core.repair.totals();
+    pb::RepairStatus {
+        repaired_shards: shards,
+        repaired_bytes: bytes,
+        repair_bytes_per_sec: rate,
+        repair_failures: failures,
+        orphans_deleted: core.metrics.orphans_deleted.get(),
+        min_write_shards: u32::try_from(core.cfg.write_quorum(&core.scheme)).unwrap_or(u32::MAX),
+        repair_after_secs: core.cfg.repair_after_secs,
+        ..Default::default()
+    }
+}
+
+/// Redundancy and repair for `ClusterStatus`: the survey of this node's replicas of every
+/// partition, and the repair figures of every metadata node that answers within
+/// [`PEER_FIGURES_TIMEOUT`] (each counts the partitions it leads).
+pub(crate) async fn status(core: &Core) -> Result<pb::RepairStatus, ServiceError> {
+    let mut out = survey_all(core)?;
+    let own = counters(core);
+    let peers = core
+        .peers
+        .iter()
+        .filter(|(id, _)| **id != core.node_id)
+        .map(|(_, addr)| async move {
+            let channel = core.raft.connections().channel(addr).ok()?;
+            let mut client =
+                dogfs_proto::meta::admin_service_client::AdminServiceClient::new(channel);
+            let call =
+                client.cluster_status(crate::service::peer_request(pb::ClusterStatusRequest {}));
+            tokio::time::timeout(PEER_FIGURES_TIMEOUT, call)
+                .await
+                .ok()?
+                .ok()?
+                .into_inner()
+                .repair
+        });
+    let mut all = futures::future::join_all(peers).await;
+    all.push(Some(own));
+    for r in all.into_iter().flatten() {
+        out.repaired_shards += r.repaired_shards;
+        out.repaired_bytes += r.repaired_bytes;
+        out.repair_bytes_per_sec += r.repair_bytes_per_sec;
+        out.repair_failures += r.repair_failures;
+        out.orphans_deleted += r.orphans_deleted;
+    }
+    Ok(out)
+}
+
+/// How long `status` waits for a peer's repair figures.
+const PEER_FIGURES_TIMEOUT: Duration = Duration::from_millis(500);
+
+fn survey_all(core: &Core) -> Result<pb::RepairStatus, ServiceError> {
     let health = node_health(core)?;
     let now = now_unix();
     let mut counts: HashMap<(u32, u32), u64> = HashMap::new();
@@ -648,18 +751,13 @@ pub(crate) fn status(core: &Core) -> Result<pb::RepairStatus, ServiceError> {
         })
         .collect();
     degraded.sort_by_key(|c| (c.shards_total, c.shards_left));
-    let (shards, bytes, failures, rate) = core.repair.totals();
     Ok(pb::RepairStatus {
         degraded,
         unreadable_segments: unreadable,
         backlog_segments: backlog,
         waiting_segments: waiting,
-        repaired_shards: shards,
-        repaired_bytes: bytes,
-        repair_bytes_per_sec: rate,
-        repair_failures: failures,
-        orphans_deleted: 0,
         min_write_shards: u32::try_from(core.cfg.write_quorum(&core.scheme)).unwrap_or(u32::MAX),
         repair_after_secs: core.cfg.repair_after_secs,
+        ..Default::default()
     })
 }

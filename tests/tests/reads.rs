@@ -14,7 +14,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_same, client, data, get_range, layout, options};
+use common::{CELL_SIZE, SEGMENT_SIZE, assert_same, client, data, get_range, layout, options};
 use dogfs_core::names::{BucketName, ObjectKey, partition_of};
 use dogfs_proto::meta as pb;
 use dogfs_proto::meta::meta_service_client::MetaServiceClient;
@@ -194,6 +194,7 @@ async fn a_frozen_chunk_server_costs_a_get_a_hedge_not_a_timeout() {
     })
     .await
     .unwrap();
+    eprintln!("{:?}: cluster up", t0.elapsed());
     // The timeout the hedge must make irrelevant.
     let shard_timeout = Duration::from_secs(30);
     let c = client(&cluster, shard_timeout).await;
@@ -208,11 +209,15 @@ async fn a_frozen_chunk_server_costs_a_get_a_hedge_not_a_timeout() {
     ];
     for (key, obj) in &objects {
         c.put_bytes("hedge", key, obj.clone()).await.unwrap();
+        eprintln!("{:?}: {key} written", t0.elapsed());
     }
     let mut common = data_holders(&cluster, "hedge", &objects[0].0).await;
     let second = data_holders(&cluster, "hedge", &objects[1].0).await;
     common.retain(|i| second.contains(i));
-    assert!(!common.is_empty(), "no chunk server holds a data shard of both large objects");
+    assert!(
+        !common.is_empty(),
+        "no chunk server holds a data shard of both large objects"
+    );
     let mut frozen = None;
     for attempt in 0..20 {
         let key = format!("1MiB-{attempt}");
@@ -226,7 +231,10 @@ async fn a_frozen_chunk_server_costs_a_get_a_hedge_not_a_timeout() {
         }
     }
     let frozen = frozen.expect("20 objects of 1 MiB and none shares a data server");
-    eprintln!("{:?}: objects written; chunk server {frozen} holds a data shard of each", t0.elapsed());
+    eprintln!(
+        "{:?}: objects written; chunk server {frozen} holds a data shard of each",
+        t0.elapsed()
+    );
 
     // Healthy GETs (the second of each: connections open, latency estimate warm).
     let mut healthy = Vec::new();
@@ -245,7 +253,11 @@ async fn a_frozen_chunk_server_costs_a_get_a_hedge_not_a_timeout() {
     for (who, cl) in [("warm client", &c), ("new client", &fresh)] {
         for ((key, obj), base) in objects.iter().zip(&healthy) {
             let (took, got) = timed_get(cl, "hedge", key).await;
-            assert_same(&format!("{who}: GET {key} with server {frozen} frozen"), &got, obj);
+            assert_same(
+                &format!("{who}: GET {key} with server {frozen} frozen"),
+                &got,
+                obj,
+            );
             eprintln!(
                 "{who}: GET {key}: {took:?} with a frozen data server, {base:?} healthy \
                  (extra {:?})",
@@ -257,13 +269,31 @@ async fn a_frozen_chunk_server_costs_a_get_a_hedge_not_a_timeout() {
             );
         }
     }
-    // A range GET across a segment boundary of the largest object.
+    // A range GET inside one cell the frozen server holds (of the largest object, in one of
+    // its two full segments): it needs that shard only, so it waits for the hedge and
+    // decodes the range from four others.
     let (key, obj) = &objects[2];
-    let r = (8 << 20) - 3_000_000..(8 << 20) + 1_000_000;
+    let segs = layout(&cluster, "hedge", key).await;
+    // Full segments only: a short last segment has smaller cells.
+    let (seg, index) = segs[..2]
+        .iter()
+        .find_map(|seg| {
+            seg.shards
+                .iter()
+                .find(|s| s.index < 4 && cluster.chunk_index(&s.node_id) == Some(frozen))
+                .map(|s| (seg.index, u64::from(s.index)))
+        })
+        .expect("the frozen server holds a data shard of the largest object");
+    let cell_start = seg * SEGMENT_SIZE + index * CELL_SIZE;
+    let r = cell_start + 1000..cell_start + 500_000;
     let t = Instant::now();
     let got = get_range(&c, "hedge", key, r.clone()).await;
     let took = t.elapsed();
-    assert_same("range GET, frozen server", &got, &obj[r.start as usize..r.end as usize]);
+    assert_same(
+        "range GET, frozen server",
+        &got,
+        &obj[r.start as usize..r.end as usize],
+    );
     eprintln!("warm client: range GET {r:?} of {key}: {took:?}");
     assert!(took < Duration::from_secs(2), "range GET took {took:?}");
 

@@ -67,7 +67,10 @@ async fn wait_healed(
                     let nodes: HashSet<&str> =
                         seg.shards.iter().map(|s| s.node_id.as_str()).collect();
                     if nodes.len() != seg.shards.len() {
-                        problem = Some(format!("{key} segment {}: two shards on one server", seg.index));
+                        problem = Some(format!(
+                            "{key} segment {}: two shards on one server",
+                            seg.index
+                        ));
                         break 'objects;
                     }
                     if let Some(s) = seg
@@ -130,7 +133,10 @@ async fn a_dead_server_is_rebuilt_elsewhere_and_writes_never_stop() {
     let c = client(&cluster, Duration::from_secs(2)).await;
     c.create_bucket("heal").await.unwrap();
     let mut objects = BTreeMap::new();
-    for (i, size) in [100_000usize, 1 << 20, (9 << 20) + 7, 3 << 20].iter().enumerate() {
+    for (i, size) in [100_000usize, 1 << 20, (9 << 20) + 7, 3 << 20]
+        .iter()
+        .enumerate()
+    {
         let key = format!("before/{i}");
         let body = data(i as u64, *size);
         c.put_bytes("heal", &key, body.clone()).await.unwrap();
@@ -138,7 +144,13 @@ async fn a_dead_server_is_rebuilt_elsewhere_and_writes_never_stop() {
     }
     let dead = cluster.chunk_node_id(0).unwrap().to_owned();
     cluster.kill9(NodeRef::Chunk(0)).unwrap();
-    wait_state(&cluster, &dead, pb::NodeState::Suspect, Duration::from_secs(30)).await;
+    wait_state(
+        &cluster,
+        &dead,
+        pb::NodeState::Suspect,
+        Duration::from_secs(30),
+    )
+    .await;
 
     // Five eligible servers: every PUT places five shards and records one missing.
     for i in 0..4 {
@@ -242,16 +254,20 @@ async fn corrupt_shards_found_by_the_scrubber_are_rebuilt_exactly() {
         let got = c.get_bytes("heal", "scrubbed").await.unwrap();
         assert_same("GET while corrupt", &got, &body);
         let now = layout(&cluster, "heal", "scrubbed").await;
-        let rebuilt = originals
-            .iter()
-            .all(|(idx, (old, _))| now[0].shards[*idx].shard_id != *old && !now[0].shards[*idx].missing);
+        let rebuilt = originals.iter().all(|(idx, (old, _))| {
+            now[0].shards[*idx].shard_id != *old && !now[0].shards[*idx].missing
+        });
         if rebuilt {
             for (idx, (_, want)) in &originals {
                 let s = &now[0].shards[*idx];
                 let i = chunk_of(&cluster, &s.node_id);
                 let got = read_shard(&cluster, i, &s.shard_id).await;
                 assert_same(&format!("rebuilt shard {idx}"), &got, want);
-                assert_eq!(s.crc32c, crc32c::crc32c(want), "recorded CRC of shard {idx}");
+                assert_eq!(
+                    s.crc32c,
+                    crc32c::crc32c(want),
+                    "recorded CRC of shard {idx}"
+                );
             }
             break;
         }
@@ -299,8 +315,11 @@ async fn inventory(cluster: &Cluster, i: usize) -> BTreeSet<String> {
 async fn repair_racing_deletes_overwrites_and_a_leader_kill_loses_and_leaks_nothing() {
     let mut opts = healing_options(7);
     opts.meta_env.extend(
-        [("DOGFS_ORPHAN_GRACE_SECS", "3"), ("DOGFS_ORPHAN_INTERVAL_MS", "1000")]
-            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        [
+            ("DOGFS_ORPHAN_GRACE_SECS", "3"),
+            ("DOGFS_ORPHAN_INTERVAL_MS", "1000"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
     let mut cluster = Cluster::start(opts).await.unwrap();
     let c = client(&cluster, Duration::from_secs(2)).await;
@@ -315,12 +334,24 @@ async fn repair_racing_deletes_overwrites_and_a_leader_kill_loses_and_leaks_noth
     // A server dies; two seconds after it is down, every object has a shard to rebuild.
     let dead = cluster.chunk_node_id(0).unwrap().to_owned();
     cluster.kill9(NodeRef::Chunk(0)).unwrap();
-    wait_state(&cluster, &dead, pb::NodeState::Down, Duration::from_secs(30)).await;
+    wait_state(
+        &cluster,
+        &dead,
+        pb::NodeState::Down,
+        Duration::from_secs(30),
+    )
+    .await;
 
     // While repairs run: delete a third, overwrite a third, and kill a partition leader.
     let (leader, _) = cluster.meta_leader(1).await.unwrap();
     let mut deleted = Vec::new();
-    for (n, key) in objects.keys().cloned().collect::<Vec<_>>().into_iter().enumerate() {
+    for (n, key) in objects
+        .keys()
+        .cloned()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .enumerate()
+    {
         match n % 3 {
             0 => {
                 assert!(c.delete("heal", &key).await.unwrap(), "{key} existed");
@@ -340,7 +371,10 @@ async fn repair_racing_deletes_overwrites_and_a_leader_kill_loses_and_leaks_noth
     for key in &deleted {
         objects.remove(key);
     }
-    cluster.restart(NodeRef::Meta(leader as usize)).await.unwrap();
+    cluster
+        .restart(NodeRef::Meta(leader as usize))
+        .await
+        .unwrap();
 
     let live: HashSet<String> = (1..7)
         .map(|i| cluster.chunk_node_id(i).unwrap().to_owned())

@@ -8,6 +8,7 @@
 
 pub mod disk;
 pub mod pattern;
+pub mod repair;
 pub mod stats;
 pub mod workloads;
 
@@ -52,8 +53,16 @@ pub enum BenchError {
         "the degraded workload stops a chunk server, so it needs the in-process cluster (leave out --endpoint, or pass --dev)"
     )]
     DegradedNeedsDev,
+    #[error(
+        "the repair workload freezes and stops a chunk server, so it needs the in-process cluster (leave out --endpoint, or pass --dev)"
+    )]
+    RepairNeedsDev,
+    #[error("starting the relay in front of chunk server 0: {source}")]
+    Relay { source: std::io::Error },
     #[error("{0}")]
     Workload(#[from] WorkloadError),
+    #[error(transparent)]
+    Repair(#[from] repair::RepairBenchError),
     #[error("disk workload: {0}")]
     Disk(#[from] disk::DiskError),
     #[error("running the big workload in a child process: {0}")]
@@ -86,7 +95,7 @@ impl Classify for BenchError {
                 ExitKind::of_client(e)
             }
             BenchError::Workload(WorkloadError::Op { source, .. }) => ExitKind::of_client(source),
-            BenchError::DegradedNeedsDev => ExitKind::InvalidInput,
+            BenchError::DegradedNeedsDev | BenchError::RepairNeedsDev => ExitKind::InvalidInput,
             _ => ExitKind::Other,
         }
     }
@@ -109,6 +118,8 @@ pub struct Report {
 struct Ctx {
     client: Client,
     dev: Option<DevCluster>,
+    /// In front of chunk server 0 (the repair workload).
+    relay: Option<repair::SharedRelay>,
     args: BenchArgs,
     pattern: Pattern,
     endpoints: Vec<String>,
@@ -147,10 +158,30 @@ pub async fn run(
             source,
         })?;
 
+    // The repair workload freezes chunk server 0 through a relay it registers behind.
+    let relay = if args.workload == Workload::Repair && use_dev {
+        Some(std::sync::Arc::new(
+            repair::Relay::bind()
+                .await
+                .map_err(|source| BenchError::Relay { source })?,
+        ))
+    } else {
+        None
+    };
     let (dev, endpoints, label) = if use_dev && args.workload != Workload::Disk {
         let mut opts = DevOptions::new(tmp.path().join("cluster"));
         opts.port = Some(0);
         opts.chunks = Some(args.chunks);
+        if let Some(r) = &relay {
+            // A spare server to rebuild on, and failure detection in seconds.
+            opts.chunks = Some(args.chunks.max((args.k + args.m) as usize + 1));
+            opts.healing = Some(crate::dev::Healing {
+                suspect_after_secs: 2,
+                down_after_secs: 4,
+                repair_after_secs: 1,
+            });
+            opts.chunk_advertise = vec![(0, r.addr().to_string())];
+        }
         opts.k = Some(args.k);
         opts.m = Some(args.m);
         opts.partitions = Some(args.partitions);
@@ -158,7 +189,7 @@ pub async fn run(
         if !out.quiet {
             eprintln_note(&format!(
                 "starting a temporary in-process cluster ({} chunk servers, {}+{}, {}) in {}",
-                args.chunks,
+                opts.chunks.unwrap_or(args.chunks),
                 args.k,
                 args.m,
                 crate::human::partitions(args.partitions),
@@ -166,6 +197,9 @@ pub async fn run(
             ));
         }
         let dev = DevCluster::start(&opts).await?;
+        if let (Some(r), Some(a)) = (&relay, dev.chunk_grpc_addr(0)) {
+            r.set_target(a);
+        }
         // Measure the settled cluster, not the leader moves of a fresh one.
         if let Err(e) = dev.wait_leaders_placed(Duration::from_secs(60)).await {
             dev.shutdown().await;
@@ -180,7 +214,7 @@ pub async fn run(
         (None, eps, label)
     };
 
-    let result = run_with(args, dev, endpoints, timeout, tmp.path(), label, out).await;
+    let result = run_with(args, dev, relay, endpoints, timeout, tmp.path(), label, out).await;
     drop(tmp);
     result
 }
@@ -208,9 +242,11 @@ pub fn disk_bytes(args: &BenchArgs) -> u64 {
     stored.clamp(256 << 20, 4 << 30)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_with(
     args: &BenchArgs,
     dev: Option<DevCluster>,
+    relay: Option<repair::SharedRelay>,
     endpoints: Vec<String>,
     timeout: Duration,
     scratch: &Path,
@@ -249,6 +285,7 @@ async fn run_with(
             .as_ref()
             .map_or_else(|| scratch.to_owned(), |d| d.dir().to_owned()),
         dev,
+        relay,
         args: args.clone(),
         pattern: Pattern::new(),
         endpoints,
@@ -343,6 +380,7 @@ impl Ctx {
             Workload::Degraded => self.degraded().await?,
             Workload::Small => self.small().await?,
             Workload::Big => self.big().await?,
+            Workload::Repair => self.repair().await?,
             Workload::All => {
                 self.disk().await?;
                 self.put().await?;
@@ -445,6 +483,78 @@ impl Ctx {
         let mut row = r?;
         row.note = Some("chunk server 0 stopped".to_owned());
         self.rows.push(row);
+        Ok(())
+    }
+
+    async fn repair(&mut self) -> Result<(), BenchError> {
+        self.note("repair");
+        let relay = self.relay.clone().ok_or(BenchError::RepairNeedsDev)?;
+        // --count objects (not at most 16 as for get): the rebuild needs volume to measure.
+        if self.stored.is_empty() {
+            let (_, _, keys) = workloads::put(
+                &self.client,
+                &self.args.bucket,
+                "bench/put/",
+                self.args.size.bytes(),
+                self.args.concurrency,
+                Until::Count(self.args.count),
+                &self.pattern,
+            )
+            .await?;
+            self.stored = keys;
+        }
+        let size = self.args.size.bytes();
+        let keys = self.stored.clone();
+        let healthy = repair::timed_gets(
+            &self.client,
+            &self.args.bucket,
+            &keys,
+            size,
+            "get (healthy)",
+        )
+        .await?;
+        let moved_healthy = relay.bytes_moved();
+        relay.freeze(true);
+        let frozen = repair::timed_gets(
+            &self.client,
+            &self.args.bucket,
+            &keys,
+            size,
+            "get, server 0 frozen",
+        )
+        .await;
+        relay.freeze(false);
+        let mut frozen = frozen?;
+        let extra_ms = frozen.p50_ms - healthy.p50_ms;
+        frozen.note = Some(format!(
+            "chunk server 0 frozen (relay stops moving bytes; it had moved {} while \
+             healthy): p50 {:+.0} ms, max {:+.0} ms over healthy",
+            crate::human::size(moved_healthy),
+            extra_ms,
+            frozen.max_ms - healthy.max_ms
+        ));
+        self.bars.push(BarCheck::at_most(
+            "frozen server adds to a GET (p50)",
+            extra_ms,
+            1000.0,
+            "ms",
+        ));
+        self.rows.push(healthy);
+        self.rows.push(frozen);
+
+        let Some(dev) = self.dev.as_mut() else {
+            return Err(BenchError::RepairNeedsDev);
+        };
+        dev.stop_chunk(0).await?;
+        let stopped = std::time::Instant::now();
+        let run = repair::measure_rebuild(&self.client, stopped, Duration::from_secs(1800)).await;
+        // Back, holding only stale copies, which garbage collection deletes.
+        if let Some(dev) = self.dev.as_mut() {
+            dev.start_chunk(0).await?;
+        }
+        let run = run?;
+        self.rows.push(run.row);
+        self.bars.push(run.bar);
         Ok(())
     }
 

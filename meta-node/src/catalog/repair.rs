@@ -137,6 +137,10 @@ pub enum StaleRepair {
     NoSuchShard { segment: u64, index: u8 },
     #[error("the rebuilt shard's size {got} differs from the recorded {expected}")]
     Size { expected: u64, got: u64 },
+    #[error("the rebuilt shard reuses the id of the shard it replaces")]
+    SameShard,
+    #[error("the rebuilt shard's server {node:032x} already holds a shard of the segment")]
+    TargetInSegment { node: u128 },
 }
 
 /// Records a rebuilt shard in place of `old_shard` at (`segment`, `index`) of version
@@ -189,7 +193,28 @@ pub fn commit<S: KvSpace>(
             got: new.size,
         }));
     }
+    // The GC queue is keyed by shard id: the same id would queue the rebuilt shard itself.
+    if new.shard_id == old_shard {
+        return Ok(Err(StaleRepair::SameShard));
+    }
     let old = slot.clone();
+    // Never two shards of one segment on one server (the old copy's server may be reused:
+    // its copy is the one being replaced).
+    if let Some(seg) = segs.iter().find(|s| s.index == segment)
+        && seg
+            .shards
+            .iter()
+            .any(|s| s.index != index && !s.missing && s.node == new.node)
+    {
+        return Ok(Err(StaleRepair::TargetInSegment { node: new.node }));
+    }
+    let Some(slot) = segs
+        .iter_mut()
+        .find(|s| s.index == segment)
+        .and_then(|s| s.shards.iter_mut().find(|sh| sh.index == index))
+    else {
+        return Ok(Err(StaleRepair::NoSuchShard { segment, index }));
+    };
     slot.shard_id = new.shard_id;
     slot.node = new.node;
     slot.crc32c = new.crc32c;

@@ -182,11 +182,11 @@ impl AdminService for AdminSvc {
                 partitions: c.partitions(),
                 // Peers probe ClusterStatus for log positions (leader spreading) every
                 // second; the survey is for people and tools.
-                repair: if is_peer {
-                    None
+                repair: Some(if is_peer {
+                    crate::repair::counters(c)
                 } else {
-                    Some(crate::repair::status(c)?)
-                },
+                    crate::repair::status(c).await?
+                }),
             }))
         })
         .await

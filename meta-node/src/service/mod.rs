@@ -165,7 +165,9 @@ impl From<ServiceError> for Status {
                 Status::from(ServiceError::Catalog(c))
             }
             ServiceError::Placement(
-                PlacementError::NotEnoughNodes { .. } | PlacementError::NoReplacement { .. },
+                PlacementError::NotEnoughNodes { .. }
+                | PlacementError::NoReplacement { .. }
+                | PlacementError::BelowWriteQuorum { .. },
             ) => Status::resource_exhausted(msg),
             ServiceError::Placement(_) | ServiceError::Invalid(_) => Status::invalid_argument(msg),
             ServiceError::NotLeader { leader_addr, .. } => unavailable(msg, leader_addr.as_deref()),
