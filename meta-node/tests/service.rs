@@ -513,7 +513,7 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing() {
         })
         .await,
         Code::ResourceExhausted,
-        "needs 6 distinct chunk servers but only 3 are eligible",
+        "needs at least 5 of its 6 shards stored on distinct chunk servers, but only 3 can take one (3 known chunk servers: 3 up)",
     );
     // Double commit of an inline upload.
     let b = m

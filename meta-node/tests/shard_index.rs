@@ -1275,9 +1275,10 @@ fn repair_commits_racing_an_overwrite_or_a_delete_change_nothing() {
     let mut ids = Ids(10 << 60);
     let o = c.put("obj", &mut ids, SEGMENT, &SIX[..4], &[]);
     let old = segments(&o)[0].shards[0].clone();
+    // A server outside both versions' segments (never two shards of a segment on one).
     let new = Rebuilt {
         shard_id: ids.next(),
-        node: SIX[4],
+        node: 999,
         crc32c: 1,
         size: old.size,
     };
@@ -1605,4 +1606,44 @@ fn survey_of_down_and_removed_servers() {
     let s = survey(&c, "a", &nodes, t, after);
     let d = s.segments.iter().find(|d| d.key == "a").unwrap();
     assert_eq!(d.shards[2].1, ShardCondition::Down { due: false });
+}
+
+#[test]
+fn a_repair_never_reuses_the_old_id_or_stacks_a_segment_on_one_server() {
+    let mut c = Cluster::new(1);
+    let mut ids = Ids(11 << 60);
+    let o = c.put("obj", &mut ids, SEGMENT, &SIX[..4], &[]);
+    let shards = segments(&o)[0].shards.clone();
+    let old = shards[0].clone();
+    let commit = |c: &Cluster, shard_id: u128, node: u128| {
+        repair::commit(
+            &c.reader("obj"),
+            &b(),
+            &k("obj"),
+            o.version_id,
+            0,
+            0,
+            old.shard_id,
+            Rebuilt {
+                shard_id,
+                node,
+                crc32c: 7,
+                size: old.size,
+            },
+            NOW + 9,
+        )
+        .unwrap()
+    };
+    // The GC queue is keyed by shard id: reusing it would queue the rebuilt shard itself.
+    assert_eq!(commit(&c, old.shard_id, 999), Err(StaleRepair::SameShard));
+    // Another shard of the segment already lives on that server.
+    assert_eq!(
+        commit(&c, ids.next(), shards[1].node),
+        Err(StaleRepair::TargetInSegment {
+            node: shards[1].node
+        })
+    );
+    // The old copy's own server may take the rebuilt one (a corrupt file replaced in place).
+    let p = commit(&c, ids.next(), old.node).unwrap();
+    c.part("obj").run(&p).unwrap();
 }

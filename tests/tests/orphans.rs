@@ -15,10 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{check_object, client, data, layout};
+use common::{check_object, client, data, inventory, layout};
 use dogfs_client::PutOptions;
 use dogfs_core::ids::ShardId;
-use dogfs_proto::chunk::ListShardsRequest;
 use dogfs_proto::meta as pb;
 use dogfs_proto::meta::meta_internal_client::MetaInternalClient;
 use dogfs_proto::meta::meta_service_client::MetaServiceClient;
@@ -44,28 +43,6 @@ fn options() -> ClusterOptions {
         chunk_nodes: 6,
         meta_env: env.map(|(k, v)| (k.to_owned(), v)).to_vec(),
         ..ClusterOptions::default()
-    }
-}
-
-/// Every shard chunk server `i` holds, paged through `ListShards`.
-async fn inventory(cluster: &Cluster, i: usize) -> BTreeSet<String> {
-    let mut c = cluster.chunk_client(i).await.unwrap();
-    let mut out = BTreeSet::new();
-    let mut after = String::new();
-    loop {
-        let page = c
-            .list_shards(ListShardsRequest {
-                start_after: after.clone(),
-                limit: 1000,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        out.extend(page.shards.into_iter().map(|s| s.shard_id));
-        if page.next_start_after.is_empty() {
-            return out;
-        }
-        after = page.next_start_after;
     }
 }
 

@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{assert_same, client, data, layout};
+use common::{assert_same, client, data, inventory, layout};
 use dogfs_client::{Client, ErrorKind};
-use dogfs_proto::chunk::{GetShardRequest, ListShardsRequest};
+use dogfs_proto::chunk::GetShardRequest;
 use dogfs_proto::meta as pb;
 use dogfs_tests::{Cluster, ClusterOptions, NodeRef};
 use futures::StreamExt;
@@ -282,28 +282,6 @@ async fn corrupt_shards_found_by_the_scrubber_are_rebuilt_exactly() {
         .map(|i| cluster.chunk_node_id(i).unwrap().to_owned())
         .collect();
     wait_healed(&cluster, &c, &objects, &all, Duration::from_secs(60)).await;
-}
-
-/// Every shard id a chunk server holds.
-async fn inventory(cluster: &Cluster, i: usize) -> BTreeSet<String> {
-    let mut cl = cluster.chunk_client(i).await.unwrap();
-    let mut out = BTreeSet::new();
-    let mut after = String::new();
-    loop {
-        let page = cl
-            .list_shards(ListShardsRequest {
-                start_after: after.clone(),
-                limit: 1000,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        out.extend(page.shards.into_iter().map(|s| s.shard_id));
-        if page.next_start_after.is_empty() {
-            return out;
-        }
-        after = page.next_start_after;
-    }
 }
 
 /// Repair racing deletes and overwrites of the same objects, and the metadata leader of a

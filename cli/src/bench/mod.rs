@@ -553,7 +553,36 @@ impl Ctx {
             dev.start_chunk(0).await?;
         }
         let run = run?;
-        self.rows.push(run.row);
+        // The floor on this machine, same run: a rebuild reads k shards (as a healthy GET
+        // reads its k data shards) and writes one durably (the disk's synced write rate, for
+        // as many bytes as were rebuilt). Done one after the other on the same cores, the
+        // rebuilt rate cannot beat 1 / (k / get + 1 / disk).
+        let disk_row =
+            disk::synced_write_rate(&self.data_dir, run.row.bytes.max(64 << 20), 1 << 20).await?;
+        let get_mb = self
+            .rows
+            .iter()
+            .find(|r| r.workload == "get (healthy)")
+            .map_or(0.0, |r| r.mb_per_s);
+        let k = f64::from(self.k.max(1));
+        let floor = if get_mb > 0.0 && disk_row.mb_per_s > 0.0 {
+            1.0 / (k / get_mb + 1.0 / disk_row.mb_per_s)
+        } else {
+            0.0
+        };
+        let mut row = run.row;
+        if let Some(n) = row.note.as_mut() {
+            n.push_str(&format!(
+                "; floor here 1/(k/get + 1/disk) = {floor:.0} MB/s (ratio {:.2})",
+                if floor > 0.0 {
+                    row.mb_per_s / floor
+                } else {
+                    0.0
+                }
+            ));
+        }
+        self.rows.push(row);
+        self.rows.push(disk_row);
         self.bars.push(run.bar);
         Ok(())
     }

@@ -415,7 +415,7 @@ pub fn head_object<S: KvSpace>(
     Ok(o)
 }
 
-fn gc_put(
+pub(crate) fn gc_put(
     p: &mut Prepared,
     shard: u128,
     node: u128,

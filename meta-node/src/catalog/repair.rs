@@ -14,11 +14,10 @@ use dogfs_core::placement::NodeState;
 use serde::{Deserialize, Serialize};
 
 use super::index::{self, RefKind, ShardRef, UNPLACED};
-use super::ops::{Check, Prepared, read_object};
-use super::records::{self, GcEntry, GcReason, ObjectBody, ObjectVersion};
+use super::ops::{Check, Prepared, gc_put, read_object};
+use super::records::{self, GcReason, ObjectBody, ObjectVersion};
 use super::{CatalogError, keys};
 use crate::raft::{Condition, Key, KvReader, KvSpace, Write};
-use dogfs_core::ids::ShardId;
 use dogfs_core::names::{BucketName, ObjectKey};
 
 /// Why a shard is in the repair queue.
@@ -247,30 +246,10 @@ pub fn commit<S: KvSpace>(
     )?;
     if !old.missing {
         // The old copy may still exist (a down server that returns, a corrupt file).
-        queue_gc(&mut p, old.shard_id, old.node, GcReason::Repaired, now_unix)?;
+        gc_put(&mut p, old.shard_id, old.node, GcReason::Repaired, now_unix)?;
     }
     p.write(Write::Delete(entry_key(version_id, segment, index)));
     Ok(Ok(p))
-}
-
-fn queue_gc(
-    p: &mut Prepared,
-    shard: u128,
-    node: u128,
-    reason: GcReason,
-    now: u64,
-) -> Result<(), CatalogError> {
-    let entry = GcEntry {
-        shard_id: shard,
-        node,
-        reason,
-        queued_unix: now,
-    };
-    p.write(Write::Put(
-        keys::gc(ShardId::from_u128(shard)),
-        records::encode("gc entry", &entry)?,
-    ));
-    Ok(())
 }
 
 /// Queues a shard that nothing references for deletion (a rebuilt shard whose repair could not
@@ -282,7 +261,7 @@ pub fn discard(
     now_unix: u64,
 ) -> Result<Prepared, CatalogError> {
     let mut p = Prepared::new("queueing an unreferenced shard for deletion");
-    queue_gc(&mut p, shard, node, reason, now_unix)?;
+    gc_put(&mut p, shard, node, reason, now_unix)?;
     Ok(p)
 }
 

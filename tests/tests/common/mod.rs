@@ -198,3 +198,25 @@ pub async fn layout(cluster: &Cluster, bucket: &str, key: &str) -> Vec<pb::Segme
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Every shard id chunk server `i` holds, paged through `ListShards`.
+pub async fn inventory(cluster: &Cluster, i: usize) -> std::collections::BTreeSet<String> {
+    let mut c = cluster.chunk_client(i).await.unwrap();
+    let mut out = std::collections::BTreeSet::new();
+    let mut after = String::new();
+    loop {
+        let page = c
+            .list_shards(dogfs_proto::chunk::ListShardsRequest {
+                start_after: after.clone(),
+                limit: 1000,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(page.shards.into_iter().map(|s| s.shard_id));
+        if page.next_start_after.is_empty() {
+            return out;
+        }
+        after = page.next_start_after;
+    }
+}
