@@ -162,12 +162,32 @@ async fn a_dead_server_is_rebuilt_elsewhere_and_writes_never_stop() {
         let segs = layout(&cluster, "heal", &key).await;
         assert!(
             segs.iter()
-                .all(|s| s.shards.iter().filter(|sh| sh.missing).count() <= 1),
-            "{key}: at most one shard missing"
+                .all(|s| s.shards.iter().filter(|sh| sh.missing).count() == 1),
+            "{key}: exactly one shard missing (five servers could take one)"
         );
         objects.insert(key, body);
     }
     check_all(&c, &objects, "one server down").await;
+    // Visible to operators: the four segments written short are counted with 5 of 6 shards
+    // and due for repair (no server can take their missing shard until one joins).
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = status(&c).await.and_then(|s| s.repair).unwrap_or_default();
+        let short = r
+            .degraded
+            .iter()
+            .filter(|d| d.shards_left == 5 && d.shards_total == 6)
+            .map(|d| d.segments)
+            .sum::<u64>();
+        if short >= 4 && r.backlog_segments >= 4 && r.unreadable_segments == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "status never showed the short segments: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let seventh = cluster.add_chunk_server().await.unwrap();
     let live: HashSet<String> = (1..=seventh)
@@ -284,6 +304,45 @@ async fn corrupt_shards_found_by_the_scrubber_are_rebuilt_exactly() {
     wait_healed(&cluster, &c, &objects, &all, Duration::from_secs(60)).await;
 }
 
+/// A shard file lost from a server's disk (nothing a scrubber walks finds it): the first
+/// reader decodes around it, reports it (`ReportShards`, NOT_FOUND counts as corrupt), and
+/// metadata rebuilds it elsewhere, byte-for-byte the original.
+#[tokio::test]
+async fn a_shard_lost_from_disk_is_reported_by_a_reader_and_rebuilt() {
+    let cluster = Cluster::start(healing_options(7)).await.unwrap();
+    let c = client(&cluster, Duration::from_secs(2)).await;
+    c.create_bucket("heal").await.unwrap();
+    let body = data(11, (2 << 20) + 5);
+    c.put_bytes("heal", "vanished", body.clone()).await.unwrap();
+    let before = layout(&cluster, "heal", "vanished").await;
+    let lost = before[0].shards[1].clone();
+    let holder = chunk_of(&cluster, &lost.node_id);
+    let original = read_shard(&cluster, holder, &lost.shard_id).await;
+    std::fs::remove_file(shard_file(&cluster, holder, &lost.shard_id)).unwrap();
+
+    let got = c.get_bytes("heal", "vanished").await.unwrap();
+    assert_same("GET with a shard file gone", &got, &body);
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = layout(&cluster, "heal", "vanished").await;
+        let s = &now[0].shards[1];
+        if s.shard_id != lost.shard_id && !s.missing {
+            let i = chunk_of(&cluster, &s.node_id);
+            let rebuilt = read_shard(&cluster, i, &s.shard_id).await;
+            assert_same("rebuilt shard 1", &rebuilt, &original);
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the reported shard was not rebuilt within 60 s\n{}",
+            cluster.all_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = c.get_bytes("heal", "vanished").await.unwrap();
+    assert_same("GET after the rebuild", &got, &body);
+}
+
 /// Repair racing deletes and overwrites of the same objects, and the metadata leader of a
 /// partition killed mid-repair: deleted objects stay deleted, overwritten ones read their new
 /// bytes, the rest their old ones; every surviving segment ends with k+m shards on live
@@ -299,6 +358,9 @@ async fn repair_racing_deletes_overwrites_and_a_leader_kill_loses_and_leaks_noth
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
+    // Rebuilds slowed to seconds, so the leader's kill lands while they run.
+    opts.chunk_env
+        .push(("DOGFS_REPAIR_BANDWIDTH".to_owned(), "64KiB".to_owned()));
     let mut cluster = Cluster::start(opts).await.unwrap();
     let c = client(&cluster, Duration::from_secs(2)).await;
     c.create_bucket("heal").await.unwrap();
@@ -320,8 +382,23 @@ async fn repair_racing_deletes_overwrites_and_a_leader_kill_loses_and_leaks_noth
     )
     .await;
 
-    // While repairs run: delete a third, overwrite a third, and kill a partition leader.
+    // Once repairs are under way (some done, some left), kill partition 1's leader; then
+    // delete a third and overwrite a third while the new leaders carry on.
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = status(&c).await.and_then(|s| s.repair).unwrap_or_default();
+        if r.repaired_shards > 0 {
+            assert!(
+                r.backlog_segments > 0,
+                "every repair finished before the kill: {r:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < end, "no repair began within 60 s: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (leader, _) = cluster.meta_leader(1).await.unwrap();
+    cluster.kill9(NodeRef::Meta(leader as usize)).unwrap();
     let mut deleted = Vec::new();
     for (n, key) in objects
         .keys()
@@ -341,9 +418,6 @@ async fn repair_racing_deletes_overwrites_and_a_leader_kill_loses_and_leaks_noth
                 objects.insert(key, body);
             }
             _ => {}
-        }
-        if n == 10 {
-            cluster.kill9(NodeRef::Meta(leader as usize)).unwrap();
         }
     }
     for key in &deleted {
