@@ -19,7 +19,7 @@ use crate::meta::Route;
 /// The most a report may take, retries included.
 pub(crate) const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Sends `shards` (one entry per shard, as `get::Health` collects them) for the object version
+/// Sends `shards` (one entry per shard, as `get::health::Health` collects them) for the object version
 /// in the background. Nothing is sent when there is nothing to report.
 pub(crate) fn spawn(
     client: &Client,

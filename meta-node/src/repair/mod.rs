@@ -9,6 +9,13 @@
 //! readable shards, and records the new location through Raft with a conditional command
 //! (the version must still exist and still reference the old location). Nothing is kept in
 //! memory that a new leader would need: it surveys the same durable facts and carries on.
+//!
+//! The submodules: `reports` queues the corrupt shards that chunk servers (heartbeats) and
+//! clients (`ReportShards`) report; `status` answers the repair part of `ClusterStatus`. This
+//! file holds the node's repair state and the scheduler with its rebuilds.
+
+mod reports;
+mod status;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,15 +26,17 @@ use dogfs_core::names::{BucketName, ObjectKey};
 use dogfs_core::placement::{self, NodeId};
 use dogfs_proto::chunk::chunk_service_client::ChunkServiceClient;
 use dogfs_proto::chunk::{ReconstructShardRequest, ReconstructSource};
-use dogfs_proto::meta as pb;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::Instrument;
 
-use crate::catalog::index::{self, RefKind};
-use crate::catalog::repair::{self as crepair, DegradedSegment, NodeHealth, RepairReason};
+use crate::catalog::index;
+use crate::catalog::repair::{self as crepair, DegradedSegment, NodeHealth};
 use crate::catalog::{CatalogError, GcReason};
 use crate::registry;
 use crate::service::{Core, ServiceError, now_unix};
+
+pub(crate) use reports::{on_client_report, on_corrupt_shards};
+pub(crate) use status::{counters, status};
 
 /// Failures of one rebuild, named after the failing step.
 #[derive(Debug, thiserror::Error)]
@@ -560,204 +569,4 @@ async fn discard(core: &Core, p: u64, shard: u128, node: u128) {
     if let Err(e) = result {
         tracing::debug!(shard = %format_args!("{shard:032x}"), error = %e, "queueing an unused rebuilt shard for deletion failed; orphan collection will take it");
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reports.
-
-/// Corrupt shards a chunk server reported in its heartbeat (on the system group's leader):
-/// each one referenced by a current version is queued for repair in its partition.
-pub(crate) async fn on_corrupt_shards(core: Arc<Core>, node: u128, shard_ids: Vec<String>) {
-    for raw in shard_ids.iter().take(MAX_CORRUPT_PER_HEARTBEAT) {
-        let Ok(shard) = raw.parse::<ShardId>().map(ShardId::as_u128) else {
-            tracing::debug!(shard = %raw, "heartbeat named an invalid shard id; ignored");
-            continue;
-        };
-        if !core.repair.fresh_report(node, shard) {
-            continue;
-        }
-        if let Err(e) = queue_corrupt(&core, node, shard).await {
-            tracing::debug!(shard = %raw, error = %e, "queueing a corrupt shard for repair failed; retried on a later heartbeat");
-        }
-    }
-}
-
-/// At most this many corrupt shards are taken from one heartbeat.
-const MAX_CORRUPT_PER_HEARTBEAT: usize = 1000;
-
-async fn queue_corrupt(core: &Core, node: u128, shard: u128) -> Result<(), ServiceError> {
-    for p in 1..=core.partitions() {
-        // The local replica finds the partition; the command's conditions make a stale read
-        // harmless (it fails and the next heartbeat tries again).
-        let reader = core.reader(p)?;
-        let Some(r) = index::get(&reader, node, shard)? else {
-            continue;
-        };
-        if r.kind != RefKind::Object {
-            return Ok(());
-        }
-        let (Ok(bucket), Ok(key)) = (BucketName::parse(&r.bucket), ObjectKey::parse(&r.key)) else {
-            return Ok(());
-        };
-        if let Some(prepared) = crepair::queue(
-            &reader,
-            &bucket,
-            &key,
-            r.version_id,
-            shard,
-            RepairReason::Corrupt,
-            now_unix(),
-        )? {
-            core.propose_anywhere(p, &prepared).await?;
-            core.metrics.repair_reports.inc();
-            tracing::info!(partition = p, shard = %format_args!("{shard:032x}"), node = %registry::format_node_id(node), "corrupt shard queued for repair");
-        }
-        return Ok(());
-    }
-    Ok(())
-}
-
-/// ReportShards on the partition's leader: queues the shards a reader found corrupt; returns
-/// how many were newly queued.
-pub(crate) async fn on_client_report(
-    core: &Core,
-    p: u64,
-    bucket: &BucketName,
-    key: &ObjectKey,
-    version_id: u128,
-    problems: &[pb::ShardProblem],
-) -> Result<u32, ServiceError> {
-    core.read_barrier(p).await?;
-    let mut queued = 0;
-    for problem in problems {
-        if !problem.corrupt {
-            // Timeouts and transport failures are the registry's business (liveness).
-            continue;
-        }
-        let Ok(shard) = problem.shard_id.parse::<ShardId>().map(ShardId::as_u128) else {
-            return Err(ServiceError::Invalid(format!(
-                "report: invalid shard id {:?}",
-                problem.shard_id.chars().take(80).collect::<String>()
-            )));
-        };
-        let reader = core.reader(p)?;
-        if let Some(prepared) = crepair::queue(
-            &reader,
-            bucket,
-            key,
-            version_id,
-            shard,
-            RepairReason::Reported,
-            now_unix(),
-        )? {
-            match core.propose(p, &prepared).await {
-                Ok(_) => {
-                    queued += 1;
-                    core.metrics.repair_reports.inc();
-                    tracing::info!(shard = %problem.shard_id, reason = %problem.reason, "reported shard queued for repair");
-                }
-                // Queued by a concurrent report, or the object changed: nothing to add.
-                Err(ServiceError::Catalog(CatalogError::Conflict { .. })) => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(queued)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Status.
-
-/// This node's repair figures and the settings, without a survey: what a peer's
-/// `ClusterStatus` answers (peers probe it every second for leader spreading).
-pub(crate) fn counters(core: &Core) -> pb::RepairStatus {
-    let (shards, bytes, failures, rate) = core.repair.totals();
-    pb::RepairStatus {
-        repaired_shards: shards,
-        repaired_bytes: bytes,
-        repair_bytes_per_sec: rate,
-        repair_failures: failures,
-        orphans_deleted: core.metrics.orphans_deleted.get(),
-        min_write_shards: u32::try_from(core.cfg.write_quorum(&core.scheme)).unwrap_or(u32::MAX),
-        repair_after_secs: core.cfg.repair_after_secs,
-        ..Default::default()
-    }
-}
-
-/// Redundancy and repair for `ClusterStatus`: the survey of this node's replicas of every
-/// partition, and the repair figures of every metadata node that answers within
-/// [`PEER_FIGURES_TIMEOUT`] (each counts the partitions it leads).
-pub(crate) async fn status(core: &Core) -> Result<pb::RepairStatus, ServiceError> {
-    let mut out = survey_all(core)?;
-    let own = counters(core);
-    let peers = core
-        .peers
-        .iter()
-        .filter(|(id, _)| **id != core.node_id)
-        .map(|(_, addr)| async move {
-            let channel = core.raft.connections().channel(addr).ok()?;
-            let mut client =
-                dogfs_proto::meta::admin_service_client::AdminServiceClient::new(channel);
-            let call =
-                client.cluster_status(crate::service::peer_request(pb::ClusterStatusRequest {}));
-            tokio::time::timeout(PEER_FIGURES_TIMEOUT, call)
-                .await
-                .ok()?
-                .ok()?
-                .into_inner()
-                .repair
-        });
-    let mut all = futures::future::join_all(peers).await;
-    all.push(Some(own));
-    for r in all.into_iter().flatten() {
-        out.repaired_shards += r.repaired_shards;
-        out.repaired_bytes += r.repaired_bytes;
-        out.repair_bytes_per_sec += r.repair_bytes_per_sec;
-        out.repair_failures += r.repair_failures;
-        out.orphans_deleted += r.orphans_deleted;
-    }
-    Ok(out)
-}
-
-/// How long `status` waits for a peer's repair figures.
-const PEER_FIGURES_TIMEOUT: Duration = Duration::from_millis(500);
-
-fn survey_all(core: &Core) -> Result<pb::RepairStatus, ServiceError> {
-    let health = node_health(core)?;
-    let now = now_unix();
-    let mut counts: HashMap<(u32, u32), u64> = HashMap::new();
-    let (mut unreadable, mut backlog, mut waiting) = (0u64, 0u64, 0u64);
-    for p in 1..=core.partitions() {
-        let survey = crepair::survey(&core.reader(p)?, &health, now, core.cfg.repair_after_secs)?;
-        for seg in survey.segments {
-            let total = u32::try_from(seg.shards.len()).unwrap_or(u32::MAX);
-            let left = u32::try_from(seg.shards_left()).unwrap_or(u32::MAX);
-            *counts.entry((left, total)).or_default() += 1;
-            if seg.unreadable() {
-                unreadable += 1;
-            } else if seg.due() {
-                backlog += 1;
-            } else {
-                waiting += 1;
-            }
-        }
-    }
-    let mut degraded: Vec<pb::RedundancyCount> = counts
-        .into_iter()
-        .map(|((left, total), segments)| pb::RedundancyCount {
-            shards_left: left,
-            shards_total: total,
-            segments,
-        })
-        .collect();
-    degraded.sort_by_key(|c| (c.shards_total, c.shards_left));
-    Ok(pb::RepairStatus {
-        degraded,
-        unreadable_segments: unreadable,
-        backlog_segments: backlog,
-        waiting_segments: waiting,
-        min_write_shards: u32::try_from(core.cfg.write_quorum(&core.scheme)).unwrap_or(u32::MAX),
-        repair_after_secs: core.cfg.repair_after_secs,
-        ..Default::default()
-    })
 }

@@ -27,35 +27,37 @@
 //! that fails after its bytes were decoded (a bad block deep in the file, a whole-shard CRC
 //! mismatch at the end) taints what was rebuilt: the temp file is discarded and the repair
 //! starts over without it. Every restart excludes at least one more source, so a repair ends.
+//!
+//! The submodules: `plan` validates a request and derives the segment's geometry; `source`
+//! reads one source's `GetShard` stream and keeps the channels to peers; `throttle` is the
+//! token bucket behind `--repair-bandwidth`. This file holds the service itself: admission,
+//! the fetch/decode/store loop and its restarts.
 
-use std::collections::HashMap;
+mod plan;
+mod source;
+mod throttle;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dogfs_core::checksum::crc32c_append;
 use dogfs_core::codec::{CodecError, ErasureCodec, codec_for};
 use dogfs_core::ids::ShardId;
-use dogfs_core::layout::{LayoutError, ObjectLayout, SegmentLayout};
-use dogfs_core::scheme::{Codec, ErasureScheme, MAX_TOTAL_SHARDS};
-use dogfs_core::transport::{
-    CONNECTION_WINDOW_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES,
-};
-use dogfs_proto::chunk::chunk_service_client::ChunkServiceClient;
-use dogfs_proto::chunk::{
-    GetShardRequest, GetShardResponse, ReconstructShardRequest, ReconstructShardResponse,
-};
+use dogfs_core::layout::LayoutError;
+use dogfs_core::scheme::MAX_TOTAL_SHARDS;
+use dogfs_proto::chunk::{GetShardRequest, ReconstructShardRequest, ReconstructShardResponse};
 use futures::future::join_all;
 use tokio::sync::{Semaphore, mpsc};
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Status, Streaming};
+use tonic::Status;
 use tracing::{Instrument, field, info, info_span, warn};
 
 use crate::convert::shard_info;
-use crate::heartbeat::check_host_port;
 use crate::metrics::Metrics;
 use crate::store::{ShardMeta, ShardWriter, Store, StoreError};
+use plan::{Plan, validate};
+use source::{PeerPool, ReadCtx, SourceReader, status_reason};
+use throttle::TokenBucket;
 
 /// Largest `segment_len` accepted: 64 × the default segment size. Memory does not grow with
 /// it (windows are fixed), but a shard of segment_len / k bytes is reserved on disk, and a
@@ -70,10 +72,6 @@ const WINDOW_BYTES: u64 = 1024 * 1024;
 /// being read that makes `(DECODE_AHEAD + 2) × k × WINDOW_BYTES` per repair at most, plus what
 /// HTTP/2 flow control lets each source stream buffer (`STREAM_WINDOW_BYTES`).
 const DECODE_AHEAD: usize = 2;
-
-/// Peers whose channels are kept. A cluster has far fewer chunk servers; the bound only stops
-/// requests naming ever new addresses from growing the cache without end.
-const MAX_PEERS: usize = 1024;
 
 /// Settings of the repair service (`--repair-*` flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,139 +133,6 @@ impl From<RepairError> for Status {
             RepairError::Decode(_) | RepairError::Task(_) => Status::internal(msg),
         }
     }
-}
-
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> RepairError {
-    RepairError::Validate {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
-
-/// One source of a validated request.
-#[derive(Debug, Clone)]
-struct Source {
-    index: usize,
-    id: ShardId,
-    address: String,
-    crc32c: u32,
-}
-
-/// A validated request.
-#[derive(Debug, Clone)]
-struct Plan {
-    id: ShardId,
-    index: usize,
-    scheme: ErasureScheme,
-    segment: SegmentLayout,
-    expected: Option<u32>,
-    sources: Vec<Source>,
-}
-
-impl Plan {
-    fn shard_len(&self) -> u64 {
-        self.segment.shard_len()
-    }
-
-    fn k(&self) -> usize {
-        self.segment.k()
-    }
-}
-
-/// Checks every field, naming the bad one, and derives the segment's geometry.
-fn validate(req: &ReconstructShardRequest) -> Result<Plan, RepairError> {
-    let id: ShardId = req
-        .shard_id
-        .parse()
-        .map_err(|e| invalid("shard_id", format!("{e}")))?;
-    let codec: Codec = req
-        .codec
-        .parse()
-        .map_err(|e| invalid("codec", format!("{e}")))?;
-    let scheme = ErasureScheme::new(codec, req.k, req.m, req.cell_size)
-        .map_err(|e| invalid("scheme", e.to_string()))?;
-    if req.segment_len == 0 || req.segment_len > MAX_SEGMENT_LEN {
-        return Err(invalid(
-            "segment_len",
-            format!(
-                "{} is not within 1..={MAX_SEGMENT_LEN} bytes",
-                req.segment_len
-            ),
-        ));
-    }
-    let total = scheme.total();
-    let index = req.index as usize;
-    if index >= total {
-        return Err(invalid(
-            "index",
-            format!("{index} is not a shard of {scheme} (0..{total})"),
-        ));
-    }
-    let k = usize::from(scheme.k());
-    if req.sources.len() < k {
-        return Err(invalid(
-            "sources",
-            format!(
-                "{} given, at least k = {k} are needed for {scheme}",
-                req.sources.len()
-            ),
-        ));
-    }
-    let mut seen = [false; MAX_TOTAL_SHARDS];
-    let mut sources = Vec::with_capacity(req.sources.len());
-    for (n, s) in req.sources.iter().enumerate() {
-        let si = s.index as usize;
-        let field = |name: &str| format!("sources[{n}].{name}");
-        if si >= total {
-            return Err(invalid(
-                field("index"),
-                format!("{si} is not a shard of {scheme} (0..{total})"),
-            ));
-        }
-        if si == index {
-            return Err(invalid(
-                field("index"),
-                format!("{si} is the index being rebuilt"),
-            ));
-        }
-        if std::mem::replace(&mut seen[si], true) {
-            return Err(invalid(
-                field("index"),
-                format!("{si} is given by more than one source"),
-            ));
-        }
-        let sid: ShardId = s
-            .shard_id
-            .parse()
-            .map_err(|e| invalid(field("shard_id"), format!("{e}")))?;
-        if sid == id {
-            return Err(invalid(
-                field("shard_id"),
-                format!("{sid} is the id being rebuilt"),
-            ));
-        }
-        check_host_port("source address", &s.address)
-            .map_err(|e| invalid(field("address"), e.to_string()))?;
-        sources.push(Source {
-            index: si,
-            id: sid,
-            address: s.address.clone(),
-            crc32c: s.crc32c,
-        });
-    }
-    // The segment as the only segment of an object of segment_len bytes: the effective cell
-    // size depends on the segment's length and the scheme alone (docs/erasure.md), so this
-    // is the geometry the writer used, whichever segment of its object this was.
-    let segment_size = req.segment_len.next_multiple_of(scheme.stripe_data_size());
-    let segment = ObjectLayout::new(req.segment_len, segment_size, scheme)?.segment(0)?;
-    Ok(Plan {
-        id,
-        index,
-        scheme,
-        segment,
-        expected: req.expected_crc32c,
-        sources,
-    })
 }
 
 /// The repair service of one chunk server.
@@ -705,127 +570,6 @@ impl Drop for Running<'_> {
     }
 }
 
-/// What reading a source needs besides the stream.
-#[derive(Debug)]
-struct ReadCtx<'a> {
-    timeout: Duration,
-    bucket: Option<&'a TokenBucket>,
-    fetched: &'a AtomicU64,
-    metrics: &'a Metrics,
-    shard_len: u64,
-}
-
-/// One source's `GetShard` stream of the whole shard, consumed a window at a time.
-#[derive(Debug)]
-struct SourceReader {
-    /// Position in the request's sources.
-    slot: usize,
-    /// Shard index in the segment.
-    index: usize,
-    stream: Streaming<GetShardResponse>,
-    /// Received bytes not consumed yet.
-    pending: Bytes,
-    received: u64,
-    consumed: u64,
-    /// CRC32C of every byte received, for the whole-shard check.
-    crc: u32,
-    /// The CRC32C metadata recorded for the source.
-    recorded: u32,
-    /// Some of its bytes went to the decoder.
-    used: bool,
-}
-
-impl SourceReader {
-    /// Waits (within the timeout) for the next message, accounts for it and keeps its data
-    /// as `pending`; answers the shard info the message carried, if any.
-    async fn next_message(
-        &mut self,
-        ctx: &ReadCtx<'_>,
-    ) -> Result<Option<dogfs_proto::chunk::ShardInfo>, String> {
-        let msg = match tokio::time::timeout(ctx.timeout, self.stream.message()).await {
-            Err(_) => {
-                return Err(format!(
-                    "no data for {} ms at byte {}",
-                    ctx.timeout.as_millis(),
-                    self.received
-                ));
-            }
-            Ok(Err(s)) => return Err(status_reason(&s)),
-            Ok(Ok(None)) => {
-                return Err(format!(
-                    "stream ended at byte {} of {}",
-                    self.received, ctx.shard_len
-                ));
-            }
-            Ok(Ok(Some(m))) => m,
-        };
-        if msg.offset != self.received {
-            return Err(format!(
-                "message at offset {} where {} was expected",
-                msg.offset, self.received
-            ));
-        }
-        let n = msg.data.len() as u64;
-        if self.received + n > ctx.shard_len {
-            return Err(format!("more than the {} bytes asked for", ctx.shard_len));
-        }
-        if let Some(b) = ctx.bucket {
-            b.take(n).await;
-        }
-        self.crc = crc32c_append(self.crc, &msg.data);
-        self.received += n;
-        ctx.fetched.fetch_add(n, Ordering::Relaxed);
-        ctx.metrics.repair_fetched_bytes.inc_by(n);
-        self.pending = msg.data;
-        Ok(msg.shard)
-    }
-
-    /// Shard bytes `[pos, pos + n)`, skipping (but checksumming) anything before `pos` that
-    /// was not consumed yet: a spare joining mid-way reads from the start.
-    async fn read(&mut self, pos: u64, n: u64, ctx: &ReadCtx<'_>) -> Result<Vec<u8>, String> {
-        let mut out = Vec::with_capacity(usize::try_from(n).map_err(|e| e.to_string())?);
-        while self.consumed < pos + n {
-            if self.pending.is_empty() {
-                // Empty data messages would loop here forever; a server never sends them for
-                // a non-empty range, so one is a protocol fault.
-                self.next_message(ctx).await?;
-                if self.pending.is_empty() {
-                    return Err(format!("empty message at byte {}", self.received));
-                }
-            }
-            if self.consumed < pos {
-                let skip = (pos - self.consumed).min(self.pending.len() as u64) as usize;
-                let _ = self.pending.split_to(skip);
-                self.consumed += skip as u64;
-                continue;
-            }
-            let take = (pos + n - self.consumed).min(self.pending.len() as u64) as usize;
-            out.extend_from_slice(&self.pending.split_to(take));
-            self.consumed += take as u64;
-        }
-        Ok(out)
-    }
-
-    /// After the last window: the whole shard arrived and matches its recorded CRC32C.
-    fn finish(&self, shard_len: u64) -> Result<(), String> {
-        if self.received != shard_len {
-            return Err(format!("received {} of {shard_len} bytes", self.received));
-        }
-        if self.crc != self.recorded {
-            return Err(format!(
-                "the bytes received have crc32c {:08x}, not the recorded {:08x}",
-                self.crc, self.recorded
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// A failed call as a short reason for `bad_sources`.
-fn status_reason(s: &Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
-}
-
 /// Decodes each window's target cells and appends them to the temp file; returns the writer
 /// (not committed) when the input ends.
 fn decode_loop(
@@ -873,187 +617,4 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| RepairError::Task(format!("storage task: {e}")))
-}
-
-/// Channels to peer chunk servers, one per address, connected lazily and shared by all
-/// repairs (HTTP/2 multiplexes their streams).
-#[derive(Debug)]
-struct PeerPool {
-    clients: Mutex<HashMap<String, ChunkServiceClient<Channel>>>,
-    connect_timeout: Duration,
-}
-
-impl PeerPool {
-    fn new(connect_timeout: Duration) -> Self {
-        PeerPool {
-            clients: Mutex::new(HashMap::new()),
-            connect_timeout,
-        }
-    }
-
-    fn client(&self, addr: &str) -> Result<ChunkServiceClient<Channel>, String> {
-        // A panic elsewhere cannot leave a map of clients inconsistent.
-        let mut clients = self
-            .clients
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(c) = clients.get(addr) {
-            return Ok(c.clone());
-        }
-        if clients.len() >= MAX_PEERS {
-            clients.clear();
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("address {addr:?}: {e}"))?
-            .connect_timeout(self.connect_timeout)
-            .initial_stream_window_size(STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-            .max_frame_size(MAX_FRAME_BYTES)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(20));
-        let client = ChunkServiceClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        clients.insert(addr.to_owned(), client.clone());
-        Ok(client)
-    }
-}
-
-/// Source bandwidth shared by all repairs: a token bucket holding at most one second of
-/// tokens. A reader takes tokens for a message it received and, when that leaves the bucket
-/// in debt, waits until the debt is paid before reading on; HTTP/2 flow control then slows
-/// the source. Callers queue behind each other's debt, so the long-run rate is exact.
-#[derive(Debug)]
-struct TokenBucket {
-    rate: f64,
-    state: Mutex<(f64, Instant)>,
-}
-
-impl TokenBucket {
-    fn new(rate: u64) -> Self {
-        TokenBucket {
-            rate: rate as f64,
-            state: Mutex::new((rate as f64, Instant::now())),
-        }
-    }
-
-    async fn take(&self, n: u64) {
-        let wait = {
-            let mut st = self
-                .state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let now = Instant::now();
-            let refill = now.duration_since(st.1).as_secs_f64() * self.rate;
-            st.0 = (st.0 + refill).min(self.rate) - n as f64;
-            st.1 = now;
-            (st.0 < 0.0).then(|| Duration::from_secs_f64(-st.0 / self.rate))
-        };
-        // Rate limiting, not synchronisation: the wait is what the bandwidth cap costs.
-        if let Some(w) = wait {
-            tokio::time::sleep(w).await;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use dogfs_proto::chunk::ReconstructSource;
-
-    fn request() -> ReconstructShardRequest {
-        ReconstructShardRequest {
-            shard_id: ShardId::random().to_string(),
-            index: 0,
-            codec: "rs".into(),
-            k: 4,
-            m: 2,
-            cell_size: 64 * 1024,
-            segment_len: 1_000_000,
-            expected_crc32c: None,
-            sources: (1..6)
-                .map(|i| ReconstructSource {
-                    index: i,
-                    shard_id: ShardId::random().to_string(),
-                    address: format!("127.0.0.1:{}", 7000 + i),
-                    crc32c: 0,
-                })
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn geometry_matches_the_writer_layout() {
-        let plan = validate(&request()).unwrap();
-        // 1 000 000 bytes over 4 × 64 KiB stripes: 4 stripes; cells spread evenly, rounded up
-        // to 64: ⌈1 000 000 / 16⌉ = 62 500 → 62 528.
-        assert_eq!(plan.segment.stripe_count(), 4);
-        assert_eq!(plan.segment.cell_size(), 62_528);
-        assert_eq!(plan.shard_len(), 4 * 62_528);
-        let scheme = ErasureScheme::new(Codec::ReedSolomon, 4, 2, 64 * 1024).unwrap();
-        // The same segment as the last of a longer object.
-        let obj = ObjectLayout::new(3 * 1024 * 1024 + 1_000_000, 1024 * 1024, scheme).unwrap();
-        let last = obj.segment(3).unwrap();
-        assert_eq!(last.cell_size(), plan.segment.cell_size());
-        assert_eq!(last.shard_len(), plan.shard_len());
-    }
-
-    #[test]
-    fn every_bad_field_is_named() {
-        type Mutate = Box<dyn Fn(&mut ReconstructShardRequest)>;
-        let cases: Vec<(Mutate, &str)> = vec![
-            (Box::new(|r| r.shard_id = "xyz".into()), "shard_id"),
-            (Box::new(|r| r.codec = "lrc".into()), "codec"),
-            (Box::new(|r| r.k = 0), "scheme"),
-            (Box::new(|r| r.m = 40), "scheme"),
-            (Box::new(|r| r.cell_size = 100), "scheme"),
-            (Box::new(|r| r.segment_len = 0), "segment_len"),
-            (
-                Box::new(|r| r.segment_len = MAX_SEGMENT_LEN + 1),
-                "segment_len",
-            ),
-            (Box::new(|r| r.index = 6), "index"),
-            (Box::new(|r| r.sources.truncate(3)), "sources"),
-            (Box::new(|r| r.sources[1].index = 0), "sources[1].index"),
-            (Box::new(|r| r.sources[2].index = 1), "sources[2].index"),
-            (Box::new(|r| r.sources[0].index = 9), "sources[0].index"),
-            (
-                Box::new(|r| r.sources[3].shard_id = "zz".into()),
-                "sources[3].shard_id",
-            ),
-            (
-                Box::new(|r| r.sources[3].shard_id = r.shard_id.clone()),
-                "sources[3].shard_id",
-            ),
-            (
-                Box::new(|r| r.sources[4].address = "nohost".into()),
-                "sources[4].address",
-            ),
-        ];
-        for (mutate, field) in cases {
-            let mut r = request();
-            mutate(&mut r);
-            let e = validate(&r).unwrap_err();
-            assert!(
-                matches!(&e, RepairError::Validate { field: f, .. } if f == field),
-                "{field}: {e}"
-            );
-            assert_eq!(Status::from(e).code(), tonic::Code::InvalidArgument);
-        }
-        validate(&request()).unwrap();
-    }
-
-    #[tokio::test]
-    async fn token_bucket_holds_the_rate() {
-        let b = TokenBucket::new(10_000_000);
-        let start = Instant::now();
-        // One second of burst, then 1 MB more at 10 MB/s: about 0.1 s.
-        b.take(10_000_000).await;
-        b.take(1_000_000).await;
-        let t = start.elapsed();
-        assert!(t >= Duration::from_millis(90), "{t:?}");
-        assert!(t < Duration::from_secs(2), "{t:?}");
-    }
 }
