@@ -21,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
-use crate::crd::{DogCluster, MANAGER, StorageSpec};
+use crate::crd::{DogCluster, MANAGER, RepairSpec, StorageSpec};
 
 pub const META_GRPC_PORT: i32 = 7000;
 pub const CHUNK_GRPC_PORT: i32 = 7100;
@@ -249,6 +249,27 @@ fn shared_config(cluster: &DogCluster, names: &Names) -> BTreeMap<String, String
     ])
 }
 
+/// `dogfs-meta`'s repair settings, only those the spec sets: an unset one has no variable, so
+/// the server's own default applies (for the write quorum, `0` = k+1).
+///
+/// These go on the metadata container rather than into the shared ConfigMap: unlike the other
+/// meta-only settings there (partitions, scheme), they can change, and a ConfigMap change
+/// restarts chunk servers too (the config-hash annotation is on both pod templates) for
+/// settings they never read. On the pod template, a change rolls only the metadata pods.
+fn repair_env(repair: Option<&RepairSpec>) -> Vec<EnvVar> {
+    let Some(repair) = repair else {
+        return Vec::new();
+    };
+    let mut vars = Vec::new();
+    if let Some(quorum) = repair.min_write_shards {
+        vars.push(env("DOGFS_MIN_WRITE_SHARDS", quorum.to_string()));
+    }
+    if let Some(after) = repair.after_seconds {
+        vars.push(env("DOGFS_REPAIR_AFTER_SECS", after.to_string()));
+    }
+    vars
+}
+
 /// Stable, dependency-free hash for the config annotation (the golden files pin its value).
 fn fnv1a(data: &BTreeMap<String, String>) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -462,6 +483,9 @@ fn stateful_set(
         && let Some(reserve) = &spec.chunk.reserve
     {
         env_vars.push(env("DOGFS_RESERVE", reserve.clone()));
+    }
+    if role == Role::Meta {
+        env_vars.extend(repair_env(spec.repair.as_ref()));
     }
     let mut mounts = vec![
         VolumeMount {

@@ -36,6 +36,14 @@ pub const MAX_SHARDS: u32 = dogfs_core::scheme::MAX_TOTAL_SHARDS as u32;
 #[x_kube(validation = Rule::new(
     "self.chunk.replicas >= self.erasure.k + self.erasure.m"
 ).message("chunk.replicas must be at least erasure.k + erasure.m").field_path(".chunk.replicas"))]
+// On the spec, not on `repair`: the range depends on `erasure`, and CEL only sees a field's
+// own subtree. `dogfs-meta` refuses to start outside this range, so admission must catch it.
+#[x_kube(validation = Rule::new(
+    "!has(self.repair) || !has(self.repair.minWriteShards) || \
+     (self.repair.minWriteShards > self.erasure.k && \
+      self.repair.minWriteShards <= self.erasure.k + self.erasure.m)"
+).message("repair.minWriteShards must be in erasure.k + 1 ..= erasure.k + erasure.m")
+ .field_path(".repair.minWriteShards"))]
 pub struct DogClusterSpec {
     /// Container image holding `dogfs-meta`, `dogfs-chunk` and `dogfs`.
     #[schemars(length(max = 512))]
@@ -71,6 +79,11 @@ pub struct DogClusterSpec {
     /// What happens to the PersistentVolumeClaims of removed pods.
     #[serde(default)]
     pub pvc_retention: PvcRetention,
+
+    /// Writes while chunk servers are down, and when their shards are rebuilt elsewhere; the
+    /// metadata service's defaults when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<RepairSpec>,
 }
 
 /// Kubernetes image pull policy.
@@ -266,6 +279,38 @@ pub struct AuthSpec {
     #[schemars(length(max = 253))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("auth.secretName must not be empty"))]
     pub secret_name: String,
+}
+
+/// Longest `repair.afterSeconds`: 7 days. A server down longer than that is not coming back
+/// soon, and a larger value is far more likely a unit mistake (milliseconds) than a plan.
+pub const MAX_REPAIR_AFTER_SECONDS: i64 = 7 * 24 * 3600;
+
+/// Self-healing settings of the metadata service, the same on every metadata node
+/// (`dogfs-meta --min-write-shards`, `--repair-after-secs`). Changing them restarts the
+/// metadata pods one at a time; chunk servers are not restarted.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RepairSpec {
+    /// Write quorum: the fewest of a segment's k+m shards that must be stored for a PUT to
+    /// commit while chunk servers are down (the rest are recorded missing and rebuilt). In
+    /// erasure.k + 1 ..= erasure.k + erasure.m; erasure.k + 1 when unset, the floor, so a new
+    /// object survives one more loss. Raising it toward k+m makes every acknowledged write more
+    /// redundant, but writes stop once fewer than this many chunk servers can take a shard (at
+    /// k+m: with a single server down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = MAX_SHARDS))]
+    pub min_write_shards: Option<i32>,
+
+    /// Seconds a chunk server must have been down before its shards are rebuilt on other
+    /// servers, counted from when it is marked down (after 10 minutes without a heartbeat,
+    /// which this does not change); 600 when unset. Longer: reboots and short maintenance
+    /// never trigger a rebuild, but redundancy stays reduced for longer after a real loss.
+    /// Shorter: redundancy comes back sooner, at the price of rebuilding (network and disk
+    /// load) for servers that would have returned. Missing and corrupt shards are rebuilt at
+    /// once regardless. At most 604800 (7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_REPAIR_AFTER_SECONDS))]
+    pub after_seconds: Option<i64>,
 }
 
 /// Kubernetes' StatefulSet PVC retention, applied to both StatefulSets.

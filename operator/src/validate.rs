@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::crd::{DogCluster, DogClusterSpec, MAX_SHARDS};
+use crate::crd::{DogCluster, DogClusterSpec, MAX_REPAIR_AFTER_SECONDS, MAX_SHARDS};
 
 /// Longest cluster name: `<name>-chunk-headless` must stay a 63-character DNS label and
 /// `<name>-chunk` leaves room for the StatefulSet's `controller-revision-hash` suffix.
@@ -163,6 +163,37 @@ pub fn validate(cluster: &DogCluster) -> Result<(), InvalidSpec> {
         );
     }
 
+    if let Some(repair) = &spec.repair {
+        // `dogfs-meta` refuses to start with a quorum outside k+1..=k+m of its default scheme,
+        // so a bad value must stop here rather than crash-loop every metadata pod. Skipped
+        // when the scheme itself is invalid: that error is already reported, and a range
+        // computed from it would only mislead.
+        if let Some(quorum) = repair.min_write_shards
+            && k >= 1
+            && m >= 1
+        {
+            let (floor, total) = (i64::from(k) + 1, shards);
+            if !(floor..=total).contains(&i64::from(quorum)) {
+                fail(
+                    "spec.repair.minWriteShards",
+                    format!(
+                        "{quorum} must be in {floor}..={total} \
+                         (erasure.k + 1 ..= erasure.k + erasure.m for {})",
+                        erasure_label(k, m)
+                    ),
+                );
+            }
+        }
+        if let Some(after) = repair.after_seconds
+            && !(0..=MAX_REPAIR_AFTER_SECONDS).contains(&after)
+        {
+            fail(
+                "spec.repair.afterSeconds",
+                format!("{after} must be in 0..={MAX_REPAIR_AFTER_SECONDS} (at most 7 days)"),
+            );
+        }
+    }
+
     if errors.is_empty() {
         Ok(())
     } else {
@@ -285,7 +316,7 @@ fn is_positive_quantity(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::DogClusterSpec;
+    use crate::crd::{DogClusterSpec, RepairSpec};
 
     fn cluster(spec: DogClusterSpec) -> DogCluster {
         let mut c = DogCluster::new("demo", spec);
@@ -378,6 +409,88 @@ mod tests {
         assert!(
             err.to_string().starts_with("spec.erasure: is immutable"),
             "{err}"
+        );
+    }
+
+    fn with_repair(min_write_shards: Option<i32>, after_seconds: Option<i64>) -> DogCluster {
+        let mut s = spec();
+        s.repair = Some(RepairSpec {
+            min_write_shards,
+            after_seconds,
+        });
+        cluster(s)
+    }
+
+    #[test]
+    fn repair_settings_in_range_are_valid() {
+        // Default scheme 4+2: the quorum may be 5 or 6.
+        for quorum in [None, Some(5), Some(6)] {
+            for after in [None, Some(0), Some(600), Some(MAX_REPAIR_AFTER_SECONDS)] {
+                assert_eq!(
+                    validate(&with_repair(quorum, after)),
+                    Ok(()),
+                    "{quorum:?} {after:?}"
+                );
+            }
+        }
+        let mut s = spec();
+        s.repair = Some(RepairSpec::default());
+        assert_eq!(validate(&cluster(s)), Ok(()));
+    }
+
+    #[test]
+    fn min_write_shards_outside_k_plus_1_to_k_plus_m_names_value_and_range() {
+        for bad in [0, 4, 7, -1] {
+            let err = validate(&with_repair(Some(bad), None)).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "spec.repair.minWriteShards: {bad} must be in 5..=6 \
+                     (erasure.k + 1 ..= erasure.k + erasure.m for 4+2)"
+                )
+            );
+        }
+        // The range follows the scheme: 6 is fine for 4+2 but not for 3+2.
+        let mut s = spec();
+        s.erasure.k = 3;
+        s.repair = Some(RepairSpec {
+            min_write_shards: Some(6),
+            after_seconds: None,
+        });
+        assert_eq!(
+            validate(&cluster(s)).unwrap_err().to_string(),
+            "spec.repair.minWriteShards: 6 must be in 4..=5 \
+             (erasure.k + 1 ..= erasure.k + erasure.m for 3+2)"
+        );
+    }
+
+    #[test]
+    fn min_write_shards_is_not_judged_against_an_invalid_scheme() {
+        let mut s = spec();
+        s.erasure.k = 0;
+        s.repair = Some(RepairSpec {
+            min_write_shards: Some(9),
+            after_seconds: None,
+        });
+        assert_eq!(fields(&cluster(s)), ["spec.erasure.k"]);
+    }
+
+    #[test]
+    fn repair_after_seconds_out_of_range_names_value_and_range() {
+        for bad in [-1, MAX_REPAIR_AFTER_SECONDS + 1, i64::MAX] {
+            let err = validate(&with_repair(None, Some(bad))).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("spec.repair.afterSeconds: {bad} must be in 0..=604800 (at most 7 days)")
+            );
+        }
+    }
+
+    #[test]
+    fn both_repair_errors_are_reported_together() {
+        assert_eq!(
+            fields(&with_repair(Some(1), Some(-5))),
+            ["spec.repair.minWriteShards", "spec.repair.afterSeconds"]
         );
     }
 

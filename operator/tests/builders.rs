@@ -175,3 +175,117 @@ fn chunk_scale_plan_steps_down_one_ready_server_at_a_time() {
     assert_eq!(plan(3, 6, Some(&sts(7, 7))), 6, "floor is k+m");
     assert_eq!(plan(6, 6, Some(&sts(6, 6))), 6, "steady");
 }
+
+/// `name=value` of every plain variable of the one container of a StatefulSet.
+fn env_of(sts: &k8s_openapi::api::apps::v1::StatefulSet) -> Vec<(String, Option<String>)> {
+    let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    pod.containers[0]
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect()
+}
+
+fn var<'a>(env: &'a [(String, Option<String>)], name: &str) -> Option<&'a str> {
+    env.iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, v)| v.as_deref())
+}
+
+fn config_hash(sts: &k8s_openapi::api::apps::v1::StatefulSet) -> String {
+    let template = &sts.spec.as_ref().unwrap().template;
+    template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap()[build::CONFIG_HASH_ANNOTATION]
+        .clone()
+}
+
+fn build_with(repair: Option<dogfs_operator::crd::RepairSpec>) -> Desired {
+    let mut cluster = sample();
+    cluster.spec.repair = repair;
+    dogfs_operator::validate::validate(&cluster).unwrap();
+    let inputs = Inputs {
+        chunk_replicas: cluster.spec.chunk.replicas,
+        ca_bundle: None,
+    };
+    build::build(&cluster, &inputs).unwrap()
+}
+
+const REPAIR_VARS: [&str; 2] = ["DOGFS_MIN_WRITE_SHARDS", "DOGFS_REPAIR_AFTER_SECS"];
+
+#[test]
+fn repair_settings_reach_every_metadata_pod_and_only_them() {
+    use dogfs_operator::crd::RepairSpec;
+    let d = build_with(Some(RepairSpec {
+        min_write_shards: Some(6),
+        after_seconds: Some(1800),
+    }));
+    // One pod template for every metadata pod, so each of them gets the same values.
+    let meta = env_of(&d.meta);
+    assert_eq!(var(&meta, "DOGFS_MIN_WRITE_SHARDS"), Some("6"));
+    assert_eq!(var(&meta, "DOGFS_REPAIR_AFTER_SECS"), Some("1800"));
+    // Chunk servers have no such flags, and the shared ConfigMap would restart them on a change.
+    let chunk = env_of(&d.chunk);
+    let config = d.config.data.as_ref().unwrap();
+    for name in REPAIR_VARS {
+        assert_eq!(var(&chunk, name), None, "{name} on chunk servers");
+        assert!(!config.contains_key(name), "{name} in the shared ConfigMap");
+    }
+}
+
+#[test]
+fn unset_repair_settings_have_no_variable_so_server_defaults_apply() {
+    use dogfs_operator::crd::RepairSpec;
+    for repair in [None, Some(RepairSpec::default())] {
+        let d = build_with(repair.clone());
+        let meta = env_of(&d.meta);
+        for name in REPAIR_VARS {
+            assert!(
+                meta.iter().all(|(n, _)| n != name),
+                "{name} set for {repair:?}"
+            );
+        }
+    }
+    // Each one alone: only its own variable.
+    let d = build_with(Some(RepairSpec {
+        min_write_shards: None,
+        after_seconds: Some(0),
+    }));
+    let meta = env_of(&d.meta);
+    assert_eq!(var(&meta, "DOGFS_REPAIR_AFTER_SECS"), Some("0"));
+    assert!(meta.iter().all(|(n, _)| n != "DOGFS_MIN_WRITE_SHARDS"));
+    let d = build_with(Some(RepairSpec {
+        min_write_shards: Some(5),
+        after_seconds: None,
+    }));
+    let meta = env_of(&d.meta);
+    assert_eq!(var(&meta, "DOGFS_MIN_WRITE_SHARDS"), Some("5"));
+    assert!(meta.iter().all(|(n, _)| n != "DOGFS_REPAIR_AFTER_SECS"));
+}
+
+#[test]
+fn changing_repair_settings_rolls_metadata_pods_but_not_chunk_servers() {
+    use dogfs_operator::crd::RepairSpec;
+    let before = build_with(None);
+    let after = build_with(Some(RepairSpec {
+        min_write_shards: Some(6),
+        after_seconds: Some(60),
+    }));
+    assert_eq!(before.config, after.config);
+    assert_eq!(config_hash(&before.chunk), config_hash(&after.chunk));
+    assert_eq!(
+        before.chunk, after.chunk,
+        "chunk StatefulSet must not change"
+    );
+    assert_ne!(
+        before.meta.spec.as_ref().unwrap().template,
+        after.meta.spec.as_ref().unwrap().template,
+        "a changed pod template is what restarts the metadata pods"
+    );
+}

@@ -106,6 +106,19 @@ fn cel_rejects_what_validation_rejects() {
             "chunk.reserve must be whole bytes",
         ),
         (json!({"image": ""}), "image must not be empty"),
+        (
+            json!({"image": "x", "repair": {"minWriteShards": 4}}),
+            "repair.minWriteShards must be in erasure.k + 1 ..= erasure.k + erasure.m",
+        ),
+        (
+            json!({"image": "x", "repair": {"minWriteShards": 7}}),
+            "repair.minWriteShards must be in erasure.k + 1 ..= erasure.k + erasure.m",
+        ),
+        (
+            // In range for the default 4+2, not for the spec's own 3+2.
+            json!({"image": "x", "erasure": {"k": 3, "m": 2}, "repair": {"minWriteShards": 6}}),
+            "repair.minWriteShards must be in erasure.k + 1 ..= erasure.k + erasure.m",
+        ),
     ];
     for (spec, message) in cases {
         let errs = errors(object(spec.clone()), None);
@@ -140,4 +153,26 @@ fn immutable_fields_cannot_change_but_chunk_replicas_can() {
     }
     let scaled = object(json!({"image": "y", "chunk": {"replicas": 9}}));
     assert_eq!(errors(scaled, Some(old)), Vec::<String>::new());
+}
+
+#[test]
+fn repair_settings_pass_cel_when_in_range_or_absent() {
+    for repair in [
+        json!(null),
+        json!({}),
+        json!({"minWriteShards": 5}),
+        json!({"minWriteShards": 6, "afterSeconds": 0}),
+        json!({"minWriteShards": null, "afterSeconds": 3600}),
+    ] {
+        let spec = json!({"image": "x", "repair": repair});
+        assert_eq!(
+            errors(object(spec.clone()), None),
+            Vec::<String>::new(),
+            "{spec}"
+        );
+    }
+    // Repair settings are not immutable: a running cluster may change them.
+    let old = object(json!({"image": "x", "repair": {"minWriteShards": 5}}));
+    let new = object(json!({"image": "x", "repair": {"minWriteShards": 6, "afterSeconds": 60}}));
+    assert_eq!(errors(new, Some(old)), Vec::<String>::new());
 }

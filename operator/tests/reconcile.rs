@@ -515,6 +515,39 @@ async fn invalid_spec_reports_ready_false_naming_the_field_and_touches_no_child(
 }
 
 #[tokio::test]
+async fn invalid_repair_settings_take_the_same_path_and_touch_no_child() {
+    // dogfs-meta would refuse to start with these, so no metadata pod may be rolled to them.
+    let mut cluster = running(example());
+    cluster.metadata.generation = Some(5);
+    cluster.spec.repair = Some(dogfs_operator::crd::RepairSpec {
+        min_write_shards: Some(7),
+        after_seconds: Some(-1),
+    });
+    let (task, mut handle, ctx) = start(cluster.clone());
+    let message = "spec.repair.minWriteShards: 7 must be in 5..=6 \
+                   (erasure.k + 1 ..= erasure.k + erasure.m for 4+2); \
+                   spec.repair.afterSeconds: -1 must be in 0..=604800 (at most 7 days)";
+
+    let event = expect_event(&mut handle, "Warning", "Invalid").await;
+    assert_eq!(event["note"], message);
+
+    let uri = format!("/apis/dogfs.io/v1alpha1/namespaces/{NS}/dogclusters/demo/status{APPLY}");
+    let (body, respond) = expect(&mut handle, Method::PATCH, &uri).await;
+    let status = &body["status"];
+    assert_eq!(status["phase"], "Invalid");
+    assert_eq!(status["observedGeneration"], 5);
+    let ready = condition(status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert_eq!(ready["message"], message);
+    let mut answer = serde_json::to_value(&cluster).unwrap();
+    answer["status"] = status.clone();
+    reply(respond, StatusCode::OK, &answer);
+
+    assert_eq!(finish(task, handle, ctx).await, Action::await_change());
+}
+
+#[tokio::test]
 async fn deletion_sends_nothing_and_leaves_children_to_the_garbage_collector() {
     let mut cluster = running(example());
     cluster.metadata.deletion_timestamp = Some(fixed_clock());
