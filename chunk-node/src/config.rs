@@ -67,18 +67,19 @@ pub struct ChunkConfig {
     #[arg(long, env = "DOGFS_ZONE", default_value = "")]
     pub zone: String,
 
-    /// Repairs (`ReconstructShard`) this server runs at once; more are refused with
-    /// RESOURCE_EXHAUSTED so metadata retries them elsewhere or later. 0 refuses every repair.
+    /// Repairs (`ReconstructShard`) and copies (`CopyShard`) this server runs at once, together
+    /// (they compete for the same disk); more are refused with RESOURCE_EXHAUSTED so metadata
+    /// retries them elsewhere or later. 0 refuses every repair and copy.
     #[arg(long, env = "DOGFS_REPAIR_CONCURRENCY", default_value_t = 4)]
     pub repair_concurrency: usize,
 
-    /// Bytes per second all repairs together may read from source servers (a token bucket);
-    /// 0 means unlimited.
+    /// Bytes per second all repairs and copies together may read from source servers (a token
+    /// bucket); 0 means unlimited.
     #[arg(long, env = "DOGFS_REPAIR_BANDWIDTH", default_value = "0")]
     pub repair_bandwidth: ByteSize,
 
-    /// Milliseconds a repair waits for a source server to connect or send its next message
-    /// before giving that source up for another one.
+    /// Milliseconds a repair or copy waits for a source server to connect or send its next
+    /// message before giving that source up (for another one, or failing the copy).
     #[arg(long, env = "DOGFS_REPAIR_SOURCE_TIMEOUT_MS", default_value_t = 10_000)]
     pub repair_source_timeout_ms: u64,
 

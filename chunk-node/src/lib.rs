@@ -1,7 +1,7 @@
 //! `dogfs-chunk`: the chunk server. Stores erasure-coded shards as flat files with CRC32C
 //! block checksums and serves them over gRPC (`ChunkService`), with `/metrics`, `/healthz`
-//! and `/readyz` on a side HTTP port, a background scrubber, and shard repair
-//! (`ReconstructShard`) from peers.
+//! and `/readyz` on a side HTTP port, a background scrubber, shard repair
+//! (`ReconstructShard`) from peers, and shard copies between servers (`CopyShard`) for moves.
 
 pub mod client;
 pub mod config;

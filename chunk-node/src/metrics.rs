@@ -66,6 +66,16 @@ pub struct Metrics {
     pub repair_written_bytes: Counter,
     /// Sources a repair could not use (error, timeout, checksum or size mismatch).
     pub repair_bad_sources: Counter,
+    /// `CopyShard` calls admitted (past validation, the already-stored check and the
+    /// concurrency limit, which copies share with repairs).
+    pub copies_started: Counter,
+    pub copies_succeeded: Counter,
+    pub copies_failed: Counter,
+    pub copies_running: Gauge,
+    /// Bytes read from copy sources.
+    pub copy_fetched_bytes: Counter,
+    /// Bytes of copied shards stored.
+    pub copy_written_bytes: Counter,
     /// Successful Register and Heartbeat calls.
     pub registry_calls: Counter,
     /// Failed Register and Heartbeat calls (any endpoint, any reason).
@@ -153,6 +163,28 @@ impl Metrics {
             "repair_bad_sources",
             "repair sources rejected (error, timeout, checksum or size mismatch)",
         );
+        let copies_started = counter(&mut registry, "copies_started", "CopyShard copies admitted");
+        let copies_succeeded = counter(
+            &mut registry,
+            "copies_succeeded",
+            "copies that stored their shard",
+        );
+        let copies_failed = counter(
+            &mut registry,
+            "copies_failed",
+            "admitted copies that stored nothing",
+        );
+        let copies_running = gauge(&mut registry, "copies_running", "copies in progress");
+        let copy_fetched_bytes = counter(
+            &mut registry,
+            "copy_fetched_bytes",
+            "bytes read from copy sources",
+        );
+        let copy_written_bytes = counter(
+            &mut registry,
+            "copy_written_bytes",
+            "bytes of copied shards stored",
+        );
         let registry_calls = counter(
             &mut registry,
             "registry_calls",
@@ -205,6 +237,12 @@ impl Metrics {
             repair_fetched_bytes,
             repair_written_bytes,
             repair_bad_sources,
+            copies_started,
+            copies_succeeded,
+            copies_failed,
+            copies_running,
+            copy_fetched_bytes,
+            copy_written_bytes,
             registry_calls,
             registry_errors,
             node_state,

@@ -9,9 +9,10 @@ use dogfs_core::transport::DATA_MESSAGE_BYTES;
 use dogfs_proto::chunk::chunk_service_server::ChunkService;
 use dogfs_proto::chunk::put_shard_request::Msg;
 use dogfs_proto::chunk::{
-    DeleteShardRequest, DeleteShardResponse, GetShardRequest, GetShardResponse, ListShardsRequest,
-    ListShardsResponse, NodeInfoRequest, NodeInfoResponse, PutShardRequest, PutShardResponse,
-    ReconstructShardRequest, ReconstructShardResponse, StatShardRequest, StatShardResponse,
+    CopyShardRequest, CopyShardResponse, DeleteShardRequest, DeleteShardResponse, GetShardRequest,
+    GetShardResponse, ListShardsRequest, ListShardsResponse, NodeInfoRequest, NodeInfoResponse,
+    PutShardRequest, PutShardResponse, ReconstructShardRequest, ReconstructShardResponse,
+    StatShardRequest, StatShardResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -375,6 +376,20 @@ impl ChunkService for ChunkServiceImpl {
         self.observe("ReconstructShard", async move {
             repair
                 .reconstruct(request.into_inner())
+                .await
+                .map_err(Status::from)
+        })
+        .await
+    }
+
+    async fn copy_shard(
+        &self,
+        request: Request<CopyShardRequest>,
+    ) -> Result<Response<CopyShardResponse>, Status> {
+        let repair = Arc::clone(&self.repair);
+        self.observe("CopyShard", async move {
+            repair
+                .copy(request.into_inner())
                 .await
                 .map_err(Status::from)
         })

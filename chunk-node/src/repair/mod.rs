@@ -30,9 +30,11 @@
 //!
 //! The submodules: `plan` validates a request and derives the segment's geometry; `source`
 //! reads one source's `GetShard` stream and keeps the channels to peers; `throttle` is the
-//! token bucket behind `--repair-bandwidth`. This file holds the service itself: admission,
-//! the fetch/decode/store loop and its restarts.
+//! token bucket behind `--repair-bandwidth`; `copy` is `CopyShard`, the one-source sibling
+//! sharing this service's slots, bucket and peers. This file holds the service itself:
+//! admission, the fetch/decode/store loop and its restarts.
 
+mod copy;
 mod plan;
 mod source;
 mod throttle;
@@ -58,6 +60,8 @@ use crate::store::{ShardMeta, ShardWriter, Store, StoreError};
 use plan::{Plan, validate};
 use source::{PeerPool, ReadCtx, SourceReader, status_reason};
 use throttle::TokenBucket;
+
+pub use copy::CopyError;
 
 /// Largest `segment_len` accepted: 64 × the default segment size. Memory does not grow with
 /// it (windows are fixed), but a shard of segment_len / k bytes is reserved on disk, and a
@@ -90,8 +94,8 @@ pub enum RepairError {
     #[error("{field}: {reason}")]
     Validate { field: String, reason: String },
     #[error(
-        "{limit} repairs are already running, the limit set by --repair-concurrency \
-         (DOGFS_REPAIR_CONCURRENCY)"
+        "{limit} repairs and copies are already running, the limit set by \
+         --repair-concurrency (DOGFS_REPAIR_CONCURRENCY)"
     )]
     Admit { limit: usize },
     #[error("segment geometry: {0}")]
@@ -389,7 +393,7 @@ impl Repairer {
                     timeout: self.source_timeout,
                     bucket: self.bucket.as_ref(),
                     fetched: &progress.fetched,
-                    metrics: &self.metrics,
+                    fetched_total: &self.metrics.repair_fetched_bytes,
                     shard_len: len,
                 };
                 join_all(active.iter_mut().filter(|a| a.window.is_none()).map(|a| {
@@ -512,7 +516,7 @@ impl Repairer {
             timeout: t,
             bucket: self.bucket.as_ref(),
             fetched: &progress.fetched,
-            metrics: &self.metrics,
+            fetched_total: &self.metrics.repair_fetched_bytes,
             shard_len: len,
         };
         let info = reader

@@ -14,11 +14,11 @@ use dogfs_core::transport::{
 };
 use dogfs_proto::chunk::GetShardResponse;
 use dogfs_proto::chunk::chunk_service_client::ChunkServiceClient;
+use prometheus_client::metrics::counter::Counter;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
 
 use super::throttle::TokenBucket;
-use crate::metrics::Metrics;
 
 /// Peers whose channels are kept. A cluster has far fewer chunk servers; the bound only stops
 /// requests naming ever new addresses from growing the cache without end.
@@ -30,7 +30,8 @@ pub(super) struct ReadCtx<'a> {
     pub(super) timeout: Duration,
     pub(super) bucket: Option<&'a TokenBucket>,
     pub(super) fetched: &'a AtomicU64,
-    pub(super) metrics: &'a Metrics,
+    /// The metric the received bytes count in (repairs and copies have their own).
+    pub(super) fetched_total: &'a Counter,
     pub(super) shard_len: u64,
 }
 
@@ -61,32 +62,46 @@ impl SourceReader {
         &mut self,
         ctx: &ReadCtx<'_>,
     ) -> Result<Option<dogfs_proto::chunk::ShardInfo>, String> {
+        self.next_message_or_fault(ctx)
+            .await
+            .map_err(|f| f.to_string())
+    }
+
+    /// `next_message`, keeping the source's status when it answered with one: a copy tells a
+    /// bad block at the source (DATA_LOSS) from a source it could not read.
+    pub(super) async fn next_message_or_fault(
+        &mut self,
+        ctx: &ReadCtx<'_>,
+    ) -> Result<Option<dogfs_proto::chunk::ShardInfo>, ReadFault> {
         let msg = match tokio::time::timeout(ctx.timeout, self.stream.message()).await {
             Err(_) => {
-                return Err(format!(
+                return Err(ReadFault::Other(format!(
                     "no data for {} ms at byte {}",
                     ctx.timeout.as_millis(),
                     self.received
-                ));
+                )));
             }
-            Ok(Err(s)) => return Err(status_reason(&s)),
+            Ok(Err(s)) => return Err(ReadFault::Status(s)),
             Ok(Ok(None)) => {
-                return Err(format!(
+                return Err(ReadFault::Other(format!(
                     "stream ended at byte {} of {}",
                     self.received, ctx.shard_len
-                ));
+                )));
             }
             Ok(Ok(Some(m))) => m,
         };
         if msg.offset != self.received {
-            return Err(format!(
+            return Err(ReadFault::Other(format!(
                 "message at offset {} where {} was expected",
                 msg.offset, self.received
-            ));
+            )));
         }
         let n = msg.data.len() as u64;
         if self.received + n > ctx.shard_len {
-            return Err(format!("more than the {} bytes asked for", ctx.shard_len));
+            return Err(ReadFault::Other(format!(
+                "more than the {} bytes asked for",
+                ctx.shard_len
+            )));
         }
         if let Some(b) = ctx.bucket {
             b.take(n).await;
@@ -94,7 +109,7 @@ impl SourceReader {
         self.crc = crc32c_append(self.crc, &msg.data);
         self.received += n;
         ctx.fetched.fetch_add(n, Ordering::Relaxed);
-        ctx.metrics.repair_fetched_bytes.inc_by(n);
+        ctx.fetched_total.inc_by(n);
         self.pending = msg.data;
         Ok(msg.shard)
     }
@@ -142,6 +157,24 @@ impl SourceReader {
             ));
         }
         Ok(())
+    }
+}
+
+/// Why reading the next message of a source failed.
+#[derive(Debug)]
+pub(super) enum ReadFault {
+    /// The source (or the transport) answered with this status.
+    Status(Status),
+    /// A timeout or a protocol fault: a gap, too many bytes, an early end.
+    Other(String),
+}
+
+impl std::fmt::Display for ReadFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadFault::Status(s) => f.write_str(&status_reason(s)),
+            ReadFault::Other(r) => f.write_str(r),
+        }
     }
 }
 
