@@ -29,6 +29,7 @@ use tracing::debug;
 
 use crate::config::{ClientConfig, normalize_endpoint};
 use crate::error::Error;
+use crate::pool::never_sent;
 
 /// Response header naming the leader's gRPC address.
 pub const LEADER_HEADER: &str = "x-dogfs-leader";
@@ -81,18 +82,6 @@ pub(crate) struct Written<T> {
 
 /// The shortest attempt worth making: below this a call cannot even cross a busy loopback.
 const MIN_ATTEMPT: Duration = Duration::from_millis(20);
-
-/// The connection could not be made: the request never left this process.
-fn never_sent(status: &Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        if e.is::<tonic::ConnectError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
-}
 
 /// Whether a failed attempt of a change may nevertheless have been applied. Only answers a
 /// server chose to give and that say nothing was proposed are safe: a leader hint (this node

@@ -15,6 +15,18 @@ use tonic::transport::{Channel, Endpoint};
 use crate::config::normalize_endpoint;
 use crate::error::Error;
 
+/// The connection could not be made: the request never left this process.
+pub(crate) fn never_sent(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 #[derive(Debug, Clone)]
 pub struct ChunkPool {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
@@ -49,6 +61,15 @@ impl ChunkPool {
         Ok(ChunkServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// Drops the cached connection to `address`, so the next call makes a new one. tonic's
+    /// lazy channel keeps a failed connect's error and hands it to the next call even when the
+    /// server is back by then (a restarted server then looks down for one more request).
+    pub fn forget(&self, address: &str) {
+        if let Ok(mut map) = self.channels.lock() {
+            map.remove(address);
+        }
     }
 
     fn channel(&self, address: &str) -> Result<Channel, Error> {

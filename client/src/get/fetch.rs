@@ -116,24 +116,33 @@ pub(super) async fn fetch_watched(
             format!("{}: {}", st.code(), st.message()),
         )
     };
-    let mut client = pool
-        .client(&loc.address)
-        .map_err(|e| fail(true, false, e.to_string()))?;
     let req = GetShardRequest {
         shard_id: loc.shard_id.clone(),
         offset: range.start,
         length: Some(len),
     };
-    let mut stream = match tokio::time::timeout(shard_timeout, client.get_shard(req)).await {
-        Err(_) => {
-            return Err(fail(
-                true,
-                false,
-                format!("no answer within {shard_timeout:?}"),
-            ));
+    // A refused connection is tried once more on a new connection: the cached one may only
+    // be replaying the failure of a connect made while the server was down (`ChunkPool::forget`).
+    let mut fresh = false;
+    let mut stream = loop {
+        let mut client = pool
+            .client(&loc.address)
+            .map_err(|e| fail(true, false, e.to_string()))?;
+        match tokio::time::timeout(shard_timeout, client.get_shard(req.clone())).await {
+            Err(_) => {
+                return Err(fail(
+                    true,
+                    false,
+                    format!("no answer within {shard_timeout:?}"),
+                ));
+            }
+            Ok(Err(st)) if !fresh && crate::pool::never_sent(&st) => {
+                pool.forget(&loc.address);
+                fresh = true;
+            }
+            Ok(Err(st)) => return Err(status_fail(st)),
+            Ok(Ok(r)) => break r.into_inner(),
         }
-        Ok(Err(st)) => return Err(status_fail(st)),
-        Ok(Ok(r)) => r.into_inner(),
     };
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut got: u64 = 0;
