@@ -6,29 +6,29 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{
+    Client, Node, assert_nothing_stored, assert_status, dead_addr, node, node_with, tmp_files,
+};
+
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dogfs_chunk::client::{connect, get_shard, put_shard};
+use dogfs_chunk::client::{get_shard, put_shard};
 use dogfs_chunk::format::{FOOTER_LEN, Footer};
-use dogfs_chunk::{ChunkConfig, ChunkServer};
 use dogfs_core::checksum::crc32c;
 use dogfs_core::codec::codec_for;
 use dogfs_core::ids::ShardId;
 use dogfs_core::layout::ObjectLayout;
 use dogfs_core::scheme::{Codec, ErasureScheme};
 use dogfs_core::size::ByteSize;
-use dogfs_proto::chunk::chunk_service_client::ChunkServiceClient;
 use dogfs_proto::chunk::{
     ReconstructShardRequest, ReconstructShardResponse, ReconstructSource, StatShardRequest,
 };
 use rand::RngCore;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
-
-type Client = ChunkServiceClient<Channel>;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -41,29 +41,6 @@ const M: usize = 2;
 const CELL: u64 = 64 * 1024;
 const SEGMENT_SIZE: u64 = 16 * 1024 * 1024;
 const OBJECT: u64 = 25 * 1024 * 1024 + 12_345;
-
-struct Node {
-    dir: tempfile::TempDir,
-    server: ChunkServer,
-    client: Client,
-}
-
-async fn node_with(f: impl FnOnce(&mut ChunkConfig)) -> Node {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = ChunkConfig::for_tests(dir.path());
-    f(&mut cfg);
-    let server = ChunkServer::start(&cfg).await.unwrap();
-    let client = connect(&server.grpc_addr().to_string()).await.unwrap();
-    Node {
-        dir,
-        server,
-        client,
-    }
-}
-
-async fn node() -> Node {
-    node_with(|_| {}).await
-}
 
 /// A segment's shards as the writer produces them.
 struct Segment {
@@ -229,41 +206,6 @@ async fn assert_stored(n: &mut Node, id: ShardId, want: &Bytes) {
         .shard
         .unwrap();
     assert_eq!(stat.crc32c, crc32c(want));
-}
-
-/// Nothing under `id` and no temp file left.
-async fn assert_nothing_stored(n: &mut Node, id: ShardId) {
-    let st = n
-        .client
-        .stat_shard(StatShardRequest {
-            shard_id: id.to_string(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(st.code(), Code::NotFound, "{st:?}");
-    assert_eq!(tmp_files(n.dir.path()), 0, "temp files left behind");
-}
-
-fn tmp_files(dir: &Path) -> usize {
-    std::fs::read_dir(dir.join("tmp")).unwrap().count()
-}
-
-fn assert_status<T: std::fmt::Debug>(r: Result<T, Status>, code: Code, needles: &[&str]) {
-    match r {
-        Ok(v) => panic!("expected {code:?}, got Ok({v:?})"),
-        Err(s) => {
-            assert_eq!(s.code(), code, "{s:?}");
-            for n in needles {
-                assert!(s.message().contains(n), "{:?} lacks {n:?}", s.message());
-            }
-        }
-    }
-}
-
-/// A loopback address nothing listens on.
-fn dead_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
 }
 
 #[tokio::test]

@@ -125,8 +125,7 @@ pub async fn download<W: AsyncWrite + Unpin + Send>(
     progress: Option<&Progress>,
     expected_crc: Option<u32>,
 ) -> Result<u64, Error> {
-    let health = Arc::default();
-    download_inner(
+    download_reporting(
         pool,
         cfg,
         codec,
@@ -136,9 +135,9 @@ pub async fn download<W: AsyncWrite + Unpin + Send>(
         writer,
         progress,
         expected_crc,
-        &health,
     )
     .await
+    .0
 }
 
 /// [`download`], also returning every shard the read could not use (once each, in segment

@@ -139,6 +139,21 @@ pub fn record_down_since(p: &mut Prepared, id: u128, now_unix: u64) {
     ));
 }
 
+/// When node `id` was last marked down, if ever.
+pub fn down_since<S: KvSpace>(system: &KvReader<S>, id: u128) -> Result<Option<u64>, CatalogError> {
+    system
+        .get(&down_since_key(id))?
+        .map(|v| {
+            <[u8; 8]>::try_from(v.value.as_slice())
+                .map(u64::from_be_bytes)
+                .map_err(|_| CatalogError::Corrupt {
+                    what: "down-since entry",
+                    reason: format!("value of {} bytes", v.value.len()),
+                })
+        })
+        .transpose()
+}
+
 /// Every node's down-since time (only meaningful for nodes that are down).
 pub fn down_since_all<S: KvSpace>(
     system: &KvReader<S>,

@@ -83,11 +83,9 @@ impl Core {
         }
         if r.liveness == registry::Liveness::Down
             && let Ok(reader) = self.reader(0)
-            && let Ok(down) = registry::down_since_all(&reader)
+            && let Ok(Some(down)) = registry::down_since(&reader, r.id)
         {
-            n.down_since_unix = down
-                .get(&r.id)
-                .map_or(0, |d| i64::try_from(*d).unwrap_or(i64::MAX));
+            n.down_since_unix = i64::try_from(down).unwrap_or(i64::MAX);
         }
         n
     }
