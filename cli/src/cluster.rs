@@ -440,6 +440,7 @@ mod tests {
             }),
             partitions: 2,
             repair: None,
+            rebalance: None,
         }
     }
 

@@ -185,6 +185,7 @@ impl AdminService for AdminSvc {
                 } else {
                     crate::repair::status(c).await?
                 }),
+                rebalance: None,
             }))
         })
         .await
@@ -258,5 +259,26 @@ impl AdminService for AdminSvc {
             }))
         })
         .await
+    }
+
+    async fn remove_node(
+        &self,
+        _req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        Err(Status::unimplemented("RemoveNode: being built"))
+    }
+
+    async fn rebalance(
+        &self,
+        _req: Request<pb::RebalanceRequest>,
+    ) -> Result<Response<pb::RebalanceResponse>, Status> {
+        Err(Status::unimplemented("Rebalance: being built"))
+    }
+
+    async fn rebalance_status(
+        &self,
+        _req: Request<pb::RebalanceStatusRequest>,
+    ) -> Result<Response<pb::RebalanceStatusResponse>, Status> {
+        Err(Status::unimplemented("RebalanceStatus: being built"))
     }
 }
