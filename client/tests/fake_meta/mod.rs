@@ -716,4 +716,25 @@ impl AdminService for FakeMeta {
     ) -> Result<Response<UndrainNodeResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn remove_node(
+        &self,
+        _r: Request<dogfs_proto::meta::RemoveNodeRequest>,
+    ) -> Result<Response<dogfs_proto::meta::RemoveNodeResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn rebalance(
+        &self,
+        _r: Request<dogfs_proto::meta::RebalanceRequest>,
+    ) -> Result<Response<dogfs_proto::meta::RebalanceResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn rebalance_status(
+        &self,
+        _r: Request<dogfs_proto::meta::RebalanceStatusRequest>,
+    ) -> Result<Response<dogfs_proto::meta::RebalanceStatusResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
