@@ -78,6 +78,7 @@ impl Source {
             source_address: self.node.addr(),
             expected_crc32c: crc32c(&self.data),
             expected_size: self.data.len() as u64,
+            target_shard_id: String::new(),
         }
     }
 }
@@ -169,6 +170,7 @@ async fn copied_shard_is_byte_identical_and_a_retry_is_idempotent() {
             source_address: src.node.addr(),
             expected_crc32c: crc32c(&[]),
             expected_size: 0,
+            target_shard_id: String::new(),
         },
     )
     .await
