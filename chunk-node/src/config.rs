@@ -67,6 +67,19 @@ pub struct ChunkConfig {
     #[arg(long, env = "DOGFS_ZONE", default_value = "")]
     pub zone: String,
 
+    /// When metadata refuses this server's id because the server was removed from the cluster:
+    /// delete every shard and unfinished upload here (none is referenced any more), take a new
+    /// id and register as a new server. Off: log how to fix it and exit with code 3.
+    #[arg(
+        long,
+        env = "DOGFS_REJOIN_WHEN_REMOVED",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub rejoin_when_removed: bool,
+
     /// Repairs (`ReconstructShard`) and copies (`CopyShard`) this server runs at once, together
     /// (they compete for the same disk); more are refused with RESOURCE_EXHAUSTED so metadata
     /// retries them elsewhere or later. 0 refuses every repair and copy.
@@ -104,6 +117,7 @@ impl ChunkConfig {
             meta_endpoints: Vec::new(),
             advertise_addr: None,
             zone: String::new(),
+            rejoin_when_removed: false,
             repair_concurrency: 4,
             repair_bandwidth: ByteSize(0),
             repair_source_timeout_ms: 10_000,

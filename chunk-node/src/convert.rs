@@ -36,6 +36,7 @@ impl From<StoreError> for Status {
             | StoreError::Damaged { .. } => Status::data_loss(msg),
             StoreError::AlreadyExists { .. } => Status::already_exists(msg),
             StoreError::OutOfRange { .. } => Status::out_of_range(msg),
+            StoreError::Wiped { .. } => Status::failed_precondition(msg),
             StoreError::CreateDir { .. }
             | StoreError::Locked { .. }
             | StoreError::Lock { .. }

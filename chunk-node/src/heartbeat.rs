@@ -10,6 +10,13 @@
 //! means metadata lost the node (e.g. a registry restored from an older snapshot): the task
 //! registers again.
 //!
+//! A removed server's id is never reused: metadata refuses its `Register` with
+//! FAILED_PRECONDITION "... was removed ...". By default the task then ends with
+//! `RegistrationError::Removed` and the process exits with `EXIT_REMOVED` (a wiped data
+//! directory is the operator's decision); with `--rejoin-when-removed` it wipes the store,
+//! takes a new id and registers as a new server. A heartbeat that reports REMOVED while running
+//! is only logged: the server keeps serving reads until it is stopped.
+//!
 //! Registration never gates serving: shards stay readable and writable while metadata is
 //! unreachable (clients with a layout in hand still need them), so `/readyz` ignores it.
 
@@ -23,10 +30,10 @@ use rand::Rng;
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Response header naming the leader's gRPC address (see the routing note in `meta.proto`).
 pub const LEADER_HEADER: &str = "x-dogfs-leader";
@@ -64,6 +71,21 @@ pub enum RegistryError {
     NoAdvertiseAddr { grpc_addr: std::net::SocketAddr },
 }
 
+/// Why the registration task stopped before shutdown; the server stops with it.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    #[error(
+        "this chunk server (id {node_id}) was removed from the cluster; its id is not reused. Its \
+         shards are no longer referenced. Wipe the data directory, or start it with \
+         --rejoin-when-removed (DOGFS_REJOIN_WHEN_REMOVED=true), to join as a new server"
+    )]
+    Removed { node_id: String },
+    #[error("wiping the data directory to rejoin as a new server (was {node_id}): {source}")]
+    Rejoin { node_id: String, source: StoreError },
+    #[error("wiping the data directory to rejoin as a new server: task failed: {0}")]
+    RejoinTask(String),
+}
+
 /// What the server registers as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryOptions {
@@ -72,6 +94,13 @@ pub struct RegistryOptions {
     /// The address registered for this server's ChunkService.
     pub advertise_addr: String,
     pub zone: String,
+    /// Refused as removed: wipe the store and register under a new id instead of stopping.
+    pub rejoin_when_removed: bool,
+}
+
+/// True for metadata's refusal of a removed node's id (`meta.proto`, Register).
+pub fn is_removed_refusal(status: &Status) -> bool {
+    status.code() == Code::FailedPrecondition && status.message().contains("was removed")
 }
 
 /// Checks that `value` looks like `host:port` (host non-empty, port 1..=65535). DNS names are
@@ -112,18 +141,19 @@ pub fn state_label(state: NodeState) -> &'static str {
     }
 }
 
-/// Runs until `shutdown` turns true. `state` receives every state metadata reports.
+/// Runs until `shutdown` turns true (then `Ok`), or until metadata refuses this server as
+/// removed (see the module docs). `state` receives every state metadata reports.
 pub async fn run(
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     opts: RegistryOptions,
     state: watch::Sender<Option<NodeState>>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> Result<(), RegistrationError> {
     if opts.endpoints.is_empty() {
-        return;
+        return Ok(());
     }
-    let node_id = registry_node_id(&store);
+    let mut node_id = registry_node_id(&store);
     metrics.set_node_state("unregistered");
     info!(%node_id, endpoints = ?opts.endpoints, address = %opts.advertise_addr,
         zone = %opts.zone, "registering with metadata");
@@ -138,6 +168,10 @@ pub async fn run(
     let mut backoff = BACKOFF_MIN;
     let mut last: Option<NodeState> = None;
     let mut rpc_timeout = RPC_TIMEOUT_MAX;
+    let mut interval = DEFAULT_INTERVAL;
+    // One rejoin per process: a fresh id refused again means something else is wrong, and
+    // wiping in a loop would hide it.
+    let mut rejoined = false;
 
     loop {
         if *shutdown.borrow() {
@@ -177,7 +211,7 @@ pub async fn run(
                 hints_followed = 0;
                 backoff = BACKOFF_MIN;
                 current = Some(target);
-                let interval = if interval_ms == 0 {
+                interval = if interval_ms == 0 {
                     DEFAULT_INTERVAL
                 } else {
                     Duration::from_millis(interval_ms).clamp(MIN_INTERVAL, MAX_INTERVAL)
@@ -192,6 +226,41 @@ pub async fn run(
                 if sleep_or_shutdown(interval, &mut shutdown).await {
                     break;
                 }
+            }
+            Err(status) if is_removed_refusal(&status) => {
+                metrics.registry_errors.inc();
+                current = Some(target.clone());
+                if registered {
+                    // A heartbeat refused like a registration: removed while running. Same as
+                    // a heartbeat answering REMOVED: say so once, keep serving, keep calling.
+                    if last != Some(NodeState::Removed) {
+                        log_state_change(last, NodeState::Removed);
+                        metrics.set_node_state(state_label(NodeState::Removed));
+                        last = Some(NodeState::Removed);
+                        state.send_replace(Some(NodeState::Removed));
+                    }
+                    if sleep_or_shutdown(interval, &mut shutdown).await {
+                        break;
+                    }
+                    continue;
+                }
+                metrics.set_node_state(state_label(NodeState::Removed));
+                state.send_replace(Some(NodeState::Removed));
+                if !opts.rejoin_when_removed || rejoined {
+                    let e = RegistrationError::Removed {
+                        node_id: node_id.clone(),
+                    };
+                    error!(%node_id, metadata = %target, refusal = status.message(),
+                        rejoined, "{e}");
+                    return Err(e);
+                }
+                node_id = rejoin(&store, &node_id, &target, status.message()).await?;
+                rejoined = true;
+                last = None;
+                metrics.set_node_state("unregistered");
+                state.send_replace(None);
+                // Register the new id at once, same endpoint.
+                continue;
             }
             Err(status) => {
                 metrics.registry_errors.inc();
@@ -236,6 +305,33 @@ pub async fn run(
         }
     }
     debug!("registration task stopped");
+    Ok(())
+}
+
+/// `--rejoin-when-removed`: wipes the store and takes a new id; answers the new registry id.
+async fn rejoin(
+    store: &Arc<Store>,
+    node_id: &str,
+    metadata: &str,
+    refusal: &str,
+) -> Result<String, RegistrationError> {
+    warn!(%node_id, %metadata, %refusal,
+        "this chunk server was removed from the cluster and --rejoin-when-removed is set: \
+         deleting every shard and unfinished upload here (none is referenced any more) and \
+         joining as a new server under a new id");
+    let s = Arc::clone(store);
+    let report = tokio::task::spawn_blocking(move || s.wipe_for_new_identity())
+        .await
+        .map_err(|e| RegistrationError::RejoinTask(e.to_string()))?
+        .map_err(|source| RegistrationError::Rejoin {
+            node_id: node_id.to_owned(),
+            source,
+        })?;
+    let new_id = registry_node_id(store);
+    warn!(old_node_id = %node_id, new_node_id = %new_id, shards_deleted = report.shards,
+        bytes_deleted = report.bytes, uploads_deleted = report.uploads,
+        "data directory wiped; registering as a new chunk server");
+    Ok(new_id)
 }
 
 /// Most corrupt shard ids one heartbeat names (`meta.proto`). The rest follow once metadata
@@ -345,8 +441,17 @@ fn log_state_change(previous: Option<NodeState>, now: NodeState) {
                 "node state changed: draining, no new shards"
             );
         }
-        NodeState::Suspect | NodeState::Down | NodeState::Removed => {
+        NodeState::Suspect | NodeState::Down => {
             warn!(state = now_label, previous = prev, "node state changed");
+        }
+        NodeState::Removed => {
+            warn!(
+                state = now_label,
+                previous = prev,
+                "node state changed: this chunk server was removed from the cluster; it keeps \
+                 serving reads until it is stopped, and metadata refuses its id when it \
+                 registers again"
+            );
         }
     }
 }

@@ -17,4 +17,4 @@ pub mod service;
 pub mod store;
 
 pub use config::ChunkConfig;
-pub use server::{ChunkServer, ServerError};
+pub use server::{ChunkServer, EXIT_REMOVED, ServerError};

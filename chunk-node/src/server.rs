@@ -17,7 +17,7 @@ use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 use crate::config::ChunkConfig;
-use crate::heartbeat::{self, RegistryError, RegistryOptions};
+use crate::heartbeat::{self, RegistrationError, RegistryError, RegistryOptions};
 use crate::http::{HttpState, router};
 use crate::metrics::Metrics;
 use crate::repair::{RepairOptions, Repairer};
@@ -41,8 +41,25 @@ pub enum ServerError {
     Http(std::io::Error),
     #[error("registration settings: {0}")]
     Registry(#[from] RegistryError),
+    #[error("registration: {0}")]
+    Registration(#[from] RegistrationError),
     #[error("server task: {0}")]
     Task(#[from] tokio::task::JoinError),
+}
+
+/// Process exit code when metadata refused this server because it was removed from the
+/// cluster (and `--rejoin-when-removed` is off). Distinct from 1 (any other error) and 2 (bad
+/// flags), so an operator or supervisor can tell "wipe me or let me rejoin" from a crash.
+pub const EXIT_REMOVED: u8 = 3;
+
+impl ServerError {
+    /// The process exit code for this error: `EXIT_REMOVED` for a removed server, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServerError::Registration(RegistrationError::Removed { .. }) => EXIT_REMOVED,
+            _ => 1,
+        }
+    }
 }
 
 /// A running chunk server. Dropping it without `shutdown` leaves its tasks running until the
@@ -59,7 +76,7 @@ pub struct ChunkServer {
     grpc: JoinHandle<Result<(), ServerError>>,
     http: JoinHandle<Result<(), ServerError>>,
     scrubber: Option<JoinHandle<()>>,
-    registration: Option<JoinHandle<()>>,
+    registration: Option<JoinHandle<Result<(), RegistrationError>>>,
     node_state: watch::Receiver<Option<NodeState>>,
     grace: Duration,
 }
@@ -170,6 +187,7 @@ impl ChunkServer {
                     .clone()
                     .unwrap_or_else(|| grpc_addr.to_string()),
                 zone: cfg.zone.clone(),
+                rejoin_when_removed: cfg.rejoin_when_removed,
             };
             tokio::spawn(heartbeat::run(
                 Arc::clone(&store),
@@ -218,11 +236,28 @@ impl ChunkServer {
         *self.node_state.borrow()
     }
 
-    /// Waits until a server task ends on its own (an error: they run until shutdown).
+    /// Waits until a server task ends on its own: an error, since they run until shutdown,
+    /// or the registration task stopping because metadata refused this server as removed.
+    /// Either way the caller still calls `shutdown` for a graceful stop.
     pub async fn wait(&mut self) -> Result<(), ServerError> {
+        let registration = &mut self.registration;
+        let refused = async move {
+            let Some(task) = registration.as_mut() else {
+                return std::future::pending().await;
+            };
+            let r = task.await;
+            // Finished: `shutdown` must not await it again.
+            *registration = None;
+            match r {
+                Ok(Ok(())) => std::future::pending().await,
+                Ok(Err(e)) => Err(ServerError::Registration(e)),
+                Err(e) => Err(ServerError::Task(e)),
+            }
+        };
         tokio::select! {
             r = &mut self.grpc => r?,
             r = &mut self.http => r?,
+            r = refused => r,
         }
     }
 
@@ -238,8 +273,11 @@ impl ChunkServer {
         if let Some(s) = self.scrubber {
             s.await?;
         }
-        if let Some(r) = self.registration {
-            r.await?;
+        if let Some(r) = self.registration
+            && let Err(e) = r.await?
+        {
+            // Not seen through `wait`; the task logged it when it stopped.
+            tracing::debug!(error = %e, "registration had stopped");
         }
         info!("chunk server stopped");
         grpc.and(http)

@@ -17,7 +17,7 @@ use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
@@ -96,6 +96,11 @@ pub enum StoreError {
         step: &'static str,
         source: io::Error,
     },
+    #[error(
+        "shard {id}: the store was wiped while it was being written (this server was removed \
+         from the cluster and rejoined under a new id); nothing stored"
+    )]
+    Wiped { id: ShardId },
 }
 
 impl StoreError {
@@ -146,13 +151,33 @@ pub struct FaultCounters {
     pub io_errors: AtomicU64,
 }
 
+/// What `Store::wipe_for_new_identity` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WipeReport {
+    pub old_id: Uuid,
+    pub new_id: Uuid,
+    /// Shard files deleted, and their bytes (the store's own counters before the wipe).
+    pub shards: u64,
+    pub bytes: u64,
+    /// Unfinished uploads (temp files) deleted.
+    pub uploads: usize,
+}
+
+/// The node id and how many times the store was wiped. Commits and deletes hold it for
+/// reading, a wipe for writing, so a wipe never interleaves with a link or an unlink.
+#[derive(Debug)]
+struct Identity {
+    node_id: Uuid,
+    wipes: u64,
+}
+
 /// The shard store of one chunk server.
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
     shards_dir: PathBuf,
     tmp_dir: PathBuf,
-    node_id: Uuid,
+    identity: RwLock<Identity>,
     reserve: u64,
     capacity: Option<u64>,
     used: AtomicU64,
@@ -192,7 +217,7 @@ impl Store {
             root,
             shards_dir,
             tmp_dir,
-            node_id,
+            identity: RwLock::new(Identity { node_id, wipes: 0 }),
             reserve: cfg.reserve,
             capacity: cfg.capacity,
             used: AtomicU64::new(used),
@@ -205,8 +230,57 @@ impl Store {
         })
     }
 
+    /// The node id; it changes only when the store is wiped to rejoin as a new server.
     pub fn node_id(&self) -> Uuid {
-        self.node_id
+        self.identity().node_id
+    }
+
+    fn identity(&self) -> RwLockReadGuard<'_, Identity> {
+        // Nothing panics while holding it for writing with the fields half updated.
+        self.identity.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Deletes every shard file and unfinished upload and gives the store a new node id,
+    /// persisted like the first one. For a server metadata removed: its id is never reused,
+    /// and removal is only allowed once nothing references its shards, so it rejoins as a new,
+    /// empty server (`--rejoin-when-removed`).
+    ///
+    /// Crash-safe by order: the identity is replaced last, so a crash part way leaves the old
+    /// id, which metadata refuses again, and the next start wipes the rest. Uploads in flight
+    /// lose their temp files and fail at commit (`Wiped`) rather than linking a shard nobody
+    /// references under the new id.
+    pub fn wipe_for_new_identity(&self) -> Result<WipeReport> {
+        let mut ident = self.identity.write().unwrap_or_else(PoisonError::into_inner);
+        let fs_err = |step| move |source| StoreError::Fs { step, source };
+        let uploads = clean_tmp(&self.tmp_dir)?;
+        fsync_dir(&self.tmp_dir).map_err(fs_err("syncing tmp folder after wipe"))?;
+        let shards = self.count.load(Ordering::Relaxed);
+        let bytes = self.used.load(Ordering::Relaxed);
+        for a in sorted_hex_dirs(&self.shards_dir)? {
+            fs::remove_dir_all(self.shards_dir.join(&a))
+                .map_err(fs_err("removing a shard folder"))?;
+        }
+        fsync_dir(&self.shards_dir).map_err(fs_err("syncing shards folder after wipe"))?;
+        let new_id = Uuid::new_v4();
+        write_identity(&self.root, new_id).map_err(|e| StoreError::Identity {
+            path: self.root.join(IDENTITY_FILE),
+            reason: format!("writing: {e}"),
+        })?;
+        // Exact, whatever the counters said: nothing can link or unlink while we hold the lock.
+        let (count, used) = scan(&self.shards_dir)?;
+        self.count.store(count, Ordering::Relaxed);
+        self.used.store(used, Ordering::Relaxed);
+        lock_set(&self.corrupt).clear();
+        let old_id = ident.node_id;
+        ident.node_id = new_id;
+        ident.wipes += 1;
+        Ok(WipeReport {
+            old_id,
+            new_id,
+            shards,
+            bytes,
+            uploads,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -262,6 +336,7 @@ impl Store {
                 reserve: self.reserve,
             });
         }
+        let wipes = self.identity().wipes;
         self.pending.fetch_add(on_disk, Ordering::Relaxed);
         let reservation = Reservation {
             store: Arc::clone(self),
@@ -283,6 +358,7 @@ impl Store {
             file: Some(file),
             tmp_path,
             hasher: BlockHasher::new(),
+            wipes,
             _reservation: reservation,
         })
     }
@@ -325,6 +401,8 @@ impl Store {
 
     /// Deletes a shard; `Ok(false)` when it was not there.
     pub fn delete(&self, id: ShardId) -> Result<bool> {
+        // Held to the end, so a wipe cannot reset the counters between unlink and update.
+        let _ident = self.identity();
         let path = self.shard_path(id);
         // A shard that is gone is no longer corrupt here, however it went (GC after a repair,
         // or an operator removing the file): heartbeats stop naming it either way.
@@ -512,6 +590,8 @@ pub struct ShardWriter {
     file: Option<File>,
     tmp_path: PathBuf,
     hasher: BlockHasher,
+    /// The store's wipe count when the upload began: a wipe since then voids it.
+    wipes: u64,
     _reservation: Reservation,
 }
 
@@ -598,6 +678,11 @@ impl ShardWriter {
         drop(file);
 
         let store = Arc::clone(&self.store);
+        // Held through link and counters: a wipe waits for this commit, or voids it.
+        let ident = store.identity();
+        if ident.wipes != self.wipes {
+            return Err(StoreError::Wiped { id });
+        }
         let final_path = store.shard_path(id);
         let dir = final_path
             .parent()
@@ -813,21 +898,24 @@ fn load_or_create_identity(root: &Path) -> Result<Uuid> {
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {
             let id = Uuid::new_v4();
-            let tmp = root.join(format!("{IDENTITY_FILE}.tmp"));
-            let text = format!("node_id={id}\nformat={FORMAT_VERSION}\n");
-            let write = || -> io::Result<()> {
-                let mut f = File::create(&tmp)?;
-                f.write_all(text.as_bytes())?;
-                f.sync_all()?;
-                fs::rename(&tmp, &path)?;
-                fsync_dir(root)
-            };
-            write().map_err(|e| bad(format!("writing: {e}")))?;
+            write_identity(root, id).map_err(|e| bad(format!("writing: {e}")))?;
             info!(node_id = %id, "created a new node identity");
             Ok(id)
         }
         Err(e) => Err(bad(e.to_string())),
     }
+}
+
+/// Writes the identity file atomically and durably: temp file, fsync, rename, folder fsync.
+fn write_identity(root: &Path, id: Uuid) -> io::Result<()> {
+    let path = root.join(IDENTITY_FILE);
+    let tmp = root.join(format!("{IDENTITY_FILE}.tmp"));
+    let text = format!("node_id={id}\nformat={FORMAT_VERSION}\n");
+    let mut f = File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, &path)?;
+    fsync_dir(root)
 }
 
 fn clean_tmp(tmp: &Path) -> Result<usize> {

@@ -1,6 +1,7 @@
 //! `CopyShard` against real chunk servers on 127.0.0.1: a shard put on one server is pulled
-//! by another, read back from both with `GetShard` and compared byte for byte; corrupt,
-//! missing, mismatched and hung sources store nothing.
+//! by another (under its own id or a new target id), read back from both with `GetShard` and
+//! compared byte for byte; corrupt, missing, mismatched, hung and cut-off sources store
+//! nothing.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -12,6 +13,8 @@ use common::{
 };
 
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,6 +27,7 @@ use dogfs_proto::chunk::{
     StatShardRequest,
 };
 use rand::RngCore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Code, Status};
 
 /// Three 1 MiB messages and a partial fourth, ending inside a 64 KiB block.
@@ -106,6 +110,48 @@ async fn assert_stored(n: &mut Node, id: ShardId, want: &Bytes) {
     assert_eq!(stat.size, want.len() as u64);
 }
 
+/// A TCP proxy to `upstream` that forwards everything until the upstream has sent `limit`
+/// bytes, then closes both sides of the connection: a source server dying mid-stream. Answers
+/// its address and the bytes it forwarded from upstream.
+async fn cutting_proxy(upstream: String, limit: u64) -> (String, Arc<AtomicU64>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let forwarded = Arc::new(AtomicU64::new(0));
+    let fwd = Arc::clone(&forwarded);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = l.accept().await {
+            let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+            let fwd = Arc::clone(&fwd);
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = tokio::io::copy(&mut cr, &mut sw);
+                let down = async {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = sr.read(&mut buf).await.unwrap_or(0);
+                        let sent = fwd.load(Ordering::Relaxed);
+                        if n == 0 || sent >= limit {
+                            return;
+                        }
+                        let n = n.min((limit - sent) as usize);
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                        fwd.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                };
+                // Whichever direction ends first, both sockets close when this task ends.
+                tokio::select! {
+                    _ = up => {}
+                    _ = down => {}
+                }
+            });
+        }
+    });
+    (addr, forwarded)
+}
+
 /// A peer that accepts connections and never answers (a frozen server); each accepted
 /// connection is announced on the returned channel.
 async fn hung_peer() -> (String, tokio::sync::mpsc::UnboundedReceiver<()>) {
@@ -177,6 +223,149 @@ async fn copied_shard_is_byte_identical_and_a_retry_is_idempotent() {
     .unwrap();
     assert_eq!(resp.shard.unwrap().size, 0);
     assert_stored(&mut target, id, &Bytes::new()).await;
+}
+
+#[tokio::test]
+async fn copy_under_a_new_target_id_reads_back_equal_and_leaves_the_source_untouched() {
+    let mut src = source().await;
+    let mut target = node().await;
+    let new_id = ShardId::random();
+    let req = CopyShardRequest {
+        target_shard_id: new_id.to_string(),
+        ..src.request()
+    };
+    let resp = copy(&mut target.client, req.clone()).await.unwrap();
+    let info = resp.shard.unwrap();
+    assert_eq!(info.shard_id, new_id.to_string());
+    assert_eq!((info.size, info.crc32c), (LEN as u64, crc32c(&src.data)));
+    assert_eq!(resp.bytes_fetched, LEN as u64);
+    assert_stored(&mut target, new_id, &src.data).await;
+    // Stored under the new id only; the source keeps its shard, under its id only.
+    assert_nothing_stored(&mut target, src.id).await;
+    let data = src.data.clone();
+    assert_stored(&mut src.node, src.id, &data).await;
+    assert_nothing_stored(&mut src.node, new_id).await;
+    assert_eq!(target.server.store().shard_count(), 1);
+
+    // Idempotent: a retry fetches nothing, also with the source gone.
+    let again = copy(&mut target.client, req.clone()).await.unwrap();
+    assert_eq!(again.bytes_fetched, 0);
+    assert_eq!(again.shard.unwrap().shard_id, new_id.to_string());
+    let gone = CopyShardRequest {
+        source_address: dead_addr(),
+        ..req.clone()
+    };
+    assert_eq!(
+        copy(&mut target.client, gone).await.unwrap().bytes_fetched,
+        0
+    );
+    assert_stored(&mut target, new_id, &src.data).await;
+    assert_eq!(target.server.metrics().copies_started.get(), 1);
+
+    // A different shard already under the target id: ALREADY_EXISTS naming it, kept as is.
+    let taken = ShardId::random();
+    let other = random(1000);
+    put_shard(&mut target.client, taken, &other).await.unwrap();
+    assert_status(
+        copy(
+            &mut target.client,
+            CopyShardRequest {
+                target_shard_id: taken.to_string(),
+                ..src.request()
+            },
+        )
+        .await,
+        Code::AlreadyExists,
+        &[&taken.to_string()],
+    );
+    assert_stored(&mut target, taken, &other).await;
+
+    // The source's id given explicitly is the same as leaving it empty.
+    let resp = copy(
+        &mut target.client,
+        CopyShardRequest {
+            target_shard_id: src.id.to_string(),
+            ..src.request()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.shard.unwrap().shard_id, src.id.to_string());
+    assert_stored(&mut target, src.id, &src.data).await;
+    assert_eq!(tmp_files(target.dir.path()), 0);
+}
+
+#[tokio::test]
+async fn copy_onto_the_source_server_itself_under_a_new_id() {
+    let mut src = source().await;
+    let new_id = ShardId::random();
+    let req = CopyShardRequest {
+        target_shard_id: new_id.to_string(),
+        ..src.request()
+    };
+    let resp = copy(&mut src.node.client, req.clone()).await.unwrap();
+    assert_eq!(resp.bytes_fetched, LEN as u64);
+    let data = src.data.clone();
+    assert_stored(&mut src.node, new_id, &data).await;
+    assert_stored(&mut src.node, src.id, &data).await;
+    assert_eq!(src.node.server.store().shard_count(), 2);
+    assert_eq!(
+        copy(&mut src.node.client, req).await.unwrap().bytes_fetched,
+        0
+    );
+    // Under its own id it is already stored: success, nothing fetched, nothing changed.
+    let own = src.request();
+    let same = copy(&mut src.node.client, own).await.unwrap();
+    assert_eq!(same.bytes_fetched, 0);
+    assert_stored(&mut src.node, src.id, &data).await;
+    assert_eq!(src.node.server.store().shard_count(), 2);
+    assert_eq!(tmp_files(src.node.dir.path()), 0);
+}
+
+#[tokio::test]
+async fn a_source_cut_off_mid_copy_leaves_nothing_under_the_target_id() {
+    let mut src = source().await;
+    let mut target = node().await;
+    // The connection dies after the first 1 MiB message and part of the second.
+    const CUT: u64 = 1536 * 1024;
+    let (proxy, forwarded) = cutting_proxy(src.node.addr(), CUT).await;
+    let new_id = ShardId::random();
+    let req = CopyShardRequest {
+        target_shard_id: new_id.to_string(),
+        source_address: proxy.clone(),
+        ..src.request()
+    };
+    assert_status(
+        copy(&mut target.client, req).await,
+        Code::FailedPrecondition,
+        &[&src.id.to_string(), &proxy],
+    );
+    assert_eq!(forwarded.load(Ordering::Relaxed), CUT);
+    // Mid-copy: data had reached the temp file when the source went away.
+    let fetched = target.server.metrics().copy_fetched_bytes.get();
+    assert!(
+        (1024 * 1024..LEN as u64).contains(&fetched),
+        "fetched {fetched}"
+    );
+    assert_nothing_stored(&mut target, new_id).await;
+    assert_nothing_stored(&mut target, src.id).await;
+    assert_eq!(target.server.store().shard_count(), 0);
+    assert_eq!(target.server.store().used_bytes(), 0);
+    let data = src.data.clone();
+    assert_stored(&mut src.node, src.id, &data).await;
+
+    // Retried straight from the source, the copy completes.
+    let resp = copy(
+        &mut target.client,
+        CopyShardRequest {
+            target_shard_id: new_id.to_string(),
+            ..src.request()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.bytes_fetched, LEN as u64);
+    assert_stored(&mut target, new_id, &src.data).await;
 }
 
 #[tokio::test]
@@ -309,6 +498,18 @@ async fn invalid_requests_are_invalid_argument_naming_the_field() {
     let cases: Vec<(Mutate, &str)> = vec![
         (Box::new(|r| r.shard_id = "not-hex".into()), "shard_id"),
         (Box::new(|r| r.shard_id = String::new()), "shard_id"),
+        (
+            Box::new(|r| r.target_shard_id = "../../etc/passwd".into()),
+            "target_shard_id",
+        ),
+        (
+            Box::new(|r| r.target_shard_id = "0123456789ABCDEF0123456789ABCDEF".into()),
+            "0123456789ABCDEF0123456789ABCDEF",
+        ),
+        (
+            Box::new(|r| r.target_shard_id = "abc".into()),
+            "\"abc\"",
+        ),
         (
             Box::new(|r| r.source_address = "nowhere".into()),
             "source_address",

@@ -1,19 +1,24 @@
 //! Registration and heartbeats against a tiny in-test `ChunkRegistry` server that records
 //! every call: identity, address, zone and usage; repeated heartbeats; re-registration after
-//! NOT_FOUND; leader hints; failing over to the next endpoint; serving while metadata is away.
+//! NOT_FOUND; leader hints; failing over to the next endpoint; serving while metadata is away;
+//! a removed server refused (it stops with exit code 3, or with `--rejoin-when-removed` wipes
+//! its store and joins under a new id), in process and as the real binary.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dogfs_chunk::client::{connect, get_shard, put_shard};
+use dogfs_chunk::client::{connect, get_shard, put_messages, put_shard};
 use dogfs_chunk::heartbeat::LEADER_HEADER;
-use dogfs_chunk::{ChunkConfig, ChunkServer};
+use dogfs_chunk::{ChunkConfig, ChunkServer, EXIT_REMOVED, ServerError};
 use dogfs_core::ids::ShardId;
 use dogfs_proto::chunk::NodeInfoRequest;
 use dogfs_proto::meta::chunk_registry_server::{ChunkRegistry, ChunkRegistryServer};
@@ -40,6 +45,8 @@ struct Log {
 struct Inner {
     log: Log,
     known: HashSet<String>,
+    /// Ids whose Register is refused as the metadata service refuses a removed node.
+    removed: HashSet<String>,
     state: NodeState,
 }
 
@@ -58,6 +65,7 @@ impl Registry {
             inner: Arc::new(Mutex::new(Inner {
                 log: Log::default(),
                 known: HashSet::new(),
+                removed: HashSet::new(),
                 state: NodeState::Up,
             })),
             interval_ms,
@@ -80,6 +88,22 @@ impl Registry {
     /// Metadata loses the node (a restored registry, say): heartbeats get NOT_FOUND.
     fn forget_all(&self) {
         self.with(|i| i.known.clear());
+    }
+
+    /// RemoveNode: the id is refused from its next Register on. With `forget`, its heartbeats
+    /// also get NOT_FOUND, which makes a running server register again.
+    fn remove(&self, node_id: &str, forget: bool) {
+        self.with(|i| {
+            i.removed.insert(node_id.to_owned());
+            if forget {
+                i.known.remove(node_id);
+            }
+        });
+    }
+
+    /// Node ids registered, in order.
+    fn registered_ids(&self) -> Vec<String> {
+        self.with(|i| i.log.registers.iter().map(|r| r.node_id.clone()).collect())
     }
 
     fn set_state(&self, s: NodeState) {
@@ -107,10 +131,19 @@ impl ChunkRegistry for Registry {
         }
         let req = request.into_inner();
         let state = self.with(|i| {
+            if i.removed.contains(&req.node_id) {
+                // The metadata service's wording (meta-node registry, RegisterRemoved).
+                return Err(Status::failed_precondition(format!(
+                    "chunk server {} was removed from the cluster; its id is not reused. Its \
+                     shards are no longer referenced: wipe its data directory (or start it \
+                     with --rejoin-when-removed) to join as a new server",
+                    req.node_id
+                )));
+            }
             i.known.insert(req.node_id.clone());
             i.log.registers.push(req);
-            i.state
-        });
+            Ok(i.state)
+        })?;
         Ok(Response::new(RegisterResponse {
             state: state as i32,
             heartbeat_interval_ms: self.interval_ms,
@@ -528,4 +561,342 @@ async fn a_heartbeat_names_at_most_1000_corrupt_shards() {
         assert_eq!(h.corrupt_shard_ids, ids[..1000]);
     });
     shutdown_promptly(server).await;
+}
+
+/// The id a data directory registers under, and its NodeInfo spelling: starts a standalone
+/// server there (creating the identity), stores `shards` random shards, and stops it.
+async fn prepare_dir(dir: &Path, shards: usize) -> (String, Vec<(ShardId, Bytes)>) {
+    let server = ChunkServer::start(&ChunkConfig::for_tests(dir)).await.unwrap();
+    let mut c = connect(&server.grpc_addr().to_string()).await.unwrap();
+    let mut stored = Vec::new();
+    for i in 0..shards {
+        let id = ShardId::random();
+        let data = Bytes::from(vec![i as u8; 200_000 + i]);
+        put_shard(&mut c, id, &data).await.unwrap();
+        stored.push((id, data));
+    }
+    let node_id = server.store().node_id().simple().to_string();
+    shutdown_promptly(server).await;
+    (node_id, stored)
+}
+
+fn shard_files(dir: &Path) -> usize {
+    fn walk(p: &Path) -> usize {
+        std::fs::read_dir(p)
+            .map(|rd| {
+                rd.map(|e| e.unwrap().path())
+                    .map(|p| if p.is_dir() { walk(&p) } else { 1 })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    walk(&dir.join("shards"))
+}
+
+#[tokio::test]
+async fn removed_while_running_keeps_serving_reads_and_heartbeating() {
+    let reg = Registry::new(20, None);
+    let meta = serve(reg.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), &[meta], "").await;
+    let mut c = connect(&server.grpc_addr().to_string()).await.unwrap();
+    let id = ShardId::random();
+    let data = Bytes::from(vec![3u8; 150_000]);
+    put_shard(&mut c, id, &data).await.unwrap();
+    wait_until("first heartbeats", || reg.heartbeats() >= 2).await;
+
+    reg.set_state(NodeState::Removed);
+    wait_until("removed state", || {
+        server.node_state() == Some(NodeState::Removed)
+    })
+    .await;
+    let hb = reg.heartbeats();
+    wait_until("heartbeats after removal", || reg.heartbeats() >= hb + 3).await;
+    // Still running: the server tasks have not stopped, and reads are served.
+    let waited = tokio::time::timeout(Duration::from_millis(100), server.wait()).await;
+    assert!(waited.is_err(), "the server stopped: {waited:?}");
+    assert_eq!(get_shard(&mut c, id, 0, None).await.unwrap(), data);
+    let (_, body) = http_get(server.http_addr(), "/metrics").await;
+    assert!(
+        body.contains(r#"dogfs_chunk_node_state{state="removed"} 1"#),
+        "{body}"
+    );
+    assert_eq!(reg.registers(), 1);
+    shutdown_promptly(server).await;
+}
+
+#[tokio::test]
+async fn refused_as_removed_stops_the_server_with_the_removed_error_and_keeps_its_data() {
+    let reg = Registry::new(20, None);
+    let meta = serve(reg.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node_id, stored) = prepare_dir(dir.path(), 2).await;
+    reg.remove(&node_id, false);
+
+    let mut server = start(dir.path(), &[meta], "").await;
+    let err = tokio::time::timeout(DEADLINE, server.wait())
+        .await
+        .expect("the server kept running after registration was refused")
+        .unwrap_err();
+    assert!(
+        matches!(err, ServerError::Registration(_)),
+        "unexpected error {err:?}"
+    );
+    assert_eq!(err.exit_code(), EXIT_REMOVED);
+    let msg = err.to_string();
+    for needle in [
+        node_id.as_str(),
+        "was removed from the cluster",
+        "--rejoin-when-removed",
+        "Wipe the data directory",
+    ] {
+        assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+    }
+    assert_eq!(server.node_state(), Some(NodeState::Removed));
+    assert!(reg.registered_ids().is_empty());
+    // Nothing was deleted: wiping is the operator's call without the flag.
+    let mut c = connect(&server.grpc_addr().to_string()).await.unwrap();
+    for (id, data) in &stored {
+        assert_eq!(&get_shard(&mut c, *id, 0, None).await.unwrap(), data);
+    }
+    assert_eq!(server.store().node_id().simple().to_string(), node_id);
+    shutdown_promptly(server).await;
+}
+
+#[tokio::test]
+async fn rejoins_under_a_new_id_with_an_empty_store_when_the_flag_is_set() {
+    let reg = Registry::new(20, None);
+    let meta = serve(reg.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ChunkConfig::for_tests(dir.path());
+    cfg.meta_endpoints = vec![meta.to_string()];
+    cfg.rejoin_when_removed = true;
+    let server = ChunkServer::start(&cfg).await.unwrap();
+    let mut c = connect(&server.grpc_addr().to_string()).await.unwrap();
+    let mut stored = Vec::new();
+    for i in 0..3u8 {
+        let id = ShardId::random();
+        let data = Bytes::from(vec![i; 100_000]);
+        put_shard(&mut c, id, &data).await.unwrap();
+        stored.push(id);
+    }
+    wait_until("first heartbeats", || reg.heartbeats() >= 2).await;
+    let old_id = reg.registered_ids()[0].clone();
+
+    // An upload in flight when the server is wiped must not link a shard afterwards.
+    let cut = ShardId::random();
+    let mut msgs = put_messages(cut, &Bytes::from(vec![9u8; 3_000_000])).into_iter();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let mut c2 = c.clone();
+    let upload = tokio::spawn(async move {
+        c2.put_shard(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    for m in msgs.by_ref().take(2) {
+        tx.send(m).await.unwrap();
+    }
+    let tmp = dir.path().join("tmp");
+    wait_until("the upload's temp file", || {
+        std::fs::read_dir(&tmp).unwrap().count() == 1
+    })
+    .await;
+
+    // RemoveNode, and the registry forgets it: the next heartbeat is NOT_FOUND, the
+    // registration that follows is refused, and the server rejoins.
+    reg.remove(&old_id, true);
+    wait_until("a registration under a new id", || reg.registers() == 2).await;
+    let new_id = reg.registered_ids()[1].clone();
+    assert_ne!(new_id, old_id);
+    wait_until("heartbeats under the new id", || {
+        reg.with(|i| i.log.heartbeats.iter().filter(|h| h.node_id == new_id).count() >= 2)
+    })
+    .await;
+    assert_eq!(server.node_state(), Some(NodeState::Up));
+
+    for m in msgs {
+        tx.send(m).await.unwrap();
+    }
+    drop(tx);
+    let refused = upload.await.unwrap().unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("wiped"), "{refused:?}");
+
+    // Every old shard is gone, the store is empty, NodeInfo shows the new id.
+    let info = c.node_info(NodeInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.node_id.replace('-', ""), new_id);
+    assert_eq!((info.shard_count, info.used_bytes), (0, 0));
+    for id in stored.iter().chain([&cut]) {
+        let st = get_shard(&mut c, *id, 0, None).await.unwrap_err();
+        assert_eq!(st.code(), tonic::Code::NotFound, "{id}: {st:?}");
+    }
+    assert_eq!(shard_files(dir.path()), 0);
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    let hb = reg.with(|i| i.log.heartbeats.last().cloned().unwrap());
+    assert_eq!(hb.usage.unwrap().shard_count, 0);
+
+    // The new server works as any other, and its id is persisted.
+    let fresh = ShardId::random();
+    let data = Bytes::from(vec![1u8; 70_000]);
+    put_shard(&mut c, fresh, &data).await.unwrap();
+    assert_eq!(get_shard(&mut c, fresh, 0, None).await.unwrap(), data);
+    shutdown_promptly(server).await;
+    let server = start(dir.path(), &[meta], "").await;
+    wait_until("registration after restart", || reg.registers() == 3).await;
+    assert_eq!(reg.registered_ids()[2], new_id);
+    assert_eq!(server.store().shard_count(), 1);
+    shutdown_promptly(server).await;
+}
+
+/// The `dogfs-chunk` binary, killed when dropped; its log lines (JSON) are collected.
+struct Proc {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn spawn(dir: &Path, meta: SocketAddr, env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dogfs-chunk"));
+        cmd.env("DOGFS_DATA_DIR", dir)
+            .env("DOGFS_GRPC_ADDR", "127.0.0.1:0")
+            .env("DOGFS_HTTP_ADDR", "127.0.0.1:0")
+            .env("DOGFS_RESERVE", "0")
+            .env("DOGFS_META_ENDPOINTS", meta.to_string())
+            .env("DOGFS_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .env_remove("DOGFS_REJOIN_WHEN_REMOVED")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
+        for pipe in [out, err] {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Proc { child, lines }
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// The gRPC address from the "serving" log line.
+    async fn grpc_addr(&self) -> String {
+        let mut addr = None;
+        wait_until("the serving log line", || {
+            addr = self.lines.lock().unwrap().iter().find_map(|l| {
+                l.contains("chunk server serving")
+                    .then(|| l.split("\"grpc_addr\":\"").nth(1)?.split('"').next())
+                    .flatten()
+                    .map(str::to_owned)
+            });
+            addr.is_some()
+        })
+        .await;
+        addr.unwrap()
+    }
+
+    async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < end, "process did not exit in time:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn binary_refused_as_removed_exits_with_code_3_and_says_how_to_fix_it() {
+    let reg = Registry::new(20, None);
+    let meta = serve(reg.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node_id, stored) = prepare_dir(dir.path(), 2).await;
+    reg.remove(&node_id, false);
+
+    let mut p = Proc::spawn(dir.path(), meta, &[]);
+    let st = p.wait_exit().await;
+    let log = p.log();
+    assert_eq!(st.code(), Some(i32::from(EXIT_REMOVED)), "{st:?}\n{log}");
+    // The error is logged (JSON, level ERROR) with the id and the two ways out, and the
+    // server went through its normal stop.
+    let line = log
+        .lines()
+        .find(|l| l.contains("\"level\":\"ERROR\"") && l.contains("was removed from the cluster"))
+        .unwrap_or_else(|| panic!("no error line about the removal:\n{log}"));
+    for needle in [
+        node_id.as_str(),
+        "its id is not reused",
+        "Wipe the data directory",
+        "--rejoin-when-removed",
+    ] {
+        assert!(line.contains(needle), "{line} lacks {needle:?}");
+    }
+    assert!(log.contains("chunk server stopped"), "{log}");
+    assert!(reg.registered_ids().is_empty());
+    // Data and identity untouched.
+    assert_eq!(shard_files(dir.path()), stored.len());
+    let server = ChunkServer::start(&ChunkConfig::for_tests(dir.path()))
+        .await
+        .unwrap();
+    assert_eq!(server.store().node_id().simple().to_string(), node_id);
+    let mut c = connect(&server.grpc_addr().to_string()).await.unwrap();
+    for (id, data) in &stored {
+        assert_eq!(&get_shard(&mut c, *id, 0, None).await.unwrap(), data);
+    }
+    shutdown_promptly(server).await;
+}
+
+#[tokio::test]
+async fn binary_with_rejoin_env_wipes_and_registers_a_new_id() {
+    let reg = Registry::new(20, None);
+    let meta = serve(reg.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (old_id, stored) = prepare_dir(dir.path(), 3).await;
+    reg.remove(&old_id, false);
+
+    let p = Proc::spawn(dir.path(), meta, &[("DOGFS_REJOIN_WHEN_REMOVED", "true")]);
+    wait_until("a registration under a new id", || reg.registers() == 1).await;
+    let new_id = reg.registered_ids()[0].clone();
+    assert_ne!(new_id, old_id);
+    let mut c = connect(&p.grpc_addr().await).await.unwrap();
+    let info = c.node_info(NodeInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.node_id.replace('-', ""), new_id);
+    assert_eq!(info.shard_count, 0);
+    for (id, _) in &stored {
+        let st = get_shard(&mut c, *id, 0, None).await.unwrap_err();
+        assert_eq!(st.code(), tonic::Code::NotFound);
+    }
+    assert_eq!(shard_files(dir.path()), 0);
+    let log = p.log();
+    assert!(
+        log.contains("data directory wiped; registering as a new chunk server")
+            && log.contains(&old_id),
+        "{log}"
+    );
+    drop(p);
+
+    // `--rejoin-when-removed=false` on the command line wins over nothing: the new id is
+    // persisted and registers without refusal.
+    let mut p = Proc::spawn(dir.path(), meta, &[]);
+    wait_until("registration after restart", || reg.registers() == 2).await;
+    assert_eq!(reg.registered_ids()[1], new_id);
+    assert!(p.child.try_wait().unwrap().is_none(), "{}", p.log());
 }

@@ -41,6 +41,10 @@ pub enum ConfigError {
     },
     #[error("--{flag} must be greater than 0")]
     Zero { flag: &'static str },
+    #[error(
+        "--rebalance-spread-percent {0} is out of range: percentage points above 0 and below 100"
+    )]
+    Spread(f64),
 }
 
 /// The most object partitions a cluster may have (the operator's `spec.meta.partitions`
@@ -153,6 +157,30 @@ pub struct MetaConfig {
     #[arg(long, env = "DOGFS_ORPHAN_INTERVAL_MS", default_value_t = 600_000)]
     pub orphan_interval_ms: u64,
 
+    /// Shard moves (drains and rebalancing) the system group's leader runs at once; each is a
+    /// CopyShard on the target chunk server, which shares its repair limits.
+    #[arg(long, env = "DOGFS_MOVER_CONCURRENCY", default_value_t = 4)]
+    pub mover_concurrency: usize,
+
+    /// How often the mover looks for work when it has none (it plans the next batch at once
+    /// when a batch ends).
+    #[arg(long, env = "DOGFS_MOVER_INTERVAL_MS", default_value_t = 2000)]
+    pub mover_interval_ms: u64,
+
+    /// A rebalance ends when every up server's usage ratio is within this many percentage
+    /// points of the cluster's mean ratio.
+    #[arg(long, env = "DOGFS_REBALANCE_SPREAD_PERCENT", default_value_t = 10.0)]
+    pub rebalance_spread_percent: f64,
+
+    /// Start a rebalance when a new chunk server registers.
+    #[arg(
+        long,
+        env = "DOGFS_REBALANCE_ON_JOIN",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub rebalance_on_join: bool,
+
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "DOGFS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -213,6 +241,10 @@ impl MetaConfig {
             repair_concurrency: 4,
             orphan_grace_secs: 3600,
             orphan_interval_ms: 1000,
+            mover_concurrency: 4,
+            mover_interval_ms: 200,
+            rebalance_spread_percent: 10.0,
+            rebalance_on_join: true,
             log_format: LogFormat::Text,
             snapshot_every: 10_000,
             snapshot_keep: 1000,
@@ -252,10 +284,15 @@ impl MetaConfig {
             ("repair-interval-ms", self.repair_interval_ms),
             ("repair-concurrency", self.repair_concurrency as u64),
             ("orphan-interval-ms", self.orphan_interval_ms),
+            ("mover-concurrency", self.mover_concurrency as u64),
+            ("mover-interval-ms", self.mover_interval_ms),
         ] {
             if v == 0 {
                 return Err(ConfigError::Zero { flag });
             }
+        }
+        if crate::registry::rebalance::spread_fraction(self.rebalance_spread_percent).is_err() {
+            return Err(ConfigError::Spread(self.rebalance_spread_percent));
         }
         if self.down_after_secs <= self.suspect_after_secs {
             return Err(ConfigError::Liveness {

@@ -8,7 +8,8 @@
 //! - [`catalog`]: buckets, objects, uploads and the deletion queue on the Raft KV
 //!   (`docs/catalog.md`); [`registry`]: chunk servers and the cluster config; [`repair`]:
 //!   background repair of segments short of shards (`docs/repair.md`); [`orphans`]: collection
-//!   of shards nothing references (`docs/meta-service.md`).
+//!   of shards nothing references (`docs/meta-service.md`); [`mover`]: drains and rebalancing
+//!   (`docs/elasticity.md`).
 //! - [`service`], [`server`], [`tasks`], [`vote_guard`], [`http`], [`metrics`], [`config`]: the gRPC services,
 //!   the server that runs them, its background tasks and HTTP side port
 //!   (`docs/meta-service.md`).
@@ -17,6 +18,7 @@ pub mod catalog;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod mover;
 pub mod orphans;
 pub mod raft;
 pub mod registry;

@@ -46,6 +46,10 @@ pub struct Metrics {
     pub repair_shards: Counter,
     pub repair_bytes: Counter,
     pub repair_failures: Counter,
+    /// Shard moves (drains and rebalancing) run by this node as the system group's leader.
+    pub moved_shards: Counter,
+    pub moved_bytes: Counter,
+    pub move_failures: Counter,
     /// Shards queued for repair from scrubber and client reports.
     pub repair_reports: Counter,
     /// Orphan collection (`crate::orphans`): shards found on a chunk server that nothing
@@ -121,6 +125,15 @@ impl Metrics {
             "repair_failures",
             "Shard rebuilds that failed or could not be recorded",
         );
+        let moved_shards = counter(
+            "moved_shards",
+            "Shards moved by drains and rebalancing and recorded (this node as system leader)",
+        );
+        let moved_bytes = counter("moved_bytes", "Bytes of shards moved and recorded");
+        let move_failures = counter(
+            "move_failures",
+            "Shard moves that failed or could not be recorded",
+        );
         let repair_reports = counter(
             "repair_reports",
             "Shards queued for repair from scrubber and client reports",
@@ -184,6 +197,9 @@ impl Metrics {
             repair_shards,
             repair_bytes,
             repair_failures,
+            moved_shards,
+            moved_bytes,
+            move_failures,
             repair_reports,
             orphans_found,
             orphans_deleted,

@@ -145,6 +145,7 @@ impl MetaServer {
             tokio::spawn(tasks::maintenance(Arc::clone(&core), rx.clone())),
             tokio::spawn(crate::orphans::run(Arc::clone(&core), rx.clone())),
             tokio::spawn(crate::repair::run(Arc::clone(&core), rx.clone())),
+            tokio::spawn(crate::mover::run(Arc::clone(&core), rx.clone())),
             tokio::spawn(tasks::leader_balance(Arc::clone(&core), rx.clone())),
             tokio::spawn(crate::vote_guard::run(Arc::clone(&core), rx.clone())),
         ]);

@@ -957,6 +957,202 @@ async fn liveness_flags_and_drain() {
     }
 }
 
+/// RemoveNode, register refusal and the rebalance record through the admin API (no data: the
+/// mover's moves are covered by the process tests in `tests/tests/elasticity.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn remove_refuse_and_rebalance_state() {
+    let c = Cluster::start(|cfg| cfg.rebalance_on_join = false).await;
+    for i in 0..7 {
+        register(&c, i as usize % 3, &fake_id(i), &format!("10.0.1.{i}:7100")).await;
+    }
+    let mut admin = c.admin(1).await;
+    // Bad input and an active server are refused, nothing changes.
+    expect_code(
+        admin
+            .remove_node(pb::RemoveNodeRequest {
+                node_id: "zz".into(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "invalid chunk server id",
+    );
+    expect_code(
+        admin
+            .remove_node(pb::RemoveNodeRequest {
+                node_id: fake_id(99),
+            })
+            .await,
+        Code::NotFound,
+        "not registered",
+    );
+    expect_code(
+        admin
+            .remove_node(pb::RemoveNodeRequest {
+                node_id: fake_id(0),
+            })
+            .await,
+        Code::FailedPrecondition,
+        "drain it first",
+    );
+    assert_eq!(node_state(&c, &fake_id(0)).await, pb::NodeState::Up as i32);
+
+    // A drained (empty) server: progress says empty once surveyed, then removal works, twice.
+    admin
+        .drain_node(pb::DrainNodeRequest {
+            node_id: fake_id(0),
+        })
+        .await
+        .unwrap();
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let n = admin
+            .node_status(pb::NodeStatusRequest {
+                node_id: fake_id(0),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .node
+            .unwrap();
+        if let Some(d) = n.drain
+            && d.surveyed_unix > 0
+        {
+            assert_eq!((d.shards_left, d.bytes_left), (0, 0), "{d:?}");
+            break;
+        }
+        assert!(Instant::now() < end, "drain never surveyed: {n:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..2 {
+        let n = admin
+            .remove_node(pb::RemoveNodeRequest {
+                node_id: fake_id(0),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .node
+            .unwrap();
+        assert_eq!(n.state, pb::NodeState::Removed as i32);
+    }
+    // Its id is not reused: registration and a new drain are refused.
+    expect_code(
+        c.registry(2)
+            .await
+            .register(pb::RegisterRequest {
+                node_id: fake_id(0),
+                address: "10.0.1.0:7100".into(),
+                zone: String::new(),
+                usage: Some(usage()),
+            })
+            .await,
+        Code::FailedPrecondition,
+        "was removed",
+    );
+    expect_code(
+        admin
+            .drain_node(pb::DrainNodeRequest {
+                node_id: fake_id(0),
+            })
+            .await,
+        Code::FailedPrecondition,
+        "was removed",
+    );
+
+    // The rebalance: idle, bad spreads refused, started (no data: done at once), stopped.
+    let status = |s: Option<pb::RebalanceStatus>| s.expect("a rebalance status");
+    let idle = status(
+        admin
+            .rebalance_status(pb::RebalanceStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .status,
+    );
+    assert_eq!(idle.state, pb::RebalanceState::Idle as i32);
+    for bad in [-1.0, 100.0, f64::NAN] {
+        expect_code(
+            admin
+                .rebalance(pb::RebalanceRequest {
+                    action: pb::RebalanceAction::Start as i32,
+                    spread_percent: bad,
+                })
+                .await,
+            Code::InvalidArgument,
+            "invalid rebalance spread",
+        );
+    }
+    expect_code(
+        admin
+            .rebalance(pb::RebalanceRequest {
+                action: pb::RebalanceAction::Unspecified as i32,
+                spread_percent: 0.0,
+            })
+            .await,
+        Code::InvalidArgument,
+        "action is unspecified",
+    );
+    let started = status(
+        c.admin(2)
+            .await
+            .rebalance(pb::RebalanceRequest {
+                action: pb::RebalanceAction::Start as i32,
+                spread_percent: 5.0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status,
+    );
+    assert_eq!(started.reason, "admin");
+    assert!((started.spread_percent - 5.0).abs() < 1e-9, "{started:?}");
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let s = status(
+            c.admin(0)
+                .await
+                .rebalance_status(pb::RebalanceStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .status,
+        );
+        if s.state == pb::RebalanceState::Done as i32 {
+            assert_eq!(s.shards_moved, 0);
+            assert!(s.finished_unix >= s.started_unix && s.started_unix > 0, "{s:?}");
+            break;
+        }
+        assert!(Instant::now() < end, "rebalance never done: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ClusterStatus carries it too.
+    let cs = admin
+        .cluster_status(pb::ClusterStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        cs.rebalance.unwrap().state,
+        pb::RebalanceState::Done as i32
+    );
+    // Stopping a finished run changes nothing.
+    let stopped = status(
+        admin
+            .rebalance(pb::RebalanceRequest {
+                action: pb::RebalanceAction::Stop as i32,
+                spread_percent: 0.0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status,
+    );
+    assert_eq!(stopped.state, pb::RebalanceState::Done as i32);
+    for s in c.servers {
+        s.shutdown().await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gc_deletes_replaced_shards_on_a_real_chunk_server() {
     let chunk_dirs = [TempDir::new().unwrap(), TempDir::new().unwrap()];

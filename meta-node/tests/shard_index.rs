@@ -726,6 +726,7 @@ impl Run {
             index as u8,
             old.shard_id,
             new,
+            dogfs_meta::catalog::GcReason::Repaired,
             self.now,
         )
         .unwrap()
@@ -1158,6 +1159,7 @@ fn repair_of_a_corrupt_shard_moves_it_and_queues_the_old_copy() {
         2,
         victim.shard_id,
         new,
+        dogfs_meta::catalog::GcReason::Repaired,
         NOW + 20,
     )
     .unwrap()
@@ -1216,6 +1218,7 @@ fn repair_of_a_corrupt_shard_moves_it_and_queues_the_old_copy() {
             2,
             victim.shard_id,
             new,
+            dogfs_meta::catalog::GcReason::Repaired,
             NOW + 21
         )
         .unwrap(),
@@ -1241,6 +1244,7 @@ fn repair_of_a_corrupt_shard_moves_it_and_queues_the_old_copy() {
             2,
             new.shard_id,
             wrong,
+            dogfs_meta::catalog::GcReason::Repaired,
             NOW + 21
         )
         .unwrap(),
@@ -1260,6 +1264,7 @@ fn repair_of_a_corrupt_shard_moves_it_and_queues_the_old_copy() {
                 index,
                 1,
                 new,
+                dogfs_meta::catalog::GcReason::Repaired,
                 NOW + 21
             )
             .unwrap(),
@@ -1292,6 +1297,7 @@ fn repair_commits_racing_an_overwrite_or_a_delete_change_nothing() {
             0,
             old.shard_id,
             new,
+            dogfs_meta::catalog::GcReason::Repaired,
             NOW + 9,
         )
         .unwrap()
@@ -1321,6 +1327,7 @@ fn repair_commits_racing_an_overwrite_or_a_delete_change_nothing() {
         0,
         old2.shard_id,
         new,
+        dogfs_meta::catalog::GcReason::Repaired,
         NOW + 9,
     )
     .unwrap()
@@ -1427,6 +1434,7 @@ fn repair_of_a_missing_shard_and_survey_order() {
         3,
         missing.shard_id,
         new,
+        dogfs_meta::catalog::GcReason::Repaired,
         NOW + 2,
     )
     .unwrap()
@@ -1630,6 +1638,7 @@ fn a_repair_never_reuses_the_old_id_or_stacks_a_segment_on_one_server() {
                 crc32c: 7,
                 size: old.size,
             },
+            dogfs_meta::catalog::GcReason::Repaired,
             NOW + 9,
         )
         .unwrap()

@@ -1,12 +1,12 @@
 //! `CopyShard` (DESIGN §6, §7): this server pulls one whole shard from a peer and stores it
-//! under the same id, for the mover (drain, rebalance). The simpler sibling of
-//! `ReconstructShard`: one source, no decoding.
+//! under `target_shard_id` (empty: the source's id), for the mover (drain, rebalance). The
+//! simpler sibling of `ReconstructShard`: one source, no decoding.
 //!
 //! How a copy runs (docs/chunk-server.md, "Copy"):
 //!
-//! 1. **Validate** the shard id and the source address.
-//! 2. **Existing**: the same shard (id, size, CRC32C) already stored here is success at once
-//!    (a retried copy whose answer was lost); a different one is ALREADY_EXISTS.
+//! 1. **Validate** the shard ids and the source address.
+//! 2. **Existing**: the same shard (target id, size, CRC32C) already stored here is success at
+//!    once (a retried copy whose answer was lost); a different one is ALREADY_EXISTS.
 //! 3. **Admit** under the repair concurrency limit: copies and repairs write the same disk
 //!    and read the same network, so they share `--repair-concurrency` slots, the
 //!    `--repair-bandwidth` bucket and the channels to peers.
@@ -86,7 +86,10 @@ impl From<CopyError> for Status {
 /// A validated request.
 #[derive(Debug)]
 struct Plan {
+    /// The shard's id on the source.
     id: ShardId,
+    /// The id the copy is stored under here.
+    target: ShardId,
     address: String,
     crc: u32,
     size: u64,
@@ -97,12 +100,24 @@ fn validate(req: &CopyShardRequest) -> Result<Plan, CopyError> {
         field: "shard_id",
         reason: format!("{e}"),
     })?;
+    // Empty keeps today's behaviour (and old callers'): the copy keeps the source's id.
+    let target = if req.target_shard_id.is_empty() {
+        id
+    } else {
+        req.target_shard_id
+            .parse()
+            .map_err(|e| CopyError::Validate {
+                field: "target_shard_id",
+                reason: format!("{e}"),
+            })?
+    };
     check_host_port("source_address", &req.source_address).map_err(|e| CopyError::Validate {
         field: "source_address",
         reason: e.to_string(),
     })?;
     Ok(Plan {
         id,
+        target,
         address: req.source_address.clone(),
         crc: req.expected_crc32c,
         size: req.expected_size,
@@ -113,7 +128,7 @@ impl Repairer {
     /// Runs one `CopyShard` call.
     pub async fn copy(&self, req: CopyShardRequest) -> Result<CopyShardResponse, CopyError> {
         let plan = validate(&req)?;
-        tracing::Span::current().record("shard_id", field::display(plan.id));
+        tracing::Span::current().record("shard_id", field::display(plan.target));
         if let Some(meta) = self.stored_copy(&plan).await? {
             return Ok(CopyShardResponse {
                 shard: Some(shard_info(&meta)),
@@ -126,6 +141,7 @@ impl Repairer {
         let span = info_span!(
             "copy",
             shard_id = %plan.id,
+            target_shard_id = %plan.target,
             source = %plan.address,
             size = plan.size,
             crc32c = format_args!("{:08x}", plan.crc),
@@ -166,12 +182,13 @@ impl Repairer {
         }
     }
 
-    /// The same rules as `PutShard` for an id already stored: the same shard succeeds, a
+    /// The same rules as `PutShard` for a target id already stored: the same shard succeeds, a
     /// different one is ALREADY_EXISTS. Decided before admission, so a retry whose answer was
-    /// lost succeeds even while every slot is busy.
+    /// lost succeeds even while every slot is busy. (A copy onto the source server under its
+    /// own id lands here too: the shard is already stored, so nothing is fetched.)
     async fn stored_copy(&self, plan: &Plan) -> Result<Option<ShardMeta>, CopyError> {
         let store = Arc::clone(&self.store);
-        let id = plan.id;
+        let id = plan.target;
         match blocking(move || store.stat(id)).await? {
             Ok(m) if m.size == plan.size && m.crc32c == plan.crc => Ok(Some(m)),
             Ok(m) => Err(StoreError::AlreadyExists {
@@ -191,7 +208,7 @@ impl Repairer {
         fetched: &AtomicU64,
     ) -> Result<ShardMeta, CopyError> {
         let store = Arc::clone(&self.store);
-        let (id, size) = (plan.id, plan.size);
+        let (id, size) = (plan.target, plan.size);
         let writer = blocking(move || store.begin_put(id, size)).await??;
         let (tx, rx) = mpsc::channel(WRITE_AHEAD);
         let write_task = tokio::task::spawn_blocking(move || write_loop(writer, rx));

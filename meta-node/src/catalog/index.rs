@@ -187,3 +187,29 @@ pub fn on_node<S: KvSpace>(
         })
         .collect()
 }
+
+/// How many references `node` has in `partition`, as (object shards, upload targets).
+pub fn count_on_node<S: KvSpace>(
+    partition: &KvReader<S>,
+    node: u128,
+) -> Result<(u64, u64), CatalogError> {
+    let (mut objects, mut uploads) = (0u64, 0u64);
+    let mut after = None;
+    loop {
+        let page = on_node(partition, node, after, COUNT_PAGE)?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(*last);
+        for (_, r) in &page {
+            match r.kind {
+                RefKind::Object => objects += 1,
+                RefKind::Upload => uploads += 1,
+            }
+        }
+        if page.len() < COUNT_PAGE {
+            break;
+        }
+    }
+    Ok((objects, uploads))
+}
+
+const COUNT_PAGE: usize = 4096;

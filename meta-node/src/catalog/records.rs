@@ -208,6 +208,8 @@ pub enum GcReason {
     /// Nothing references it: a rebuilt shard whose repair lost a race with a delete or an
     /// overwrite, or an orphan found on a server.
     Unreferenced,
+    /// A copy on another server replaced it (a drain or a rebalance moved it).
+    Moved,
 }
 
 /// A deletion-queue entry: delete `shard_id` on `node`.

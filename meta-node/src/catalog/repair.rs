@@ -147,7 +147,9 @@ pub enum StaleRepair {
 /// nothing may reference the rebuilt shard: queue it for deletion). Conditions: the object
 /// unchanged since the read, so a repair racing a delete or an overwrite never resurrects data
 /// or leaks shards. Writes: the version with the new location, the index moved, the old copy
-/// (if it was stored anywhere) queued for deletion, the repair-queue entry removed.
+/// (if it was stored anywhere) queued for deletion with reason `old_copy`, the repair-queue
+/// entry removed. The mover commits its moves through here too (a move is a repair whose old
+/// copy is still good).
 #[allow(clippy::too_many_arguments)]
 pub fn commit<S: KvSpace>(
     partition: &KvReader<S>,
@@ -158,6 +160,7 @@ pub fn commit<S: KvSpace>(
     index: u8,
     old_shard: u128,
     new: Rebuilt,
+    old_copy: GcReason,
     now_unix: u64,
 ) -> Result<Result<Prepared, StaleRepair>, CatalogError> {
     let Some((mut object, version)) = read_object(partition, bucket, key)? else {
@@ -246,7 +249,7 @@ pub fn commit<S: KvSpace>(
     )?;
     if !old.missing {
         // The old copy may still exist (a down server that returns, a corrupt file).
-        gc_put(&mut p, old.shard_id, old.node, GcReason::Repaired, now_unix)?;
+        gc_put(&mut p, old.shard_id, old.node, old_copy, now_unix)?;
     }
     p.write(Write::Delete(entry_key(version_id, segment, index)));
     Ok(Ok(p))

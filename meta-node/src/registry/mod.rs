@@ -6,6 +6,8 @@
 //! the system group leader's liveness task from heartbeats) and its **admin state** (active,
 //! draining, removed — set only by admin calls, so heartbeats never undo a drain).
 
+pub mod rebalance;
+
 use dogfs_core::placement::{NodeId, NodeState, NodeView};
 use serde::{Deserialize, Serialize};
 
@@ -281,6 +283,15 @@ fn put_node(record: &NodeRecord, version: Option<u64>) -> Result<Prepared, Catal
     Ok(p)
 }
 
+/// Marks a node removed for good (RemoveNode; the caller checked it holds nothing referenced).
+/// `None` when it already is.
+pub fn remove<S: KvSpace>(
+    system: &KvReader<S>,
+    id: u128,
+) -> Result<Option<(Prepared, NodeRecord)>, RegistryError> {
+    update_node(system, id, |n| n.admin = AdminState::Removed)
+}
+
 /// Registry failures beyond the catalogue's.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -290,6 +301,30 @@ pub enum RegistryError {
     InvalidNodeId { input: String },
     #[error("chunk server {} was removed; its id is not reused", format_node_id(*.id))]
     Removed { id: u128 },
+    #[error(
+        "chunk server {} was removed from the cluster; its id is not reused. Its shards are no \
+         longer referenced: wipe its data directory (or start it with --rejoin-when-removed) to \
+         join as a new server",
+        format_node_id(*.id)
+    )]
+    RegisterRemoved { id: u128 },
+    #[error(
+        "chunk server {} is active and up: drain it first (DrainNode, `dogfs admin drain`), \
+         then remove it once it is empty",
+        format_node_id(*.id)
+    )]
+    RemoveActive { id: u128 },
+    #[error(
+        "chunk server {} still holds {shards} shard(s) that objects reference{}; {}",
+        format_node_id(*.id),
+        if *.down { " and it is down" } else { "" },
+        if *.down {
+            "wait until repair has rebuilt them elsewhere (after repair_after), or bring it back"
+        } else {
+            "wait until the drain has moved them (NodeStatus shows what is left)"
+        }
+    )]
+    RemoveNotEmpty { id: u128, shards: u64, down: bool },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 }

@@ -483,11 +483,11 @@ async fn rebuild_shard(
 }
 
 /// Time allowed for one rebuild: a minute, or 4 MB/s of shard, whichever is longer.
-fn rebuild_timeout(shard_bytes: u64) -> Duration {
+pub(crate) fn rebuild_timeout(shard_bytes: u64) -> Duration {
     MIN_REBUILD_TIMEOUT.max(Duration::from_secs(shard_bytes / (4 << 20)))
 }
 
-async fn reconstruct(
+pub(crate) async fn reconstruct(
     core: &Core,
     address: &str,
     req: ReconstructShardRequest,
@@ -537,6 +537,7 @@ async fn record(
             lost.index,
             lost.shard_id,
             rebuilt,
+            GcReason::Repaired,
             now_unix(),
         )??;
         match core.propose(p, &prepared).await {
@@ -561,9 +562,9 @@ fn names(seg: &DegradedSegment) -> Result<(BucketName, ObjectKey), RepairError> 
 
 /// Queues a rebuilt shard that nothing will reference for deletion (best effort: orphan
 /// collection takes it otherwise).
-async fn discard(core: &Core, p: u64, shard: u128, node: u128) {
+pub(crate) async fn discard(core: &Core, p: u64, shard: u128, node: u128) {
     let result = match crepair::discard(shard, node, GcReason::Unreferenced, now_unix()) {
-        Ok(prepared) => core.propose(p, &prepared).await.map(|_| ()),
+        Ok(prepared) => core.propose_anywhere(p, &prepared).await.map(|_| ()),
         Err(e) => Err(e.into()),
     };
     if let Err(e) = result {

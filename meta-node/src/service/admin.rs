@@ -1,5 +1,7 @@
 //! AdminService: cluster status (answered by the node asked, never forwarded, so it also
-//! serves the bootstrap probe), the chunk-server list, and drain/undrain through Raft.
+//! serves the bootstrap probe), the chunk-server list, drain/undrain/remove through Raft, and
+//! the rebalance (`docs/elasticity.md`). Everything else is served by the system group's
+//! leader, which runs the mover.
 
 use std::sync::Arc;
 
@@ -10,7 +12,9 @@ use tonic::{Request, Response, Status};
 use tracing::field::Empty;
 
 use super::convert;
-use super::{Core, Route, ServiceError, observe, peer_request, with_retries};
+use super::{Core, Route, ServiceError, now_unix, observe, peer_request, with_retries};
+use crate::catalog::index;
+use crate::registry::rebalance;
 use crate::registry::{self, AdminState, NodeRecord};
 
 /// The AdminService of one node.
@@ -68,6 +72,19 @@ async fn chunk_nodes_for_status<T>(
     Ok(nodes.iter().map(|n| core.chunk_node(n)).collect())
 }
 
+/// The rebalance for ClusterStatus: from the system group's leader (it has the live figures),
+/// else the answering node's replica of the record.
+async fn rebalance_for_status<T>(core: &Core, req: &Request<T>) -> Option<pb::RebalanceStatus> {
+    if let Ok(Route::Forward(ch)) = core.route(0, req) {
+        let mut client = AdminServiceClient::new(ch);
+        let call = client.rebalance_status(peer_request(pb::RebalanceStatusRequest {}));
+        if let Ok(Ok(r)) = tokio::time::timeout(PROBE_TIMEOUT, call).await {
+            return r.into_inner().status;
+        }
+    }
+    crate::mover::rebalance_status(core).ok()
+}
+
 impl Core {
     fn chunk_node(&self, r: &NodeRecord) -> pb::ChunkNode {
         let mut n = convert::chunk_node(r, self.last_heartbeat_unix(r.id));
@@ -87,7 +104,87 @@ impl Core {
         {
             n.down_since_unix = i64::try_from(down).unwrap_or(i64::MAX);
         }
+        // Only the system group's leader runs the mover; a follower's figures would be zeros
+        // that look like an empty server, so it leaves them out.
+        if r.admin == AdminState::Draining && self.is_leader(0) {
+            n.drain = Some(self.mover.drain_progress(r.id));
+        }
         n
+    }
+
+    /// RemoveNode (see the proto): only a server nothing references any more.
+    async fn remove_node(&self, id: u128) -> Result<NodeRecord, ServiceError> {
+        with_retries(|_| async {
+            self.read_barrier(0).await?;
+            let reader = self.reader(0)?;
+            let (n, _) =
+                registry::get_node(&reader, id)?.ok_or(registry::RegistryError::NoSuchNode { id })?;
+            if n.admin == AdminState::Removed {
+                return Ok(n);
+            }
+            let down = n.liveness == registry::Liveness::Down;
+            if n.admin == AdminState::Active && !down {
+                return Err(registry::RegistryError::RemoveActive { id }.into());
+            }
+            // Upload targets do not hold a removal back: an upload that commits onto a
+            // removed server has that shard rebuilt at once (docs/elasticity.md), and an
+            // abandoned one would otherwise block it until the upload expires.
+            let mut shards = 0u64;
+            for p in 1..=self.partitions() {
+                if self.is_leader(p) {
+                    self.read_barrier(p).await?;
+                }
+                shards += index::count_on_node(&self.reader(p)?, id)?.0;
+            }
+            if shards > 0 {
+                return Err(registry::RegistryError::RemoveNotEmpty { id, shards, down }.into());
+            }
+            match registry::remove(&reader, id)? {
+                Some((p, record)) => {
+                    self.propose(0, &p).await?;
+                    tracing::info!(node = %registry::format_node_id(id), address = %record.address, "chunk server removed");
+                    Ok(record)
+                }
+                None => Ok(n),
+            }
+        })
+        .await
+    }
+
+    /// Rebalance START/STOP.
+    async fn rebalance_action(&self, req: &pb::RebalanceRequest) -> Result<(), ServiceError> {
+        let action = pb::RebalanceAction::try_from(req.action).unwrap_or_default();
+        let spread = if req.spread_percent == 0.0 {
+            self.cfg.rebalance_spread_percent
+        } else {
+            req.spread_percent
+        };
+        let spread = rebalance::spread_fraction(spread)?;
+        with_retries(|_| async {
+            self.read_barrier(0).await?;
+            let reader = self.reader(0)?;
+            let prepared = match action {
+                pb::RebalanceAction::Start => {
+                    rebalance::start(&reader, rebalance::Trigger::Admin, spread, now_unix())?
+                }
+                pb::RebalanceAction::Stop => {
+                    rebalance::finish(&reader, rebalance::Phase::Stopped, now_unix())?
+                }
+                pb::RebalanceAction::Unspecified => {
+                    return Err(ServiceError::Invalid(
+                        "Rebalance: action is unspecified; send START or STOP".into(),
+                    ));
+                }
+            };
+            if let Some((p, r)) = prepared {
+                self.propose(0, &p).await?;
+                tracing::info!(?action, phase = ?r.phase, spread = r.spread, "rebalance changed");
+            }
+            Ok(())
+        })
+        .await?;
+        self.mover.wake();
+        Ok(())
     }
 
     async fn set_admin(&self, id: u128, state: AdminState) -> Result<NodeRecord, ServiceError> {
@@ -185,7 +282,11 @@ impl AdminService for AdminSvc {
                 } else {
                     crate::repair::status(c).await?
                 }),
-                rebalance: None,
+                rebalance: if is_peer {
+                    None
+                } else {
+                    rebalance_for_status(c, &req).await
+                },
             }))
         })
         .await
@@ -237,6 +338,7 @@ impl AdminService for AdminSvc {
             let id = registry::parse_node_id(&req.get_ref().node_id)?;
             admin_forward!(c, req, drain_node);
             let n = c.set_admin(id, AdminState::Draining).await?;
+            c.mover.wake();
             Ok(Response::new(pb::DrainNodeResponse {
                 node: Some(c.chunk_node(&n)),
             }))
@@ -263,22 +365,50 @@ impl AdminService for AdminSvc {
 
     async fn remove_node(
         &self,
-        _req: Request<pb::RemoveNodeRequest>,
+        req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
-        Err(Status::unimplemented("RemoveNode: being built"))
+        let c = &self.core;
+        let span = tracing::info_span!("rpc", method = "RemoveNode", node = %req.get_ref().node_id, group = Empty);
+        observe(&c.metrics, "RemoveNode", span, async move {
+            let id = registry::parse_node_id(&req.get_ref().node_id)?;
+            admin_forward!(c, req, remove_node);
+            let n = c.remove_node(id).await?;
+            Ok(Response::new(pb::RemoveNodeResponse {
+                node: Some(c.chunk_node(&n)),
+            }))
+        })
+        .await
     }
 
     async fn rebalance(
         &self,
-        _req: Request<pb::RebalanceRequest>,
+        req: Request<pb::RebalanceRequest>,
     ) -> Result<Response<pb::RebalanceResponse>, Status> {
-        Err(Status::unimplemented("Rebalance: being built"))
+        let c = &self.core;
+        let span = tracing::info_span!("rpc", method = "Rebalance", action = req.get_ref().action, group = Empty);
+        observe(&c.metrics, "Rebalance", span, async move {
+            admin_forward!(c, req, rebalance);
+            c.rebalance_action(req.get_ref()).await?;
+            Ok(Response::new(pb::RebalanceResponse {
+                status: Some(crate::mover::rebalance_status(c)?),
+            }))
+        })
+        .await
     }
 
     async fn rebalance_status(
         &self,
-        _req: Request<pb::RebalanceStatusRequest>,
+        req: Request<pb::RebalanceStatusRequest>,
     ) -> Result<Response<pb::RebalanceStatusResponse>, Status> {
-        Err(Status::unimplemented("RebalanceStatus: being built"))
+        let c = &self.core;
+        let span = tracing::info_span!("rpc", method = "RebalanceStatus", group = Empty);
+        observe(&c.metrics, "RebalanceStatus", span, async move {
+            admin_forward!(c, req, rebalance_status);
+            c.read_barrier(0).await?;
+            Ok(Response::new(pb::RebalanceStatusResponse {
+                status: Some(crate::mover::rebalance_status(c)?),
+            }))
+        })
+        .await
     }
 }

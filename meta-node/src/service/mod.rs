@@ -37,6 +37,7 @@ use crate::catalog::{self, CatalogError, Prepared};
 use crate::config::MetaConfig;
 use crate::metrics::Metrics;
 use crate::raft::{Command, KvReader, NodeError, RaftHandle, Response, SledSpace, TransportError};
+use crate::registry::rebalance::RebalanceError;
 use crate::registry::{RegistryError, Usage};
 
 /// Request header marking a call forwarded by another metadata node.
@@ -60,6 +61,8 @@ pub enum ServiceError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Placement(#[from] PlacementError),
+    #[error(transparent)]
+    Rebalance(#[from] RebalanceError),
     #[error("group {group}: this node is not the leader (leader: {})", leader_addr.as_deref().unwrap_or("unknown, election in progress"))]
     NotLeader {
         group: u64,
@@ -155,8 +158,17 @@ impl From<ServiceError> for Status {
                 _ => Status::invalid_argument(msg),
             },
             ServiceError::Registry(RegistryError::NoSuchNode { .. }) => Status::not_found(msg),
-            ServiceError::Registry(RegistryError::Removed { .. }) => {
-                Status::failed_precondition(msg)
+            ServiceError::Registry(
+                RegistryError::Removed { .. }
+                | RegistryError::RegisterRemoved { .. }
+                | RegistryError::RemoveActive { .. }
+                | RegistryError::RemoveNotEmpty { .. },
+            ) => Status::failed_precondition(msg),
+            ServiceError::Rebalance(RebalanceError::Spread { .. }) => {
+                Status::invalid_argument(msg)
+            }
+            ServiceError::Rebalance(RebalanceError::Catalog(c)) => {
+                Status::from(ServiceError::Catalog(c))
             }
             ServiceError::Registry(RegistryError::InvalidNodeId { .. }) => {
                 Status::invalid_argument(msg)
@@ -218,6 +230,8 @@ pub struct Core {
     leases: Mutex<HashMap<u64, ReadLease>>,
     /// Repairs this node runs as a partition leader, and their figures.
     pub(crate) repair: crate::repair::RepairState,
+    /// Drains and rebalancing this node runs as the system group's leader.
+    pub(crate) mover: crate::mover::MoverState,
 }
 
 /// A leader's read lease on one group: until `until`, a linearizable read in `term` needs no
@@ -336,6 +350,7 @@ impl Core {
         metrics: Arc<Metrics>,
     ) -> (Core, Vec<(u64, mpsc::Receiver<Proposal>)>) {
         let repair_concurrency = cfg.repair_concurrency;
+        let mover_concurrency = cfg.mover_concurrency;
         let mut proposers = BTreeMap::new();
         let mut receivers = Vec::new();
         for g in raft.group_ids() {
@@ -355,6 +370,7 @@ impl Core {
             buckets: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
             repair: crate::repair::RepairState::new(repair_concurrency),
+            mover: crate::mover::MoverState::new(mover_concurrency),
         };
         (core, receivers)
     }

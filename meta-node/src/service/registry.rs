@@ -12,7 +12,7 @@ use tracing::field::Empty;
 
 use super::convert;
 use super::{Core, Route, ServiceError, now_unix, observe, peer_request, usage_of, with_retries};
-use crate::registry::{self, Liveness};
+use crate::registry::{self, Liveness, rebalance};
 
 /// Usage is persisted at least this often while it changes at all.
 pub const USAGE_PERSIST_EVERY_SECS: u64 = 60;
@@ -50,6 +50,27 @@ where
     Ok(Response::new(reply.into_inner()))
 }
 
+/// A new server spreads the data: start a rebalance (best effort; an admin call can start one
+/// too). One already running keeps going.
+async fn start_rebalance_on_join(core: &Core) {
+    let result = async {
+        let spread = rebalance::spread_fraction(core.cfg.rebalance_spread_percent)?;
+        let reader = core.reader(0)?;
+        if let Some((p, _)) =
+            rebalance::start(&reader, rebalance::Trigger::NodeJoined, spread, now_unix())?
+        {
+            core.propose(0, &p).await?;
+            tracing::info!("a chunk server joined: rebalance started");
+        }
+        core.mover.wake();
+        Ok::<(), ServiceError>(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "starting a rebalance for a new chunk server failed");
+    }
+}
+
 #[tonic::async_trait]
 impl ChunkRegistry for RegistrySvc {
     async fn register(
@@ -81,14 +102,27 @@ impl ChunkRegistry for RegistrySvc {
             }
             let r = req.into_inner();
             let usage = usage_of(r.usage.as_ref());
-            let record = with_retries(|_| async {
+            let (record, joined) = with_retries(|_| async {
+                let reader = c.reader(0)?;
+                let known = registry::get_node(&reader, id)?;
+                // A removed server's shards are no longer referenced and its id is not reused:
+                // it must join as a new server (docs/elasticity.md).
+                if known
+                    .as_ref()
+                    .is_some_and(|(n, _)| n.admin == registry::AdminState::Removed)
+                {
+                    return Err(registry::RegistryError::RegisterRemoved { id }.into());
+                }
                 let (p, record) =
-                    registry::register(&c.reader(0)?, id, &r.address, &r.zone, usage, now_unix())?;
+                    registry::register(&reader, id, &r.address, &r.zone, usage, now_unix())?;
                 c.propose(0, &p).await?;
-                Ok(record)
+                Ok((record, known.is_none()))
             })
             .await?;
             c.heard_from(id);
+            if joined && c.cfg.rebalance_on_join {
+                start_rebalance_on_join(c).await;
+            }
             tracing::info!(node = %registry::format_node_id(id), address = %r.address, zone = %r.zone, "chunk server registered");
             Ok(Response::new(pb::RegisterResponse {
                 state: convert::node_state(record.state()) as i32,
