@@ -135,3 +135,27 @@ impl ChunkConfig {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn rejoin_when_removed_is_off_by_default_and_takes_a_bare_flag_or_a_value() {
+        let parse = |extra: &[&str]| {
+            let args = ["dogfs-chunk", "--data-dir", "/d"].iter().chain(extra);
+            ChunkConfig::try_parse_from(args).map(|c| c.rejoin_when_removed)
+        };
+        // The environment is process-wide; the process tests cover DOGFS_REJOIN_WHEN_REMOVED.
+        if std::env::var_os("DOGFS_REJOIN_WHEN_REMOVED").is_none() {
+            assert!(!parse(&[]).unwrap());
+        }
+        assert!(parse(&["--rejoin-when-removed"]).unwrap());
+        assert!(parse(&["--rejoin-when-removed=true"]).unwrap());
+        assert!(!parse(&["--rejoin-when-removed=false"]).unwrap());
+        assert!(parse(&["--rejoin-when-removed=maybe"]).is_err());
+    }
+}

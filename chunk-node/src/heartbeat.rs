@@ -251,7 +251,7 @@ pub async fn run(
                         node_id: node_id.clone(),
                     };
                     error!(%node_id, metadata = %target, refusal = status.message(),
-                        rejoined, "{e}");
+                        data_dir = %store.root().display(), rejoined, "{e}");
                     return Err(e);
                 }
                 node_id = rejoin(&store, &node_id, &target, status.message()).await?;

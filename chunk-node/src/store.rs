@@ -17,8 +17,8 @@ use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -250,7 +250,10 @@ impl Store {
     /// lose their temp files and fail at commit (`Wiped`) rather than linking a shard nobody
     /// references under the new id.
     pub fn wipe_for_new_identity(&self) -> Result<WipeReport> {
-        let mut ident = self.identity.write().unwrap_or_else(PoisonError::into_inner);
+        let mut ident = self
+            .identity
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         let fs_err = |step| move |source| StoreError::Fs { step, source };
         let uploads = clean_tmp(&self.tmp_dir)?;
         fsync_dir(&self.tmp_dir).map_err(fs_err("syncing tmp folder after wipe"))?;

@@ -506,10 +506,7 @@ async fn invalid_requests_are_invalid_argument_naming_the_field() {
             Box::new(|r| r.target_shard_id = "0123456789ABCDEF0123456789ABCDEF".into()),
             "0123456789ABCDEF0123456789ABCDEF",
         ),
-        (
-            Box::new(|r| r.target_shard_id = "abc".into()),
-            "\"abc\"",
-        ),
+        (Box::new(|r| r.target_shard_id = "abc".into()), "\"abc\""),
         (
             Box::new(|r| r.source_address = "nowhere".into()),
             "source_address",

@@ -39,6 +39,8 @@ struct Log {
     not_found: usize,
     /// Calls answered UNAVAILABLE with a leader hint.
     redirected: usize,
+    /// Heartbeats of a known but removed id, refused like its Register.
+    refused_heartbeats: usize,
 }
 
 #[derive(Debug)]
@@ -162,6 +164,13 @@ impl ChunkRegistry for Registry {
             if !i.known.contains(&req.node_id) {
                 i.log.not_found += 1;
                 return Err(Status::not_found(format!("no node {}", req.node_id)));
+            }
+            if i.removed.contains(&req.node_id) {
+                i.log.refused_heartbeats += 1;
+                return Err(Status::failed_precondition(format!(
+                    "chunk server {} was removed; its id is not reused",
+                    req.node_id
+                )));
             }
             i.log.heartbeats.push(req);
             Ok(i.state)
@@ -566,7 +575,9 @@ async fn a_heartbeat_names_at_most_1000_corrupt_shards() {
 /// The id a data directory registers under, and its NodeInfo spelling: starts a standalone
 /// server there (creating the identity), stores `shards` random shards, and stops it.
 async fn prepare_dir(dir: &Path, shards: usize) -> (String, Vec<(ShardId, Bytes)>) {
-    let server = ChunkServer::start(&ChunkConfig::for_tests(dir)).await.unwrap();
+    let server = ChunkServer::start(&ChunkConfig::for_tests(dir))
+        .await
+        .unwrap();
     let mut c = connect(&server.grpc_addr().to_string()).await.unwrap();
     let mut stored = Vec::new();
     for i in 0..shards {
@@ -621,6 +632,19 @@ async fn removed_while_running_keeps_serving_reads_and_heartbeating() {
         body.contains(r#"dogfs_chunk_node_state{state="removed"} 1"#),
         "{body}"
     );
+
+    // Heartbeats refused the way a removed node's Register is: the same, the server keeps
+    // serving and calling (it neither exits nor wipes while running).
+    let node_id = reg.registered_ids()[0].clone();
+    reg.remove(&node_id, false);
+    wait_until("refused heartbeats", || {
+        reg.with(|i| i.log.refused_heartbeats >= 3)
+    })
+    .await;
+    let waited = tokio::time::timeout(Duration::from_millis(100), server.wait()).await;
+    assert!(waited.is_err(), "the server stopped: {waited:?}");
+    assert_eq!(server.node_state(), Some(NodeState::Removed));
+    assert_eq!(get_shard(&mut c, id, 0, None).await.unwrap(), data);
     assert_eq!(reg.registers(), 1);
     shutdown_promptly(server).await;
 }
@@ -708,7 +732,14 @@ async fn rejoins_under_a_new_id_with_an_empty_store_when_the_flag_is_set() {
     let new_id = reg.registered_ids()[1].clone();
     assert_ne!(new_id, old_id);
     wait_until("heartbeats under the new id", || {
-        reg.with(|i| i.log.heartbeats.iter().filter(|h| h.node_id == new_id).count() >= 2)
+        reg.with(|i| {
+            i.log
+                .heartbeats
+                .iter()
+                .filter(|h| h.node_id == new_id)
+                .count()
+                >= 2
+        })
     })
     .await;
     assert_eq!(server.node_state(), Some(NodeState::Up));
@@ -718,7 +749,11 @@ async fn rejoins_under_a_new_id_with_an_empty_store_when_the_flag_is_set() {
     }
     drop(tx);
     let refused = upload.await.unwrap().unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
     assert!(refused.message().contains("wiped"), "{refused:?}");
 
     // Every old shard is gone, the store is empty, NodeInfo shows the new id.
@@ -817,7 +852,11 @@ impl Proc {
             if let Some(st) = self.child.try_wait().unwrap() {
                 return st;
             }
-            assert!(Instant::now() < end, "process did not exit in time:\n{}", self.log());
+            assert!(
+                Instant::now() < end,
+                "process did not exit in time:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -893,8 +932,7 @@ async fn binary_with_rejoin_env_wipes_and_registers_a_new_id() {
     );
     drop(p);
 
-    // `--rejoin-when-removed=false` on the command line wins over nothing: the new id is
-    // persisted and registers without refusal.
+    // Restarted without the flag: the new id was persisted and registers without refusal.
     let mut p = Proc::spawn(dir.path(), meta, &[]);
     wait_until("registration after restart", || reg.registers() == 2).await;
     assert_eq!(reg.registered_ids()[1], new_id);
