@@ -120,6 +120,7 @@ impl MoverState {
             shards_stuck: f.stuck,
             failures: f.failures,
             surveyed_unix: i64::try_from(f.surveyed_unix).unwrap_or(i64::MAX),
+            upload_shards: f.left.uploads,
         }
     }
 

@@ -57,8 +57,11 @@ impl SegmentRef {
 /// What is left on a draining server.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Left {
+    /// Object shards and their bytes.
     pub shards: u64,
     pub bytes: u64,
+    /// Targets of pending uploads.
+    pub uploads: u64,
 }
 
 /// The round's candidates.
@@ -118,8 +121,12 @@ pub fn gather<S: KvSpace>(
                 let Some((last, _)) = page.last() else { break };
                 after = Some(*last);
                 for (shard, r) in &page {
+                    if r.kind != RefKind::Object {
+                        left.uploads += 1;
+                        continue;
+                    }
                     left.shards += 1;
-                    if r.kind != RefKind::Object || offered >= DRAIN_BATCH {
+                    if offered >= DRAIN_BATCH {
                         continue;
                     }
                     if let Some(size) = g.offer(*p, reader, &mut cache, *shard, r, busy)? {
