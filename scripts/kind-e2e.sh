@@ -8,8 +8,10 @@
 # Steps: create the cluster (kind-config.yaml) → build the image (deploy/Dockerfile) and load
 # it → helm install the operator → apply examples/dogcluster.yaml → wait for Ready → write
 # and read objects with the dogfs CLI from a pod → delete a chunk pod and read again →
-# scale chunk servers up and down, reading back each time → check that an invalid spec is
-# refused → tear down.
+# scale chunk servers 6 → 8 (registration, rebalance) → 8 → 6 (drain, shrink, remove, claims
+# kept, one server at a time, steps checked in order from the Events) → 6 → 7 (a retained
+# claim rejoins as a new server) → 6, reading every object back after each → check that an
+# invalid spec is refused → tear down.
 #
 # The CLI calls (`dogfs mb BUCKET`, `dogfs put FILE BUCKET/KEY`, `dogfs get BUCKET/KEY FILE`,
 # docs/cli.md) are in cli_* below. The client pod takes DOGFS_ENDPOINT from the
@@ -23,6 +25,8 @@ IMAGE="${DOGFS_IMAGE:-dogfs:e2e}"
 NS=dogfs-e2e
 OP_NS=dogfs-system
 TIMEOUT="${E2E_TIMEOUT:-600s}"
+# The same bound, in seconds, for the polling waits below.
+WAIT_SECS="${E2E_WAIT_SECS:-600}"
 
 log() { printf '\n=== %s\n' "$*"; }
 die() { printf 'kind-e2e: %s\n' "$*" >&2; exit 1; }
@@ -40,6 +44,7 @@ dump() {
   log "diagnostics"
   kube get dogclusters,statefulsets,pods,pvc,svc,configmaps,pdb -A -o wide || true
   kube describe dogcluster -n "$NS" demo || true
+  kube get dogcluster -n "$NS" demo -o jsonpath='{.status}' || true; echo
   kube get events -n "$NS" --sort-by=.lastTimestamp | tail -40 || true
   kube logs -n "$OP_NS" deploy/dogfs-operator --tail=200 || true
   for pod in demo-meta-0 demo-chunk-0; do kube logs -n "$NS" "$pod" --tail=50 || true; done
@@ -135,18 +140,82 @@ kube delete pod -n "$NS" demo-chunk-1 --wait=false
 read_back "a chunk server restarting"
 kube wait -n "$NS" dogcluster/demo --for=condition=Ready --timeout="$TIMEOUT"
 
-log "scale chunk servers 6 -> 7"
+# Waits until the command succeeds, polling, or fails after $WAIT_SECS: wait_for WHAT CMD...
+wait_for() {
+  what="$1"; shift
+  deadline=$(( $(date +%s) + WAIT_SECS ))
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || die "timed out waiting for $what"
+    sleep 2
+  done
+}
+
+# The operator's scaling Events about the DogCluster, oldest first, one "<reason> <related>"
+# per line (events.k8s.io keeps the related pod or claim; eventTime has microseconds).
+scaling_events() {
+  kube get events.v1.events.k8s.io -n "$NS" -o jsonpath='{range .items[?(@.regarding.kind=="DogCluster")]}{.eventTime}{" "}{.reason}{" "}{.related.name}{"\n"}{end}' \
+    | sort | awk '{print $2, $3}' \
+    | grep -E '^(DrainStarted|Drained|ReplicasLowered|NodeRemoved|ClaimKept|ClaimDeleted|DrainCancelled) ' || true
+}
+has_event() { kube get events.v1.events.k8s.io -n "$NS" -o jsonpath='{range .items[*]}{.reason}{" "}{.related.name}{"\n"}{end}' | grep -qx "$1"; }
+no_drain() { [ -z "$(kube get -n "$NS" dogcluster demo -o jsonpath='{.status.drain}')" ]; }
+
+log "scale chunk servers 6 -> 8: grow, wait for registration, rebalance"
+kube patch -n "$NS" dogcluster demo --type merge -p '{"spec":{"chunk":{"replicas":8}}}'
+kube wait -n "$NS" statefulset/demo-chunk --for=jsonpath='{.status.readyReplicas}'=8 --timeout="$TIMEOUT"
+# The operator starts a rebalance only once both new servers have registered.
+wait_for "the RebalanceStarted Event" has_event "RebalanceStarted "
+kube wait -n "$NS" dogcluster/demo --for=condition=Ready --timeout="$TIMEOUT"
+kube wait -n "$NS" dogcluster/demo --for=condition=Rebalancing=false --timeout="$TIMEOUT"
+kube get -n "$NS" dogcluster demo
+read_back "8 chunk servers, rebalanced"
+
+log "scale chunk servers 8 -> 6: drain, wait, shrink, remove, keep the claim; one at a time"
+kube patch -n "$NS" dogcluster demo --type merge -p '{"spec":{"chunk":{"replicas":6}}}'
+wait_for "demo-chunk-7 to start draining" has_event "DrainStarted demo-chunk-7"
+# Replicas stay at 8 until demo-chunk-7 is empty; the data stays readable meanwhile.
+[ "$(kube get -n "$NS" statefulset demo-chunk -o jsonpath='{.spec.replicas}')" -ge 7 ] \
+  || die "replicas lowered before demo-chunk-7 was drained"
+read_back "demo-chunk-7 draining"
+kube wait -n "$NS" statefulset/demo-chunk --for=jsonpath='{.spec.replicas}'=6 --timeout="$TIMEOUT"
+wait_for "demo-chunk-6 to be removed from the registry" has_event "NodeRemoved demo-chunk-6"
+wait_for "no chunk server draining" no_drain
+kube wait -n "$NS" dogcluster/demo --for=jsonpath='{.status.chunk.ready}'=6/6 --timeout="$TIMEOUT"
+kube wait -n "$NS" dogcluster/demo --for=condition=Ready --timeout="$TIMEOUT"
+kube wait -n "$NS" dogcluster/demo --for=condition=Draining=false --timeout="$TIMEOUT"
+expected="DrainStarted demo-chunk-7
+Drained demo-chunk-7
+ReplicasLowered demo-chunk-7
+NodeRemoved demo-chunk-7
+ClaimKept data-demo-chunk-7
+DrainStarted demo-chunk-6
+Drained demo-chunk-6
+ReplicasLowered demo-chunk-6
+NodeRemoved demo-chunk-6
+ClaimKept data-demo-chunk-6"
+actual="$(scaling_events)"
+[ "$actual" = "$expected" ] || die "scale-down steps out of order:
+$actual
+--- expected
+$expected"
+# examples/dogcluster.yaml has pvcRetention.whenScaled: Retain.
+kube get -n "$NS" pvc data-demo-chunk-6 data-demo-chunk-7 >/dev/null || die "retained claims are gone"
+in_client 'dogfs admin nodes' || true
+read_back "back to 6 chunk servers"
+
+log "scale chunk servers 6 -> 7: the retained claim comes back as a new server"
 kube patch -n "$NS" dogcluster demo --type merge -p '{"spec":{"chunk":{"replicas":7}}}'
 kube wait -n "$NS" statefulset/demo-chunk --for=jsonpath='{.status.readyReplicas}'=7 --timeout="$TIMEOUT"
 kube wait -n "$NS" dogcluster/demo --for=condition=Ready --timeout="$TIMEOUT"
-read_back "7 chunk servers"
+read_back "7 chunk servers, one rejoined"
 
-log "scale chunk servers 7 -> 6"
+log "scale chunk servers 7 -> 6 again"
 kube patch -n "$NS" dogcluster demo --type merge -p '{"spec":{"chunk":{"replicas":6}}}'
 kube wait -n "$NS" statefulset/demo-chunk --for=jsonpath='{.spec.replicas}'=6 --timeout="$TIMEOUT"
+wait_for "no chunk server draining" no_drain
 kube wait -n "$NS" dogcluster/demo --for=jsonpath='{.status.chunk.ready}'=6/6 --timeout="$TIMEOUT"
 kube wait -n "$NS" dogcluster/demo --for=condition=Ready --timeout="$TIMEOUT"
-read_back "back to 6 chunk servers"
+read_back "6 chunk servers"
 
 log "an invalid spec is refused on admission"
 if kube patch -n "$NS" dogcluster demo --type merge -p '{"spec":{"chunk":{"replicas":5}}}' 2>/tmp/e2e-invalid; then

@@ -21,13 +21,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
-use crate::crd::{DogCluster, MANAGER, RepairSpec, StorageSpec};
+use crate::crd::{DogCluster, MANAGER, RepairSpec, RetentionPolicy, StorageSpec};
 
 pub const META_GRPC_PORT: i32 = 7000;
 pub const CHUNK_GRPC_PORT: i32 = 7100;
 pub const HTTP_PORT: i32 = 9100;
 /// Where each server keeps its data (the PVC mount).
 pub const DATA_DIR: &str = "/var/lib/dogfs";
+/// Name of the volume claim template, so pod `<sts>-<i>` has the claim `data-<sts>-<i>`.
+pub const DATA_VOLUME: &str = "data";
 /// Where the TLS Secret is mounted.
 pub const TLS_DIR: &str = "/etc/dogfs/tls";
 /// UID/GID of the image's unprivileged user.
@@ -46,7 +48,7 @@ pub enum Error {
 /// Everything the builders need beyond the spec, decided before building.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inputs {
-    /// Chunk StatefulSet replicas for this round (see [`plan_chunk_replicas`]).
+    /// Chunk StatefulSet replicas for this round (decided by [`crate::scale::plan`]).
     pub chunk_replicas: i32,
     /// PEM CA bundle for the client ConfigMap, read from the TLS Secret.
     pub ca_bundle: Option<String>,
@@ -116,6 +118,59 @@ impl Names {
             self.namespace
         )
     }
+    /// Pod `ordinal` of the chunk StatefulSet.
+    pub fn chunk_pod(&self, ordinal: i32) -> String {
+        format!("{}-{ordinal}", self.chunk())
+    }
+    /// The PersistentVolumeClaim of chunk pod `ordinal` (named after the claim template).
+    pub fn chunk_claim(&self, ordinal: i32) -> String {
+        format!("{DATA_VOLUME}-{}", self.chunk_pod(ordinal))
+    }
+    /// The address chunk pod `ordinal` advertises (`DOGFS_ADVERTISE_ADDR`), which is how the
+    /// metadata service's registry names it.
+    pub fn chunk_address(&self, ordinal: i32) -> String {
+        format!("{}{}", self.chunk_pod(ordinal), self.chunk_address_suffix())
+    }
+    fn chunk_address_suffix(&self) -> String {
+        format!(
+            ".{}.{}.svc.cluster.local:{CHUNK_GRPC_PORT}",
+            self.chunk_headless(),
+            self.namespace
+        )
+    }
+    /// The ordinal of the chunk pod behind a registry address; `None` for any other address
+    /// (a server outside this StatefulSet, another cluster's, a different port).
+    pub fn chunk_ordinal_of_address(&self, address: &str) -> Option<i32> {
+        let pod = address.strip_suffix(&self.chunk_address_suffix())?;
+        self.chunk_ordinal_of_pod(pod)
+    }
+    /// The ordinal in a chunk pod name `<c>-chunk-<ordinal>`.
+    pub fn chunk_ordinal_of_pod(&self, pod: &str) -> Option<i32> {
+        let digits = pod.strip_prefix(&self.chunk())?.strip_prefix('-')?;
+        ordinal(digits)
+    }
+    /// The ordinal in a chunk claim name `data-<c>-chunk-<ordinal>`.
+    pub fn chunk_ordinal_of_claim(&self, claim: &str) -> Option<i32> {
+        let pod = claim.strip_prefix(DATA_VOLUME)?.strip_prefix('-')?;
+        self.chunk_ordinal_of_pod(pod)
+    }
+    /// Label selector of the chunk pods and of their claims (the claim template carries the
+    /// same labels).
+    pub fn chunk_selector(&self) -> String {
+        selector_labels(self, Role::Chunk.component())
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+    /// Where the operator reaches the admin API: the metadata client Service, which spreads
+    /// calls over the metadata nodes (any of them answers, forwarding to the leader).
+    ///
+    /// Always plaintext for now: the servers do not speak TLS yet (docs/kubernetes.md); when
+    /// they do, this becomes `endpoint(tls)` with the CA bundle of the TLS Secret.
+    pub fn admin_endpoint(&self) -> String {
+        self.endpoint(false)
+    }
     /// What clients in the cluster dial: the meta client Service.
     pub fn endpoint(&self, tls: bool) -> String {
         let scheme = if tls { "https" } else { "http" };
@@ -143,30 +198,13 @@ impl Role {
     }
 }
 
-/// Chunk StatefulSet replicas for this reconcile.
-///
-/// Scale-up goes straight to the target. Scale-down removes one server per round and only when
-/// every current server is ready, so at most one server's shards are missing at a time and
-/// repair can catch up; it never goes below `k + m`. Draining through the admin API replaces
-/// this once it exists.
-pub fn plan_chunk_replicas(desired: i32, floor: i32, current: Option<&StatefulSet>) -> i32 {
-    let target = desired.max(floor);
-    let Some(current) = current else {
-        return target;
-    };
-    let replicas = current.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-    if target >= replicas {
-        return target;
-    }
-    let status = current.status.as_ref();
-    let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
-    let settled = status.and_then(|s| s.observed_generation) == current.metadata.generation
-        && status.map(|s| s.replicas) == Some(replicas);
-    if settled && ready == replicas {
-        replicas - 1
-    } else {
-        replicas
-    }
+/// A StatefulSet ordinal: decimal digits only, no sign or leading zero (as the controller
+/// writes them), within `i32`.
+fn ordinal(digits: &str) -> Option<i32> {
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    if canonical { digits.parse().ok() } else { None }
 }
 
 /// Builds every child object of `cluster`.
@@ -414,7 +452,7 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
 fn storage_claim(names: &Names, role: Role, storage: &StorageSpec) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
         metadata: ObjectMeta {
-            name: Some("data".to_string()),
+            name: Some(DATA_VOLUME.to_string()),
             labels: Some(selector_labels(names, role.component())),
             ..ObjectMeta::default()
         },
@@ -431,6 +469,18 @@ fn storage_claim(names: &Names, role: Role, storage: &StorageSpec) -> Persistent
             ..PersistentVolumeClaimSpec::default()
         }),
         ..PersistentVolumeClaim::default()
+    }
+}
+
+/// The StatefulSet's own `whenScaled`. Chunk claims are always `Retain` here: the operator
+/// deletes a scaled-down server's claim itself (per `pvcRetention.whenScaled`), and only after
+/// the server has been removed from the registry; the StatefulSet controller would delete it
+/// as soon as the pod goes, before the operator has checked anything. Metadata replicas never
+/// change, so the spec's value is passed through there.
+fn when_scaled(role: Role, policy: RetentionPolicy) -> String {
+    match role {
+        Role::Meta => policy.as_str().to_string(),
+        Role::Chunk => RetentionPolicy::Retain.as_str().to_string(),
     }
 }
 
@@ -484,12 +534,18 @@ fn stateful_set(
     {
         env_vars.push(env("DOGFS_RESERVE", reserve.clone()));
     }
+    if role == Role::Chunk {
+        // A retained claim reused after a scale-down and scale-up holds the id of a server the
+        // registry removed: the server then wipes those (unreferenced) shards and registers
+        // under a new id instead of crash-looping on the refusal.
+        env_vars.push(env("DOGFS_REJOIN_WHEN_REMOVED", "true"));
+    }
     if role == Role::Meta {
         env_vars.extend(repair_env(spec.repair.as_ref()));
     }
     let mut mounts = vec![
         VolumeMount {
-            name: "data".to_string(),
+            name: DATA_VOLUME.to_string(),
             mount_path: DATA_DIR.to_string(),
             ..VolumeMount::default()
         },
@@ -613,7 +669,7 @@ fn stateful_set(
             persistent_volume_claim_retention_policy: Some(
                 StatefulSetPersistentVolumeClaimRetentionPolicy {
                     when_deleted: Some(spec.pvc_retention.when_deleted.as_str().to_string()),
-                    when_scaled: Some(spec.pvc_retention.when_scaled.as_str().to_string()),
+                    when_scaled: Some(when_scaled(role, spec.pvc_retention.when_scaled)),
                 },
             ),
             template: PodTemplateSpec {

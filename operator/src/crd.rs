@@ -30,6 +30,8 @@ pub const MAX_SHARDS: u32 = dogfs_core::scheme::MAX_TOTAL_SHARDS as u32;
     printcolumn = r#"{"name":"Meta","type":"string","jsonPath":".status.meta.ready","description":"ready/desired metadata nodes"}"#,
     printcolumn = r#"{"name":"Chunk","type":"string","jsonPath":".status.chunk.ready","description":"ready/desired chunk servers"}"#,
     printcolumn = r#"{"name":"EC","type":"string","jsonPath":".status.erasure","description":"erasure scheme k+m"}"#,
+    printcolumn = r#"{"name":"Draining","type":"string","jsonPath":".status.drain.summary","description":"chunk servers being drained and what is left on them"}"#,
+    printcolumn = r#"{"name":"Rebalancing","type":"string","jsonPath":".status.rebalance.summary","description":"bytes moved and still planned by a running rebalance"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -320,8 +322,11 @@ pub struct PvcRetention {
     /// Claims of a deleted DogCluster. `Retain` (the default) keeps the data.
     #[serde(default = "retain")]
     pub when_deleted: RetentionPolicy,
-    /// Claims of chunk servers removed by a scale-down. `Retain` (the default) lets a later
-    /// scale-up bring the same shards back.
+    /// Claims of chunk servers removed by a scale-down. The operator applies it itself, once
+    /// the server is drained, its pod gone and the server removed from the registry (the
+    /// StatefulSet's own `whenScaled` stays `Retain`). `Retain` (the default) keeps the volume
+    /// for a later scale-up, whose server wipes the volume's old (moved) shards and registers
+    /// as a new server; `Delete` frees the volume.
     #[serde(default = "retain")]
     pub when_scaled: RetentionPolicy,
 }
@@ -367,7 +372,7 @@ pub struct DogClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
 
-    /// `Ready`, `Progressing`, `Degraded` (later also `Draining`, `Rebalancing`).
+    /// `Ready`, `Progressing`, `Degraded`, `Draining`, `Rebalancing`, `AdminReachable`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".to_string()]))]
     pub conditions: Vec<Condition>,
@@ -383,6 +388,109 @@ pub struct DogClusterStatus {
     /// The erasure scheme in force, as `k+m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub erasure: Option<String>,
+
+    /// Chunk servers being drained, from the metadata service's admin API; absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainStatus>,
+
+    /// The rebalance, from the admin API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceSummary>,
+
+    /// Capacity and usage of the chunk servers (not removed), from the admin API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageStatus>,
+
+    /// Redundancy, from the admin API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<RepairSummary>,
+
+    /// Where a chunk scaling stands, kept between reconciles (the operator's own record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingStatus>,
+}
+
+/// Chunk servers in the registry's draining state.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainStatus {
+    /// One line for the printer column, e.g. `demo-chunk-7: 120 shards, 1.2 GiB left`.
+    pub summary: String,
+    pub nodes: Vec<DrainingNode>,
+}
+
+/// One draining chunk server.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainingNode {
+    /// Registry id.
+    pub node_id: String,
+    /// The pod, when the server is one of this cluster's chunk pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Shards still referenced on it, and their bytes; unknown (absent) until surveyed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards_left: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_left: Option<i64>,
+    /// Shards no other server can take now (they wait for the cluster to change).
+    pub shards_stuck: i64,
+}
+
+/// The metadata service's rebalance.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceSummary {
+    /// `Idle`, `Running`, `Stopped` or `Done`.
+    pub state: String,
+    /// While running, one line for the printer column: bytes moved and still planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    pub shards_moved: i64,
+    pub bytes_moved: i64,
+    /// Bytes the current round still plans to move (an estimate).
+    pub bytes_planned: i64,
+}
+
+/// Capacity and usage summed over the chunk servers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageStatus {
+    pub capacity_bytes: i64,
+    pub used_bytes: i64,
+    pub available_bytes: i64,
+}
+
+/// Redundancy as the metadata service reports it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RepairSummary {
+    /// Segments waiting for or under repair now.
+    pub backlog_segments: i64,
+    /// Segments with fewer than k readable shards.
+    pub unreadable_segments: i64,
+    /// Segments short of shards only on servers down for less than `repair.afterSeconds`.
+    pub waiting_segments: i64,
+}
+
+/// The operator's record of a chunk scaling in progress, so it resumes after a restart.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingStatus {
+    /// Registry id of the server the operator is draining to remove it. Only this drain is
+    /// cancelled when `chunk.replicas` goes back up; drains started by hand are left alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining_node: Option<String>,
+    /// First ordinal added by a scale-up whose servers must register before the operator
+    /// starts a rebalance; cleared when it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_servers_from: Option<i32>,
+}
+
+impl ScalingStatus {
+    pub fn is_empty(&self) -> bool {
+        self.draining_node.is_none() && self.new_servers_from.is_none()
+    }
 }
 
 /// Replica counts of one StatefulSet.

@@ -1,12 +1,17 @@
 //! DogFS Kubernetes operator: reconciles `DogCluster` resources into the metadata and chunk
-//! StatefulSets and their Services, ConfigMaps and PodDisruptionBudgets.
+//! StatefulSets and their Services, ConfigMaps and PodDisruptionBudgets, and drives drains,
+//! node removal and rebalancing through the metadata service's admin API ([`admin`]) when
+//! chunk replicas change.
 //!
-//! Pipeline per reconcile: [`validate`] (pure) → [`build`] (pure) → server-side apply →
-//! observe ([`status`]) → status patch, driven by [`reconcile`].
+//! Pipeline per reconcile: [`validate`] (pure) → observe (the admin API) → [`scale`] plan
+//! (pure) → [`build`] (pure) → server-side apply → the step's action → status ([`status`]),
+//! driven by [`reconcile`].
 
+pub mod admin;
 pub mod build;
 pub mod crd;
 pub mod metrics;
 pub mod reconcile;
+pub mod scale;
 pub mod status;
 pub mod validate;

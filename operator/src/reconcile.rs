@@ -1,9 +1,10 @@
-//! The reconcile loop: validate → build → server-side apply → observe → status.
+//! The reconcile loop: validate → observe (chunk StatefulSet, admin API, pods, claims) →
+//! plan ([`crate::scale`]) → build → server-side apply → the step's action → status.
 //!
-//! Kept thin: decisions live in the pure modules ([`crate::validate`], [`crate::build`],
-//! [`crate::status`]); this module only reads, applies and reports.
+//! Kept thin: decisions live in the pure modules ([`crate::validate`], [`crate::scale`],
+//! [`crate::build`], [`crate::status`]); this module only reads, applies, acts and reports.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,30 +12,38 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ObjectReference, PersistentVolumeClaim, Pod, Secret, Service,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::admin::{self, Admin, Connector, GrpcConnector};
 use crate::build::{self, Inputs, Names};
-use crate::crd::{DogCluster, DogClusterStatus, MANAGER, Phase};
+use crate::crd::{DogCluster, DogClusterStatus, MANAGER, Phase, RetentionPolicy};
 use crate::metrics::Metrics;
-use crate::status::{self, Observed, Workload};
+use crate::scale::{self, Step};
+use crate::status::{self, AdminObserved, Observed, Scaling, Workload};
 use crate::validate;
 
 /// Periodic resync: repairs drift in objects nobody touched and refreshes the status.
 const RESYNC: Duration = Duration::from_secs(300);
-/// While chunk servers are removed one at a time, look again soon.
-const SCALE_DOWN_POLL: Duration = Duration::from_secs(15);
+/// While a scaling waits (a drain, a pod stopping, servers registering) or a drain or
+/// rebalance runs, look again this often; status patches do not trigger reconciles (the
+/// DogCluster watch passes generation changes only), so this is also the progress refresh.
+pub const SCALING_POLL: Duration = Duration::from_secs(10);
+/// After a scaling step acted, the next step follows soon.
+pub const NEXT_STEP: Duration = Duration::from_secs(2);
 /// First retry after an error; doubles per consecutive failure up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -45,6 +54,12 @@ pub enum Error {
     MissingNamespace,
     #[error("reading the chunk StatefulSet {name}: {source}")]
     ReadChunkStatefulSet { name: String, source: kube::Error },
+    #[error("listing the chunk pods: {0}")]
+    ListChunkPods(#[source] kube::Error),
+    #[error("listing the chunk PersistentVolumeClaims: {0}")]
+    ListChunkClaims(#[source] kube::Error),
+    #[error("deleting PersistentVolumeClaim {name}: {source}")]
+    DeleteChunkClaim { name: String, source: kube::Error },
     #[error("reading TLS Secret {name}: {source}")]
     ReadTlsSecret { name: String, source: kube::Error },
     #[error("TLS Secret {name} has no ca.crt (or it is not UTF-8)")]
@@ -67,6 +82,9 @@ impl Error {
         match self {
             Error::MissingNamespace => "missing_namespace",
             Error::ReadChunkStatefulSet { .. } => "read_chunk_statefulset",
+            Error::ListChunkPods(_) => "list_chunk_pods",
+            Error::ListChunkClaims(_) => "list_chunk_claims",
+            Error::DeleteChunkClaim { .. } => "delete_chunk_claim",
             Error::ReadTlsSecret { .. } | Error::MissingCaBundle { .. } => "read_tls_secret",
             Error::Build(_) => "build",
             Error::Apply { .. } => "apply",
@@ -82,6 +100,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Condition timestamps; tests pin it.
     pub clock: fn() -> Time,
+    /// Hands out the admin API of a cluster; tests put a fake behind it.
+    pub admin: Arc<dyn Connector>,
     /// Consecutive failures per DogCluster, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -93,7 +113,17 @@ impl Debug for Context {
 }
 
 impl Context {
+    /// A context whose admin client speaks gRPC to each cluster's metadata Service.
     pub fn new(client: Client, metrics: Arc<Metrics>, clock: fn() -> Time) -> Arc<Context> {
+        Context::with_admin(client, metrics, clock, Arc::new(GrpcConnector::default()))
+    }
+
+    pub fn with_admin(
+        client: Client,
+        metrics: Arc<Metrics>,
+        clock: fn() -> Time,
+        admin: Arc<dyn Connector>,
+    ) -> Arc<Context> {
         let reporter = Reporter {
             controller: MANAGER.to_string(),
             instance: std::env::var("POD_NAME").ok(),
@@ -103,6 +133,7 @@ impl Context {
             client,
             metrics,
             clock,
+            admin,
             failures: Mutex::new(HashMap::new()),
         })
     }
@@ -151,14 +182,21 @@ pub async fn reconcile(cluster: Arc<DogCluster>, ctx: Arc<Context>) -> Result<Ac
     let result = Box::pin(reconcile_inner(&cluster, &ctx).instrument(span)).await;
     let label = match &result {
         Ok((_, Outcome::Invalid)) => "invalid",
+        Ok((_, Outcome::AdminUnavailable)) => "admin_unavailable",
         Ok(_) => "ok",
         Err(e) => e.step(),
     };
     ctx.metrics.record(label, started.elapsed());
-    if result.is_ok() {
-        ctx.succeeded(&key(&cluster));
+    match result {
+        // Applied, but the admin API did not answer: back off like an error (the status says
+        // why), and keep counting failures.
+        Ok((_, Outcome::AdminUnavailable)) => Ok(Action::requeue(ctx.backoff(&key(&cluster)))),
+        Ok((action, _)) => {
+            ctx.succeeded(&key(&cluster));
+            Ok(action)
+        }
+        Err(e) => Err(e),
     }
-    result.map(|(action, _)| action)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -166,6 +204,16 @@ enum Outcome {
     Applied,
     Invalid,
     Deleting,
+    /// Applied, but the admin API failed (reading or acting).
+    AdminUnavailable,
+}
+
+/// What the cluster looks like before planning.
+struct Seen {
+    admin: Option<Arc<dyn Admin>>,
+    observed: Option<AdminObserved>,
+    pods: BTreeSet<i32>,
+    claims: BTreeSet<i32>,
 }
 
 async fn reconcile_inner(cluster: &DogCluster, ctx: &Context) -> Result<(Action, Outcome), Error> {
@@ -196,9 +244,30 @@ async fn reconcile_inner(cluster: &DogCluster, ctx: &Context) -> Result<(Action,
             name: names.chunk(),
             source,
         })?;
+    let replicas = current_chunk
+        .as_ref()
+        .map(|s| s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0));
+    let seen = observe(cluster, ctx, &names, &ns, replicas.is_some()).await?;
+    let memory = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.scaling.clone())
+        .unwrap_or_default();
+    let view = seen.observed.as_ref().and_then(|o| o.view.as_ref());
     let floor = spec.erasure.k + spec.erasure.m;
-    let chunk_replicas =
-        build::plan_chunk_replicas(spec.chunk.replicas, floor, current_chunk.as_ref());
+    let plan = scale::plan(&scale::Input {
+        target: spec.chunk.replicas,
+        floor,
+        replicas,
+        admin: view,
+        names: &names,
+        pods: &seen.pods,
+        claims: &seen.claims,
+        retention: spec.pvc_retention.when_scaled,
+        memory: &memory,
+    });
+    info!(replicas = plan.replicas, step = ?plan.step, "chunk scaling plan");
+
     let ca_bundle = match &spec.tls {
         Some(tls) => Some(read_ca_bundle(&ctx.client, &ns, &tls.secret_name).await?),
         None => None,
@@ -206,7 +275,7 @@ async fn reconcile_inner(cluster: &DogCluster, ctx: &Context) -> Result<(Action,
     let desired = build::build(
         cluster,
         &Inputs {
-            chunk_replicas,
+            chunk_replicas: plan.replicas,
             ca_bundle,
         },
     )?;
@@ -226,51 +295,395 @@ async fn reconcile_inner(cluster: &DogCluster, ctx: &Context) -> Result<(Action,
     apply(&ctx.client, &ns, &desired.meta_pdb).await?;
     apply(&ctx.client, &ns, &desired.chunk_pdb).await?;
 
-    // The admin API (drain progress, capacity) joins the StatefulSet view here once it exists.
+    let done = act(cluster, ctx, &names, &ns, &seen, &plan, replicas).await?;
+
+    let admin_observed = admin_outcome(cluster, ctx, &seen, &done, &plan.step).await;
     let observed = Observed {
         meta: Workload::of(&meta),
         chunk: Workload::of(&chunk),
+        admin: admin_observed,
+        scaling: done.scaling,
     };
-
-    let previous_replicas = current_chunk
-        .as_ref()
-        .and_then(|s| s.spec.as_ref()?.replicas);
-    if let Some(before) = previous_replicas
-        && before != chunk_replicas
-    {
-        let (reason, direction) = if chunk_replicas > before {
-            ("ScalingUp", "up")
-        } else {
-            ("ScalingDown", "down")
-        };
-        info!(
-            before,
-            after = chunk_replicas,
-            "scaling chunk servers {direction}"
-        );
-        publish(
-            cluster,
-            ctx,
-            EventType::Normal,
-            reason,
-            format!(
-                "chunk servers {before} -> {chunk_replicas} (target {})",
-                spec.chunk.replicas
-            ),
-        )
-        .await;
-    }
-
     let status = status::compute(cluster, &observed, &now);
     report(cluster, ctx, status).await?;
 
-    let scaling_down = chunk_replicas > spec.chunk.replicas.max(floor);
-    let action = if scaling_down {
-        Action::requeue(SCALE_DOWN_POLL)
+    let unavailable = observed.admin.as_ref().is_some_and(|a| a.error.is_some());
+    if unavailable {
+        return Ok((Action::requeue(MIN_BACKOFF), Outcome::AdminUnavailable));
+    }
+    let busy = view.is_some_and(|v| {
+        v.rebalance.state == admin::RebalanceState::Running
+            || v.nodes
+                .iter()
+                .any(|n| n.state == admin::NodeState::Draining)
+    });
+    let action = if plan.step.acts() && !done.waiting {
+        Action::requeue(NEXT_STEP)
+    } else if plan.step.is_scaling() || busy || plan.replicas != spec.chunk.replicas {
+        Action::requeue(SCALING_POLL)
     } else {
         Action::requeue(RESYNC)
     };
     Ok((action, Outcome::Applied))
+}
+
+/// What the status reports about the admin API after the step: the failure if the step's call
+/// failed, else the view as the step left it. Warns once when it stops answering.
+async fn admin_outcome(
+    cluster: &DogCluster,
+    ctx: &Context,
+    seen: &Seen,
+    done: &Done,
+    step: &Step,
+) -> Option<AdminObserved> {
+    let mut admin_observed = seen.observed.clone();
+    if let Some(observed) = admin_observed.as_mut() {
+        match &done.admin_error {
+            Some(error) => observed.error = Some((error.reason().to_string(), error.to_string())),
+            None if !done.waiting => {
+                if let Some(view) = observed.view.as_mut() {
+                    scale::assume_done(view, step);
+                }
+            }
+            None => {}
+        }
+    }
+    let previous = cluster.status.as_ref();
+    let previous_admin_error = previous
+        .and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == status::ADMIN_REACHABLE)
+        })
+        .is_some_and(|c| c.status == "False");
+    // While a new cluster comes up its metadata nodes are expected not to answer yet.
+    let was_up = previous.and_then(|s| s.phase).is_some_and(|p| {
+        matches!(
+            p,
+            Phase::Running | Phase::Degraded | Phase::Updating | Phase::Scaling
+        )
+    });
+    if let Some((reason, message)) = admin_observed.as_ref().and_then(|o| o.error.as_ref())
+        && !previous_admin_error
+        && was_up
+    {
+        publish(
+            cluster,
+            ctx,
+            EventType::Warning,
+            "AdminUnavailable",
+            "Observe",
+            format!("{message} ({reason}); nothing is shrunk until it answers"),
+        )
+        .await;
+    }
+    admin_observed
+}
+
+/// Reads the admin API, and with it the chunk pods and claims, once the chunk StatefulSet
+/// exists (before that no metadata node runs and there is nothing to scale).
+async fn observe(
+    cluster: &DogCluster,
+    ctx: &Context,
+    names: &Names,
+    ns: &str,
+    exists: bool,
+) -> Result<Seen, Error> {
+    let mut seen = Seen {
+        admin: None,
+        observed: None,
+        pods: BTreeSet::new(),
+        claims: BTreeSet::new(),
+    };
+    if !exists {
+        return Ok(seen);
+    }
+    let admin = match ctx.admin.connect(names) {
+        Ok(admin) => admin,
+        Err(error) => {
+            warn!(%error, "admin API");
+            seen.observed = Some(AdminObserved {
+                view: None,
+                error: Some((error.reason().to_string(), error.to_string())),
+            });
+            return Ok(seen);
+        }
+    };
+    let view = match admin::observe(admin.as_ref()).await {
+        Ok(view) => view,
+        Err(error) => {
+            warn!(%error, "admin API");
+            seen.observed = Some(AdminObserved {
+                view: None,
+                error: Some((error.reason().to_string(), error.to_string())),
+            });
+            return Ok(seen);
+        }
+    };
+    seen.admin = Some(admin);
+    seen.observed = Some(AdminObserved {
+        view: Some(view),
+        error: None,
+    });
+    let selector = ListParams::default().labels(&names.chunk_selector());
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    seen.pods = pods
+        .list_metadata(&selector)
+        .await
+        .map_err(Error::ListChunkPods)?
+        .items
+        .iter()
+        .filter_map(|p| names.chunk_ordinal_of_pod(p.metadata.name.as_deref()?))
+        .collect();
+    // Claims matter only when the operator deletes them.
+    if cluster.spec.pvc_retention.when_scaled == RetentionPolicy::Delete {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+        seen.claims = claims
+            .list_metadata(&selector)
+            .await
+            .map_err(Error::ListChunkClaims)?
+            .items
+            .iter()
+            .filter_map(|c| names.chunk_ordinal_of_claim(c.metadata.name.as_deref()?))
+            .collect();
+    }
+    Ok(seen)
+}
+
+/// What carrying out the step left behind.
+struct Done {
+    scaling: Scaling,
+    /// The step's admin call failed for want of an answer (not a refusal).
+    admin_error: Option<admin::Error>,
+    /// The step could not act yet (a refused removal): wait rather than hurry.
+    waiting: bool,
+}
+
+/// Carries out the plan's step after the apply (which already moved `replicas`), then
+/// records an Event for each thing done.
+async fn act(
+    cluster: &DogCluster,
+    ctx: &Context,
+    names: &Names,
+    ns: &str,
+    seen: &Seen,
+    plan: &scale::Plan,
+    before: Option<i32>,
+) -> Result<Done, Error> {
+    let target = cluster.spec.chunk.replicas;
+    let previous = cluster.status.as_ref();
+    let previous_memory = previous.and_then(|s| s.scaling.clone()).unwrap_or_default();
+    let mut done = Done {
+        scaling: Scaling {
+            progress: plan.step.progress(names, plan.replicas, target),
+            refused: matches!(plan.step, Step::Refuse(_)),
+            memory: plan.memory.clone(),
+        },
+        admin_error: None,
+        waiting: false,
+    };
+    // Admin calls only run for steps planned from an admin view, which `seen.admin` came with.
+    let admin = seen.admin.as_deref();
+    let result = match (&plan.step, admin) {
+        (Step::Drain { node, .. }, Some(admin)) => Some(admin.drain_node(node).await),
+        (Step::Undrain { node, .. }, Some(admin)) => Some(admin.undrain_node(node).await),
+        (Step::Remove { node, .. }, Some(admin)) => Some(admin.remove_node(node).await),
+        (Step::StartRebalance { already_running }, Some(admin)) if !already_running => {
+            Some(admin.start_rebalance().await)
+        }
+        (Step::DeleteClaim { ordinal }, _) => {
+            let name = names.chunk_claim(*ordinal);
+            let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+            match claims.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                // Gone already (deleted by hand, or by an earlier round): done all the same.
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(source) => return Err(Error::DeleteChunkClaim { name, source }),
+            }
+            None
+        }
+        _ => None,
+    };
+    if let Some(Err(error)) = result {
+        warn!(%error, "admin call failed");
+        // The step did not happen: keep the record as it was.
+        done.scaling.memory = previous_memory;
+        if error.is_refusal() {
+            // RemoveNode said what is left; it is asked again at the next poll.
+            done.waiting = true;
+            done.scaling.progress = Some(("WaitingForRemoval".to_string(), error.to_string()));
+        } else {
+            done.admin_error = Some(error);
+        }
+        return Ok(done);
+    }
+
+    let refused_before = |message: &str| {
+        previous.is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == status::PROGRESSING
+                    && c.reason == status::SCALE_DOWN_REFUSED
+                    && c.message == message
+            })
+        })
+    };
+    for event in step_events(&plan.step, names, cluster, plan.replicas, before) {
+        // A refusal is announced once, not at every poll.
+        if event.reason == status::SCALE_DOWN_REFUSED && refused_before(&event.note) {
+            continue;
+        }
+        if event.type_ == EventType::Warning {
+            warn!(reason = event.reason, note = %event.note, "scaling");
+        } else {
+            info!(reason = event.reason, note = %event.note, "scaling");
+        }
+        publish_about(
+            cluster,
+            ctx,
+            event.type_,
+            event.reason,
+            event.action,
+            event.note,
+            event.related,
+        )
+        .await;
+    }
+    Ok(done)
+}
+
+/// An Event about a scaling step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepEvent {
+    pub type_: EventType,
+    pub reason: &'static str,
+    pub action: &'static str,
+    pub note: String,
+    /// The pod, claim or StatefulSet the step is about.
+    pub related: Option<ObjectReference>,
+}
+
+/// The Events of a step that was carried out (none for the waiting ones).
+pub fn step_events(
+    step: &Step,
+    names: &Names,
+    cluster: &DogCluster,
+    replicas: i32,
+    before: Option<i32>,
+) -> Vec<StepEvent> {
+    let target = cluster.spec.chunk.replicas;
+    let before = before.unwrap_or_default();
+    let event = |reason, action, note: String, related| StepEvent {
+        type_: EventType::Normal,
+        reason,
+        action,
+        note,
+        related,
+    };
+    match step {
+        Step::Grow { from, to } => vec![event(
+            "ReplicasRaised",
+            "Scale",
+            format!("chunk StatefulSet {from} -> {to} replicas"),
+            Some(reference("apps/v1", "StatefulSet", names.chunk(), names)),
+        )],
+        Step::Drain { ordinal, node } => vec![event(
+            "DrainStarted",
+            "Drain",
+            format!(
+                "draining {} (node {node}) to scale chunk servers {before} -> {target}",
+                names.chunk_pod(*ordinal)
+            ),
+            pod_ref(names, *ordinal),
+        )],
+        Step::Undrain { ordinal, node } => vec![event(
+            "DrainCancelled",
+            "Undrain",
+            format!(
+                "chunk.replicas raised to {target}: cancelled the drain of {} (node {node}); \
+                 the server stays",
+                names.chunk_pod(*ordinal)
+            ),
+            pod_ref(names, *ordinal),
+        )],
+        Step::Shrink { ordinal, node } => {
+            let pod = names.chunk_pod(*ordinal);
+            let mut events = Vec::new();
+            if let Some(node) = node {
+                events.push(event(
+                    "Drained",
+                    "Drain",
+                    format!("{pod} (node {node}) is empty"),
+                    pod_ref(names, *ordinal),
+                ));
+            }
+            events.push(event(
+                "ReplicasLowered",
+                "Scale",
+                format!(
+                    "chunk StatefulSet {before} -> {replicas} replicas (target {target}); {pod} stops"
+                ),
+                pod_ref(names, *ordinal),
+            ));
+            events
+        }
+        Step::Remove { ordinal, node } => {
+            let mut events = vec![event(
+                "NodeRemoved",
+                "Remove",
+                format!(
+                    "node {node} ({}) removed from the registry",
+                    names.chunk_pod(*ordinal)
+                ),
+                pod_ref(names, *ordinal),
+            )];
+            if cluster.spec.pvc_retention.when_scaled == RetentionPolicy::Retain {
+                events.push(event(
+                    "ClaimKept",
+                    "Remove",
+                    format!(
+                        "kept PersistentVolumeClaim {} (pvcRetention.whenScaled: Retain)",
+                        names.chunk_claim(*ordinal)
+                    ),
+                    claim_ref(names, *ordinal),
+                ));
+            }
+            events
+        }
+        Step::DeleteClaim { ordinal } => vec![event(
+            "ClaimDeleted",
+            "Delete",
+            format!(
+                "deleted PersistentVolumeClaim {} (pvcRetention.whenScaled: Delete)",
+                names.chunk_claim(*ordinal)
+            ),
+            claim_ref(names, *ordinal),
+        )],
+        Step::StartRebalance { already_running } => vec![event(
+            "RebalanceStarted",
+            "Rebalance",
+            if *already_running {
+                "new chunk servers registered; a rebalance is already running".to_string()
+            } else {
+                "new chunk servers registered; started a rebalance".to_string()
+            },
+            None,
+        )],
+        Step::Refuse(refusal) => vec![StepEvent {
+            type_: EventType::Warning,
+            ..event(
+                status::SCALE_DOWN_REFUSED,
+                "Scale",
+                refusal.to_string(),
+                None,
+            )
+        }],
+        Step::Create
+        | Step::Steady
+        | Step::Hold
+        | Step::AwaitDrain { .. }
+        | Step::AwaitPodGone { .. }
+        | Step::AwaitRegistration { .. } => Vec::new(),
+    }
 }
 
 /// Server-side apply as `dogfs-operator`, taking ownership of conflicting fields: the operator
@@ -334,7 +747,7 @@ async fn report(
         };
         let ready = status.conditions.iter().find(|c| c.type_ == status::READY);
         let note = ready.map(|c| c.message.clone()).unwrap_or_default();
-        publish(cluster, ctx, type_, phase.as_str(), note).await;
+        publish(cluster, ctx, type_, phase.as_str(), "Reconcile", note).await;
     }
     let api: Api<DogCluster> =
         Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
@@ -359,14 +772,30 @@ async fn publish(
     ctx: &Context,
     type_: EventType,
     reason: &str,
+    action: &str,
     note: String,
+) {
+    publish_about(cluster, ctx, type_, reason, action, note, None).await;
+}
+
+/// An Event with a related object (the pod drained, the claim deleted). The recorder folds
+/// Events with the same reason and related object into one series that keeps the first note,
+/// so steps about different pods must name them here to be told apart.
+async fn publish_about(
+    cluster: &DogCluster,
+    ctx: &Context,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+    related: Option<ObjectReference>,
 ) {
     let event = Event {
         type_,
         reason: reason.to_string(),
         note: Some(note),
-        action: "Reconcile".to_string(),
-        secondary: None,
+        action: action.to_string(),
+        secondary: related,
     };
     if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
         warn!(%error, reason, "could not record event");
@@ -406,27 +835,62 @@ pub async fn run(client: Client, namespaces: Vec<String>, metrics: Arc<Metrics>)
             namespace = scope.as_deref().unwrap_or("<all>"),
             "watching DogClusters"
         );
-        Controller::new(
+        // Only spec (generation) changes of a DogCluster trigger a reconcile: the operator's
+        // own status patches carry drain and rebalance progress, and would otherwise trigger
+        // reconcile after reconcile while a drain runs. Progress is polled instead
+        // (`SCALING_POLL`); the store still sees every change, status included.
+        let (reader, writer) = reflector::store();
+        let clusters = watcher(
             api::<DogCluster>(&client, &scope),
             watcher::Config::default(),
         )
-        .owns(api::<StatefulSet>(&client, &scope), owned.clone())
-        .owns(api::<Service>(&client, &scope), owned.clone())
-        .owns(api::<ConfigMap>(&client, &scope), owned.clone())
-        .owns(api::<PodDisruptionBudget>(&client, &scope), owned.clone())
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(cluster = %object_key(&object), "reconciled"),
-                Err(error) => tracing::debug!(%error, "reconcile error"),
-            }
-        })
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+        Controller::for_stream(clusters, reader)
+            .owns(api::<StatefulSet>(&client, &scope), owned.clone())
+            .owns(api::<Service>(&client, &scope), owned.clone())
+            .owns(api::<ConfigMap>(&client, &scope), owned.clone())
+            .owns(api::<PodDisruptionBudget>(&client, &scope), owned.clone())
+            .shutdown_on_signal()
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                match result {
+                    Ok((object, _)) => {
+                        tracing::debug!(cluster = %object_key(&object), "reconciled")
+                    }
+                    Err(error) => tracing::debug!(%error, "reconcile error"),
+                }
+            })
     });
     metrics
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
     futures::future::join_all(controllers).await;
+}
+
+fn reference(api_version: &str, kind: &str, name: String, names: &Names) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(api_version.to_string()),
+        kind: Some(kind.to_string()),
+        name: Some(name),
+        namespace: Some(names.namespace.clone()),
+        ..ObjectReference::default()
+    }
+}
+
+fn pod_ref(names: &Names, ordinal: i32) -> Option<ObjectReference> {
+    Some(reference("v1", "Pod", names.chunk_pod(ordinal), names))
+}
+
+fn claim_ref(names: &Names, ordinal: i32) -> Option<ObjectReference> {
+    Some(reference(
+        "v1",
+        "PersistentVolumeClaim",
+        names.chunk_claim(ordinal),
+        names,
+    ))
 }
 
 fn object_key(object: &ObjectRef<DogCluster>) -> String {

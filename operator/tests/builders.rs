@@ -140,40 +140,40 @@ fn meta_peers_are_stable_dns_names_in_ordinal_order() {
 }
 
 #[test]
-fn chunk_scale_plan_steps_down_one_ready_server_at_a_time() {
-    use build::plan_chunk_replicas as plan;
-    use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetStatus};
-    let sts = |replicas: i32, ready: i32| StatefulSet {
-        metadata: kube::api::ObjectMeta {
-            generation: Some(4),
-            ..Default::default()
-        },
-        spec: Some(StatefulSetSpec {
-            replicas: Some(replicas),
-            ..Default::default()
-        }),
-        status: Some(StatefulSetStatus {
-            replicas,
-            ready_replicas: Some(ready),
-            observed_generation: Some(4),
-            ..Default::default()
-        }),
-    };
-    assert_eq!(plan(6, 6, None), 6, "first creation");
-    assert_eq!(plan(4, 6, None), 6, "never below k+m");
-    assert_eq!(plan(9, 6, Some(&sts(6, 2))), 9, "scale-up is immediate");
+fn chunk_claims_are_left_to_the_operator_on_scale_down() {
+    // The sample asks for `whenScaled: Delete`: the operator deletes a claim itself once the
+    // server is drained and removed, so the StatefulSet controller must not on its own.
+    let cluster = sample();
     assert_eq!(
-        plan(6, 6, Some(&sts(8, 8))),
-        7,
-        "one step down when all ready"
+        cluster.spec.pvc_retention.when_scaled,
+        dogfs_operator::crd::RetentionPolicy::Delete
+    );
+    let d = desired();
+    let chunk = d.chunk.spec.as_ref().unwrap();
+    let policy = chunk
+        .persistent_volume_claim_retention_policy
+        .as_ref()
+        .unwrap();
+    assert_eq!(policy.when_scaled.as_deref(), Some("Retain"));
+    assert_eq!(policy.when_deleted.as_deref(), Some("Retain"));
+    // The claim template's name is what `Names::chunk_claim` assumes.
+    let template = &chunk.volume_claim_templates.as_ref().unwrap()[0];
+    assert_eq!(template.metadata.name.as_deref(), Some(build::DATA_VOLUME));
+    let names = build::Names::of(&cluster).unwrap();
+    assert_eq!(names.chunk_claim(4), "data-demo-chunk-4");
+    // What a chunk pod advertises is what the operator maps registry entries back from.
+    let env = env_of(&d.chunk);
+    assert_eq!(
+        var(&env, "DOGFS_ADVERTISE_ADDR"),
+        Some("$(POD_NAME).demo-chunk-headless.storage.svc.cluster.local:7100")
     );
     assert_eq!(
-        plan(6, 6, Some(&sts(8, 7))),
-        8,
-        "hold while a server is not ready"
+        names.chunk_address(4),
+        "demo-chunk-4.demo-chunk-headless.storage.svc.cluster.local:7100"
     );
-    assert_eq!(plan(3, 6, Some(&sts(7, 7))), 6, "floor is k+m");
-    assert_eq!(plan(6, 6, Some(&sts(6, 6))), 6, "steady");
+    // A retained claim reused after a scale-down and up holds a removed id: rejoin as new.
+    assert_eq!(var(&env, "DOGFS_REJOIN_WHEN_REMOVED"), Some("true"));
+    assert_eq!(var(&env_of(&d.meta), "DOGFS_REJOIN_WHEN_REMOVED"), None);
 }
 
 /// `name=value` of every plain variable of the one container of a StatefulSet.

@@ -5,14 +5,18 @@
 // Test helpers outside #[test] functions may unwrap and panic too (clippy.toml only covers the latter).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use dogfs_operator::build::{self, Inputs};
-use dogfs_operator::crd::{DogCluster, DogClusterStatus, Phase};
+use common::fake_admin::FakeAdmin;
+use dogfs_operator::admin;
+use dogfs_operator::build::{self, Inputs, Names};
+use dogfs_operator::crd::{DogCluster, DogClusterStatus, Phase, ScalingStatus};
 use dogfs_operator::metrics::Metrics;
 use dogfs_operator::reconcile::{Context, error_policy, reconcile};
-use dogfs_operator::status::{Observed, Workload, compute};
+use dogfs_operator::status::{AdminObserved, Observed, Scaling, Workload, compute};
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -45,11 +49,31 @@ fn example() -> DogCluster {
     cluster
 }
 
-/// Starts `reconcile` on a client whose HTTP service is the returned handle.
+fn names() -> Names {
+    Names {
+        cluster: "demo".into(),
+        namespace: NS.into(),
+    }
+}
+
+/// A fake admin API of `servers` registered, running chunk servers.
+fn fake(servers: i32) -> FakeAdmin {
+    FakeAdmin::new(names(), 4, 2, servers, 12)
+}
+
+/// Starts `reconcile` on a client whose HTTP service is the returned handle; admin calls go
+/// to a fake of 6 chunk servers.
 fn start(cluster: DogCluster) -> (JoinHandle<Result<Action, String>>, Handle, Arc<Context>) {
+    start_with(cluster, fake(6))
+}
+
+fn start_with(
+    cluster: DogCluster,
+    admin: FakeAdmin,
+) -> (JoinHandle<Result<Action, String>>, Handle, Arc<Context>) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, NS);
-    let ctx = Context::new(client, Metrics::new(), fixed_clock);
+    let ctx = Context::with_admin(client, Metrics::new(), fixed_clock, Arc::new(admin));
     let task_ctx = ctx.clone();
     let task = tokio::spawn(async move {
         reconcile(Arc::new(cluster), task_ctx)
@@ -97,6 +121,36 @@ fn reply(respond: Respond, status: StatusCode, body: &Value) {
         .status(status)
         .body(Body::from(serde_json::to_vec(body).unwrap()));
     respond.send_response(response.unwrap());
+}
+
+/// Once the chunk StatefulSet exists: the chunk pods are listed (metadata only, by label).
+async fn expect_pod_list(handle: &mut Handle, pods: std::ops::Range<i32>) {
+    let selector = "labelSelector=app.kubernetes.io%2Fcomponent%3Dchunk%2C\
+                    app.kubernetes.io%2Finstance%3Ddemo%2Capp.kubernetes.io%2Fname%3Ddogfs";
+    let (body, respond) = expect(
+        handle,
+        Method::GET,
+        &format!("/api/v1/namespaces/{NS}/pods?&{selector}"),
+    )
+    .await;
+    assert_eq!(body, Value::Null);
+    let items: Vec<Value> = pods
+        .map(|o| {
+            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                        "metadata": {"name": format!("demo-chunk-{o}"), "namespace": NS}})
+        })
+        .collect();
+    reply(
+        respond,
+        StatusCode::OK,
+        &json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                "metadata": {}, "items": items}),
+    );
+}
+
+/// What the fake admin API shows a reconcile (a fresh fake of the same cluster).
+async fn admin_view(servers: i32) -> admin::View {
+    admin::observe(&fake(servers)).await.unwrap()
 }
 
 fn not_found(respond: Respond, name: &str) {
@@ -317,6 +371,7 @@ async fn create_applies_every_child_then_reports_creating() {
             ready: 0,
             rolled_out: false,
         },
+        ..Observed::default()
     };
     let expected = compute(&cluster, &observed, &fixed_clock());
     assert_eq!(expected.phase, Some(Phase::Creating));
@@ -348,6 +403,7 @@ fn running(mut cluster: DogCluster) -> DogCluster {
             ready: 6,
             rolled_out: true,
         },
+        ..Observed::default()
     };
     let status = compute(&cluster, &observed, &fixed_clock());
     assert_eq!(status.phase, Some(Phase::Running));
@@ -387,6 +443,7 @@ async fn update_scales_chunk_up_and_rolls_out_a_new_image() {
 
     let respond = expect_chunk_lookup(&mut handle).await;
     reply(respond, StatusCode::OK, &chunk_sts(6, 6));
+    expect_pod_list(&mut handle, 0..6).await;
 
     // The StatefulSets' status right after the apply: 8 wanted, 6 exist.
     expect_children(&mut handle, &cluster, 8, sts_status(3, 3), sts_status(6, 6)).await;
@@ -413,8 +470,10 @@ async fn update_scales_chunk_up_and_rolls_out_a_new_image() {
     );
     assert_eq!(meta["spec"]["replicas"], 3);
 
-    let event = expect_event(&mut handle, "Normal", "ScalingUp").await;
-    assert_eq!(event["note"], "chunk servers 6 -> 8 (target 8)");
+    let event = expect_event(&mut handle, "Normal", "ReplicasRaised").await;
+    assert_eq!(event["note"], "chunk StatefulSet 6 -> 8 replicas");
+    assert_eq!(event["related"]["kind"], "StatefulSet");
+    assert_eq!(event["related"]["name"], "demo-chunk");
     expect_event(&mut handle, "Normal", "Scaling").await;
     let observed = Observed {
         meta: Workload {
@@ -429,6 +488,22 @@ async fn update_scales_chunk_up_and_rolls_out_a_new_image() {
             ready: 6,
             rolled_out: false,
         },
+        admin: Some(AdminObserved {
+            view: Some(admin_view(6).await),
+            error: None,
+        }),
+        scaling: Scaling {
+            progress: Some((
+                "ScalingUp".into(),
+                "chunk StatefulSet raised from 6 to 8 replicas".into(),
+            )),
+            refused: false,
+            // A rebalance follows once demo-chunk-6 and -7 have registered.
+            memory: ScalingStatus {
+                draining_node: None,
+                new_servers_from: Some(6),
+            },
+        },
     };
     let expected = compute(&cluster, &observed, &fixed_clock());
     assert_eq!(expected.phase, Some(Phase::Scaling));
@@ -437,25 +512,36 @@ async fn update_scales_chunk_up_and_rolls_out_a_new_image() {
 
     assert_eq!(
         finish(task, handle, ctx).await,
-        Action::requeue(Duration::from_secs(300))
+        Action::requeue(Duration::from_secs(2))
     );
 }
 
 #[tokio::test]
-async fn update_scales_chunk_down_one_server_at_a_time() {
+async fn update_scales_chunk_down_by_draining_the_highest_ordinal_first() {
     let mut cluster = running(example());
     cluster.metadata.generation = Some(3);
     cluster.spec.chunk.replicas = 6;
-    let (task, mut handle, ctx) = start(cluster.clone());
+    let admin = fake(8);
+    let node = admin.id_of(7).unwrap();
+    let (task, mut handle, ctx) = start_with(cluster.clone(), admin.clone());
 
     let respond = expect_chunk_lookup(&mut handle).await;
     reply(respond, StatusCode::OK, &chunk_sts(8, 8));
+    expect_pod_list(&mut handle, 0..8).await;
 
-    // 8 → 7 only: the next step waits until the 7 remaining servers are ready again.
-    expect_children(&mut handle, &cluster, 7, sts_status(3, 3), sts_status(8, 8)).await;
-    let event = expect_event(&mut handle, "Normal", "ScalingDown").await;
-    assert_eq!(event["note"], "chunk servers 8 -> 7 (target 6)");
+    // Replicas stay at 8 while demo-chunk-7 drains; nothing is shrunk blindly.
+    expect_children(&mut handle, &cluster, 8, sts_status(3, 3), sts_status(8, 8)).await;
+    let event = expect_event(&mut handle, "Normal", "DrainStarted").await;
+    assert_eq!(
+        event["note"],
+        format!("draining demo-chunk-7 (node {node}) to scale chunk servers 8 -> 6")
+    );
+    assert_eq!(event["related"]["kind"], "Pod");
+    assert_eq!(event["related"]["name"], "demo-chunk-7");
     expect_event(&mut handle, "Normal", "Scaling").await;
+
+    let mut view = admin_view(8).await;
+    view.nodes[7].state = admin::NodeState::Draining;
     let observed = Observed {
         meta: Workload {
             desired: 3,
@@ -464,17 +550,42 @@ async fn update_scales_chunk_down_one_server_at_a_time() {
             rolled_out: true,
         },
         chunk: Workload {
-            desired: 7,
+            desired: 8,
             current: 8,
             ready: 8,
             rolled_out: true,
         },
+        admin: Some(AdminObserved {
+            view: Some(view),
+            error: None,
+        }),
+        scaling: Scaling {
+            progress: Some((
+                "Draining".into(),
+                format!("draining demo-chunk-7 (node {node}) to scale 8 -> 6"),
+            )),
+            refused: false,
+            memory: ScalingStatus {
+                draining_node: Some(node.clone()),
+                new_servers_from: None,
+            },
+        },
     };
-    expect_status(&mut handle, &compute(&cluster, &observed, &fixed_clock())).await;
+    let expected = compute(&cluster, &observed, &fixed_clock());
+    let status = serde_json::to_value(&expected).unwrap();
+    assert_eq!(condition(&status, "Draining")["status"], "True");
+    assert_eq!(
+        condition(&status, "Draining")["message"],
+        "demo-chunk-7: not surveyed yet"
+    );
+    assert_eq!(condition(&status, "AdminReachable")["status"], "True");
+    assert_eq!(status["scaling"]["drainingNode"], json!(node));
+    expect_status(&mut handle, &expected).await;
 
+    assert_eq!(admin.calls(), [format!("DrainNode {node}")]);
     assert_eq!(
         finish(task, handle, ctx).await,
-        Action::requeue(Duration::from_secs(15))
+        Action::requeue(Duration::from_secs(2))
     );
 }
 
@@ -659,6 +770,7 @@ async fn tls_copies_the_ca_bundle_into_the_client_config_map() {
             ready: 0,
             rolled_out: false,
         },
+        ..Observed::default()
     };
     expect_status(&mut handle, &compute(&cluster, &observed, &fixed_clock())).await;
     assert_eq!(

@@ -50,6 +50,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# Chunk scale-down: a server leaves the registry only once its pod is gone (list, by label).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+# Chunk scale-down with pvcRetention.whenScaled: Delete: the operator deletes a removed
+# server's claim itself (the StatefulSet's own whenScaled stays Retain).
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["list", "delete"]
 # Read only, to copy ca.crt of a DogCluster's TLS Secret into its client ConfigMap.
 - apiGroups: [""]
   resources: ["secrets"]
