@@ -496,7 +496,8 @@ fn plan_round(
     }
     inner.planned_bytes = balance_bytes;
     if running.is_some() {
-        if balance_bytes == 0 {
+        // A batch filled by drain moves left the balance no room: that says nothing.
+        if balance_bytes == 0 && plan.moves.len() < max_moves {
             inner.idle_rounds += 1;
         } else {
             inner.idle_rounds = 0;
@@ -504,6 +505,7 @@ fn plan_round(
     }
     let finished = running.is_some()
         && balance_bytes == 0
+        && plan.moves.len() < max_moves
         && (plan.spread_before <= spread || inner.idle_rounds >= IDLE_ROUNDS_TO_FINISH);
     drop(inner);
     if !plan.moves.is_empty() {
