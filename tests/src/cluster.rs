@@ -576,6 +576,62 @@ impl Cluster {
         }
     }
 
+    /// Starts the node again with the same ports and data dir (killing it first if it runs)
+    /// and returns at once, without waiting for it to serve or register: for a process that is
+    /// expected to exit by itself (e.g. a removed chunk server refused registration; see
+    /// [`Cluster::wait_exit`]).
+    pub fn start_nowait(&mut self, node: NodeRef) -> Result<(), ClusterError> {
+        let n = self.node_mut(node)?;
+        n.kill9()?;
+        n.spawn()
+    }
+
+    /// Waits until the node's process ends by itself and answers its exit status; a timeout
+    /// error (with the node's log) if it still runs after `timeout`.
+    pub async fn wait_exit(
+        &mut self,
+        node: NodeRef,
+        timeout: Duration,
+    ) -> Result<std::process::ExitStatus, ClusterError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.node_mut(node)?;
+            let Some(child) = n.child.as_mut() else {
+                return Err(ClusterError::WrongState {
+                    node,
+                    state: "not running",
+                    action: "wait_exit",
+                    needed: "running",
+                });
+            };
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    n.child = None;
+                    n.stopped = false;
+                    return Ok(status);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(io(format!("waiting for {node:?}"))(e)),
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Timeout {
+                    what: format!("{node:?} to exit"),
+                    last: "still running".to_owned(),
+                    logs: self.logs_of(&[node]),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Sets (or replaces) an environment variable of the node for its next start.
+    pub fn set_env(&mut self, node: NodeRef, key: &str, value: &str) -> Result<(), ClusterError> {
+        let n = self.node_mut(node)?;
+        n.env.retain(|(k, _)| k != key);
+        n.env.push((key.to_owned(), value.to_owned()));
+        Ok(())
+    }
+
     /// Removes the node's data dir (it must be killed first): the next `restart` starts it
     /// empty, as a replaced disk would; a chunk server gets a new identity.
     pub fn wipe(&mut self, node: NodeRef) -> Result<(), ClusterError> {

@@ -45,6 +45,8 @@ const AVOID_FOR: Duration = Duration::from_secs(30);
 const DELTA_TTL_SECS: u64 = 180;
 /// Rounds in a row without a balance move that end a rebalance still outside the spread.
 const IDLE_ROUNDS_TO_FINISH: u32 = 3;
+/// While moves settle, the rebalance record is updated at most this often.
+const RECORD_EVERY: Duration = Duration::from_secs(1);
 /// The window of the move rate.
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
@@ -66,18 +68,30 @@ struct Inner {
     busy: HashSet<(u128, u64)>,
     cursors: HashMap<u128, (u64, Option<u128>)>,
     drain: HashMap<u128, DrainFigures>,
-    /// (commit unix time, from, to, bytes) of recent moves, for the usage the planner sees.
-    deltas: Vec<(u64, u128, u128, u64)>,
+    /// Recent moves, for the usage the planner sees until reports include them.
+    deltas: Vec<Delta>,
     avoid: HashMap<u128, Instant>,
-    /// Balance moves since the rebalance record was last updated.
+    /// Balance moves (shards, bytes, failures) of the run started at `rebalance_started` not
+    /// yet added to its record, and when the record was last updated.
     unrecorded: (u64, u64, u64),
     rebalance_started: u64,
+    recorded_at: Option<Instant>,
     idle_rounds: u32,
     mean: f64,
     deviation: f64,
     planned_bytes: u64,
     failures: u64,
     recent: VecDeque<(Instant, u64)>,
+}
+
+/// A committed move whose bytes the servers' usage reports may not include yet.
+#[derive(Debug, Clone, Copy)]
+struct Delta {
+    at: Instant,
+    unix: u64,
+    from: u128,
+    to: u128,
+    bytes: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -241,8 +255,15 @@ async fn step(core: &Arc<Core>) -> Result<(), ServiceError> {
         let inner = core.mover.inner();
         inner.queue.is_empty() && inner.in_flight == 0
     };
+    let record_due = {
+        let inner = core.mover.inner();
+        inner.unrecorded != (0, 0, 0)
+            && (idle || inner.recorded_at.is_none_or(|t| t.elapsed() >= RECORD_EVERY))
+    };
+    if record_due {
+        record_progress(core).await?;
+    }
     if idle {
-        finish_round(core, rebalance.as_ref()).await?;
         let rebalance = rebalance::get(&core.reader(0)?)?.map(|(r, _)| r);
         if plan_round(core, &nodes, rebalance.as_ref())?
             && let Some((p, r)) = rebalance::finish(&core.reader(0)?, Phase::Done, now_unix())?
@@ -323,9 +344,13 @@ fn settle(core: &Core, mv: &Planned, result: Result<transfer::Moved, transfer::M
             core.metrics.moved_shards.inc();
             core.metrics.moved_bytes.inc_by(moved.bytes);
             inner.recent.push_back((Instant::now(), moved.bytes));
-            inner
-                .deltas
-                .push((now_unix(), mv.from, mv.to, moved.bytes));
+            inner.deltas.push(Delta {
+                at: Instant::now(),
+                unix: now_unix(),
+                from: mv.from,
+                to: mv.to,
+                bytes: moved.bytes,
+            });
             match mv.reason {
                 MoveReason::Drain => {
                     let f = inner.drain.entry(mv.from).or_default();
@@ -359,51 +384,80 @@ fn settle(core: &Core, mv: &Planned, result: Result<transfer::Moved, transfer::M
     }
 }
 
-/// After a batch: records the rebalance's progress in Raft.
-async fn finish_round(
-    core: &Core,
-    rebalance: Option<&rebalance::RebalanceRecord>,
-) -> Result<(), ServiceError> {
-    let Some(r) = rebalance else { return Ok(()) };
+/// Adds the balance moves settled since the last call to the run's record in Raft, so a new
+/// leader continues the count (a run started since gets none of them).
+async fn record_progress(core: &Core) -> Result<(), ServiceError> {
     let (started, (shards, bytes, failures)) = {
-        let inner = core.mover.inner();
+        let mut inner = core.mover.inner();
+        inner.recorded_at = Some(Instant::now());
         (inner.rebalance_started, inner.unrecorded)
     };
-    if started != r.started_unix {
-        let mut inner = core.mover.inner();
-        inner.rebalance_started = r.started_unix;
-        inner.unrecorded = (0, 0, 0);
+    if started == 0 {
         return Ok(());
     }
     if let Some(p) = rebalance::add_progress(&core.reader(0)?, started, shards, bytes, failures)? {
         core.propose(0, &p).await?;
-        core.mover.inner().unrecorded = (0, 0, 0);
     }
+    let mut inner = core.mover.inner();
+    inner.unrecorded.0 = inner.unrecorded.0.saturating_sub(shards);
+    inner.unrecorded.1 = inner.unrecorded.1.saturating_sub(bytes);
+    inner.unrecorded.2 = inner.unrecorded.2.saturating_sub(failures);
     Ok(())
 }
 
-/// The servers as the planner sees them: reported usage plus the moves committed since the
-/// report; a target that failed recently is not a destination; a draining server is draining
-/// even while down (its shards are then rebuilt rather than copied).
-fn views(records: &HashMap<u128, NodeRecord>, inner: &mut Inner) -> Vec<NodeView> {
+/// Usage as heartbeated to this node (the system group's leader), with when it arrived.
+type Reports = HashMap<u128, (registry::Usage, Instant)>;
+
+/// A heartbeat older than this does not stand for the server's usage now.
+fn fresh_for(core: &Core) -> Duration {
+    Duration::from_millis(core.cfg.heartbeat_interval_ms.saturating_mul(3).max(1000))
+}
+
+/// The servers as the planner sees them: their usage as last heartbeated (else as last
+/// persisted) plus the moves committed since that report; a target that failed recently is not
+/// a destination; a draining server is draining even while down (its shards are then rebuilt
+/// rather than copied). Also whether some move is not in the reports yet (a rebalance is not
+/// judged finished on estimates).
+fn views(
+    records: &HashMap<u128, NodeRecord>,
+    reports: &Reports,
+    fresh: Duration,
+    inner: &mut Inner,
+) -> (Vec<NodeView>, bool) {
     let now = now_unix();
     inner
         .deltas
-        .retain(|(t, ..)| now.saturating_sub(*t) < DELTA_TTL_SECS);
+        .retain(|d| now.saturating_sub(d.unix) < DELTA_TTL_SECS);
     inner.avoid.retain(|_, t| t.elapsed() < AVOID_FOR);
-    records
+    let mut pending = false;
+    let views = records
         .values()
         .map(|n| {
             let mut v = n.view();
+            let report = reports.get(&n.id).filter(|(_, at)| at.elapsed() < fresh);
+            if let Some((u, _)) = report {
+                v.used_bytes = u.used_bytes;
+                v.capacity_bytes = u.used_bytes.saturating_add(u.available_bytes);
+            }
             let mut used = i128::from(v.used_bytes);
-            for (t, from, to, bytes) in &inner.deltas {
-                if *t >= n.usage_unix {
-                    if *from == n.id {
-                        used -= i128::from(*bytes);
-                    }
-                    if *to == n.id {
-                        used += i128::from(*bytes);
-                    }
+            for d in &inner.deltas {
+                // Not in the report yet: it arrived before the move ended (or, without a
+                // fresh report, the persisted usage is older than the move).
+                let applies = match report {
+                    Some((_, at)) => d.at >= *at,
+                    None => d.unix >= n.usage_unix,
+                };
+                if !applies || (d.from != n.id && d.to != n.id) {
+                    continue;
+                }
+                if report.is_some() {
+                    pending = true;
+                }
+                if d.from == n.id {
+                    used -= i128::from(d.bytes);
+                }
+                if d.to == n.id {
+                    used += i128::from(d.bytes);
                 }
             }
             v.used_bytes = u64::try_from(used.max(0)).unwrap_or(u64::MAX);
@@ -414,7 +468,8 @@ fn views(records: &HashMap<u128, NodeRecord>, inner: &mut Inner) -> Vec<NodeView
             }
             v
         })
-        .collect()
+        .collect();
+    (views, pending)
 }
 
 /// Plans the next batch into the queue; whether a running rebalance is finished.
@@ -434,7 +489,13 @@ fn plan_round(
     if draining.is_empty() && running.is_none() {
         return Ok(false);
     }
-    let views = views(records, &mut inner);
+    let reports: Reports = core
+        .liveness
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .usage
+        .clone();
+    let (views, pending) = views(records, &reports, fresh_for(core), &mut inner);
     let up = || {
         views
             .iter()
@@ -454,6 +515,12 @@ fn plan_round(
     let partitions: Vec<_> = (1..=core.partitions())
         .map(|p| Ok((p, core.reader(p)?)))
         .collect::<Result<_, ServiceError>>()?;
+    if let Some(r) = running
+        && inner.rebalance_started != r.started_unix
+    {
+        inner.rebalance_started = r.started_unix;
+        inner.unrecorded = (0, 0, 0);
+    }
     let busy = inner.busy.clone();
     let gathered = survey::gather(&partitions, &draining, &fuller, &mut inner.cursors, &busy)?;
     // Without a rebalance, no balance move: no server is that far from the mean.
@@ -504,6 +571,7 @@ fn plan_round(
         }
     }
     let finished = running.is_some()
+        && !pending
         && balance_bytes == 0
         && plan.moves.len() < max_moves
         && (plan.spread_before <= spread || inner.idle_rounds >= IDLE_ROUNDS_TO_FINISH);

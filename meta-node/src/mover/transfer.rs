@@ -184,7 +184,11 @@ pub async fn run(
         size: info.size,
     };
     if let Err(e) = record(core, mv, old.shard_id, new).await {
-        discard().await;
+        // A commit whose answer was lost may have been applied: then the new copy is the
+        // referenced one and must stay (orphan collection checks the index before deleting).
+        if !matches!(&e, MoveError::Commit(c) if crate::repair::maybe_applied(c)) {
+            discard().await;
+        }
         return Err(e);
     }
     tracing::info!(

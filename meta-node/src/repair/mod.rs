@@ -64,6 +64,22 @@ pub enum RepairError {
     Stale(#[from] crepair::StaleRepair),
 }
 
+impl RepairError {
+    /// The commit may have been applied although it answered an error (the reply was lost on
+    /// the way back): the rebuilt shard must then not be queued for deletion — orphan
+    /// collection, which checks the index, takes it if it is in fact unreferenced.
+    fn maybe_recorded(&self) -> bool {
+        matches!(self, RepairError::Commit(e) if maybe_applied(e))
+    }
+}
+
+/// Whether a failed proposal may still have been applied: not when the state machine refused
+/// it (a failed condition) or it was never built, but when the answer was lost — including a
+/// leader that stepped down after appending it (the next leader may commit the entry).
+pub(crate) fn maybe_applied(e: &ServiceError) -> bool {
+    !matches!(e, ServiceError::Catalog(_) | ServiceError::Invalid(_))
+}
+
 impl From<CatalogError> for RepairError {
     fn from(e: CatalogError) -> Self {
         RepairError::Commit(ServiceError::Catalog(e))
@@ -457,7 +473,9 @@ async fn rebuild_shard(
                         Ok(info.size)
                     }
                     Err(e) => {
-                        discard(core, p, new_shard.as_u128(), target.as_u128()).await;
+                        if !e.maybe_recorded() {
+                            discard(core, p, new_shard.as_u128(), target.as_u128()).await;
+                        }
                         Err(e)
                     }
                 };

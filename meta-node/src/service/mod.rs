@@ -209,6 +209,9 @@ pub(crate) struct LivenessTable {
     pub leader_since: Option<(u64, Instant)>,
     /// Scrubber passes and progress through the current pass, as last heartbeated.
     pub scrub: HashMap<u128, (u64, f64)>,
+    /// Usage as last heartbeated and when it arrived: fresher than the registry's copy, which
+    /// is persisted only when it moved meaningfully (the mover plans with it).
+    pub usage: HashMap<u128, (Usage, Instant)>,
 }
 
 /// The state shared by the services and background tasks of one node.

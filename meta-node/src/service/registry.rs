@@ -53,7 +53,7 @@ where
 /// A new server spreads the data: start a rebalance (best effort; an admin call can start one
 /// too). One already running keeps going.
 async fn start_rebalance_on_join(core: &Core) {
-    let result = async {
+    let result = with_retries(|_| async {
         let spread = rebalance::spread_fraction(core.cfg.rebalance_spread_percent)?;
         let reader = core.reader(0)?;
         if let Some((p, _)) =
@@ -62,10 +62,10 @@ async fn start_rebalance_on_join(core: &Core) {
             core.propose(0, &p).await?;
             tracing::info!("a chunk server joined: rebalance started");
         }
-        core.mover.wake();
-        Ok::<(), ServiceError>(())
-    }
+        Ok(())
+    })
     .await;
+    core.mover.wake();
     if let Err(e) = result {
         tracing::warn!(error = %e, "starting a rebalance for a new chunk server failed");
     }
@@ -147,17 +147,20 @@ impl ChunkRegistry for RegistrySvc {
                 .await;
             }
             let usage = usage_of(req.get_ref().usage.as_ref());
-            c.liveness
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .scrub
-                .insert(
+            {
+                let mut table = c
+                    .liveness
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                table.usage.insert(id, (usage, std::time::Instant::now()));
+                table.scrub.insert(
                     id,
                     (
                         req.get_ref().scrub_passes,
                         req.get_ref().scrub_progress.clamp(0.0, 1.0),
                     ),
                 );
+            }
             if !req.get_ref().corrupt_shard_ids.is_empty() {
                 // Off the heartbeat's path: finding the partitions takes index reads and
                 // proposals, and a heartbeat must stay cheap.
