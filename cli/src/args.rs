@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dogfs_core::size::ByteSize;
 
-use crate::human::{ByteRange, parse_duration};
+use crate::human::{ByteRange, parse_duration, parse_spread};
 
 /// The endpoint used when neither `--endpoint` nor `DOGFS_ENDPOINT` gives one.
 pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7000";
@@ -16,13 +16,14 @@ Exit codes:
   0  success
   1  other error
   2  usage error (bad flags or arguments)
-  3  not found (bucket or object)
-  4  invalid input (bad bucket or key name, range, size)
-  5  unavailable (endpoint unreachable, no leader, timed out)
+  3  not found (bucket, object or chunk server)
+  4  invalid input (bad bucket or key name, range, size, chunk server)
+  5  unavailable (endpoint unreachable, no leader, timed out; for `admin ... --wait`, the
+     work goes on)
   6  data loss (too many shards lost or corrupt)
-  7  conflict or precondition (bucket exists, bucket not empty)
-  8  outcome unknown: a put, rm, mb or rb was sent and not answered; it may or may not
-     have happened (check with `dogfs stat`)";
+  7  conflict or precondition (bucket exists, bucket not empty, server not empty)
+  8  outcome unknown: a put, rm, mb, rb or admin change was sent and not answered; it may
+     or may not have happened (check with `dogfs stat`, `dogfs admin nodes`)";
 
 /// `dogfs`: the DogFS command-line tool.
 #[derive(Debug, Parser)]
@@ -108,6 +109,9 @@ pub enum Command {
     /// Cluster state: metadata groups and chunk servers.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Chunk server administration: list, drain, undrain, remove; rebalancing.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Run a local cluster in this process (3 metadata + 6 chunk servers) until Ctrl-C.
     Dev(DevArgs),
     /// Measure throughput and latency against a cluster (default: a temporary dev cluster).
@@ -187,6 +191,65 @@ pub enum ClusterCommand {
     Nodes,
 }
 
+/// NODE, as every `admin` command takes it.
+const NODE_HELP: &str = "Chunk server: its id (32 hex digits or a hyphenated UUID), a unique \
+                         prefix of the id, or its address (host:port, or a host that only one \
+                         server has)";
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Chunk servers: id, address, zone, state, usage, shards, and drain progress.
+    Nodes,
+    /// Move every shard off a chunk server (it takes no new ones); `--wait` until it is empty.
+    Drain(DrainArgs),
+    /// Cancel a drain: the server takes new shards again; what was moved stays moved.
+    Undrain(NodeArgs),
+    /// Remove a chunk server for good: only an empty (drained) one, or a down one whose shards
+    /// have all been rebuilt elsewhere.
+    Remove(NodeArgs),
+    /// Move shards from fuller to emptier servers until usage is even.
+    #[command(subcommand)]
+    Rebalance(RebalanceCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    #[arg(help = NODE_HELP)]
+    pub node: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    #[arg(help = NODE_HELP)]
+    pub node: String,
+    /// Wait, with a progress bar, until the server is empty; give up after --timeout (the
+    /// drain goes on).
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RebalanceCommand {
+    /// Start a rebalance (a running one keeps going); `--wait` until it is done.
+    Start(RebalanceStartArgs),
+    /// Stop the rebalance; what was moved stays moved.
+    Stop,
+    /// State, bytes moved and planned, rate, and how even usage is.
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct RebalanceStartArgs {
+    /// Done when every up server's usage is within this many percentage points of the mean
+    /// (0 < PERCENT < 100) [default: the cluster's --rebalance-spread-percent, 10].
+    #[arg(long, value_name = "PERCENT", value_parser = parse_spread)]
+    pub spread: Option<f64>,
+    /// Wait, with a progress bar, until it is done or stopped; give up after --timeout (the
+    /// rebalance goes on).
+    #[arg(long)]
+    pub wait: bool,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct DevArgs {
     /// Data directory; a second `dogfs dev` on it restarts the same cluster.
@@ -240,6 +303,9 @@ pub enum Workload {
     /// GETs through a frozen chunk server (hedged parity reads), then the rebuild of a
     /// stopped server's shards on the spare (in-process cluster only; at least k+m+1 servers).
     Repair,
+    /// Drain one of k+m+1 chunk servers until it is empty and every object reads back exact,
+    /// then add 2 servers and rebalance until done (in-process cluster only).
+    Drain,
     /// disk, put, get, degraded, small, then big in a child process.
     All,
 }
@@ -325,6 +391,38 @@ mod tests {
         assert!(cli.json);
         assert_eq!(cli.endpoints(), vec!["a:1", "b:2"]);
         assert_eq!(cli.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn admin_commands_parse() {
+        let cli =
+            Cli::try_parse_from(["dogfs", "admin", "drain", "0a1b", "--wait", "--json"]).unwrap();
+        match cli.command {
+            Command::Admin(AdminCommand::Drain(a)) => {
+                assert_eq!(a.node, "0a1b");
+                assert!(a.wait);
+            }
+            other => panic!("parsed {other:?}"),
+        }
+        assert!(cli.json);
+        let cli = Cli::try_parse_from(["dogfs", "admin", "rebalance", "start", "--spread", "5%"])
+            .unwrap();
+        match cli.command {
+            Command::Admin(AdminCommand::Rebalance(RebalanceCommand::Start(a))) => {
+                assert_eq!(a.spread, Some(5.0));
+                assert!(!a.wait);
+            }
+            other => panic!("parsed {other:?}"),
+        }
+        for bad in [
+            &["dogfs", "admin", "rebalance", "start", "--spread", "0"][..],
+            &["dogfs", "admin", "rebalance", "start", "--spread", "150"][..],
+            &["dogfs", "admin", "drain"][..],
+            &["dogfs", "admin", "undrain", "--wait", "x"][..],
+        ] {
+            let e = Cli::try_parse_from(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
     }
 
     #[test]

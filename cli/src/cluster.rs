@@ -4,6 +4,7 @@
 use dogfs_proto::meta::{ChunkNode, ClusterStatusResponse, ErasureScheme, NodeState, RepairStatus};
 use serde::Serialize;
 
+use crate::admin::view::{DrainView, RebalanceView, render_draining};
 use crate::human;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -19,6 +20,9 @@ pub struct StatusView {
     pub partitions: u64,
     /// Absent from metadata nodes older than the repair service.
     pub repair: Option<RepairView>,
+    /// As the system group's leader reports it; absent when it is unreachable (and from
+    /// metadata nodes older than the mover).
+    pub rebalance: Option<RebalanceView>,
 }
 
 /// Redundancy and repair (DESIGN §7): segments short of shards by how many are left, the
@@ -161,6 +165,8 @@ pub struct ChunkNodeView {
     pub scrub_progress: f64,
     /// When it was marked down (0 unless down).
     pub down_since_unix: i64,
+    /// While draining, or drained and not yet removed: what is left and what was moved.
+    pub drain: Option<DrainView>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -225,6 +231,7 @@ impl From<&ChunkNode> for ChunkNodeView {
             scrub_passes: n.scrub_passes,
             scrub_progress: n.scrub_progress,
             down_since_unix: n.down_since_unix,
+            drain: n.drain.as_ref().map(DrainView::from),
         }
     }
 }
@@ -260,6 +267,7 @@ impl From<&ClusterStatusResponse> for StatusView {
             default_scheme: s.default_scheme.as_ref().map(SchemeView::from),
             partitions: s.partitions,
             repair: s.repair.as_ref().map(RepairView::from),
+            rebalance: s.rebalance.as_ref().map(RebalanceView::from),
         }
     }
 }
@@ -331,6 +339,10 @@ impl StatusView {
         }
         if let Some(r) = &self.repair {
             out.push_str(&r.render());
+        }
+        out.push_str(&render_draining(&self.chunk_nodes));
+        if let Some(r) = &self.rebalance {
+            out.push_str(&format!("\nrebalance: {}\n", r.line()));
         }
         out.push_str("\nchunk servers:\n");
         out.push_str(&render_nodes(&self.chunk_nodes));
@@ -521,5 +533,66 @@ mod tests {
         assert_eq!(json["chunk_nodes"][0]["scrub_passes"], 3);
         let healthy = StatusView::from(&status(&[Some(1)], &[NodeState::Up])).render();
         assert!(!healthy.contains("redundancy"), "{healthy}");
+        assert!(!healthy.contains("draining"), "{healthy}");
+        assert!(!healthy.contains("rebalance"), "{healthy}");
+    }
+
+    #[test]
+    fn renders_drain_progress_and_the_rebalance() {
+        let mut st = status(&[Some(1)], &[NodeState::Up, NodeState::Draining]);
+        st.chunk_nodes[1].drain = Some(dogfs_proto::meta::DrainProgress {
+            shards_left: 7,
+            bytes_left: 7 << 24,
+            shards_moved: 3,
+            bytes_moved: 3 << 24,
+            shards_stuck: 1,
+            failures: 0,
+            surveyed_unix: 1_795_680_000,
+            upload_shards: 0,
+        });
+        st.rebalance = Some(dogfs_proto::meta::RebalanceStatus {
+            state: dogfs_proto::meta::RebalanceState::Running as i32,
+            reason: "admin".into(),
+            started_unix: 1_795_680_000,
+            bytes_moved: 5 << 30,
+            shards_moved: 320,
+            bytes_planned: 1 << 30,
+            bytes_per_sec: (100 << 20) as f64,
+            spread_percent: 10.0,
+            mean_used_percent: 40.0,
+            max_deviation_percent: 15.0,
+            ..Default::default()
+        });
+        let v = StatusView::from(&st);
+        let text = v.render();
+        for want in [
+            "\ndraining:\n",
+            &format!(
+                "  {} 127.0.0.1:7101: 7 shards (112.0 MiB) left, moved 3 shards (48.0 MiB), 1 \
+                 stuck",
+                st.chunk_nodes[1].node_id
+            ),
+            "\nrebalance: running (admin) since ",
+            "moved 320 shards (5.0 GiB), ~1.0 GiB planned, 100.0 MiB/s; usage mean 40.0%, \
+             max deviation 15.0 points (spread 10.0)",
+        ] {
+            assert!(text.contains(want), "{want:?} not in\n{text}");
+        }
+        let json: serde_json::Value = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["chunk_nodes"][1]["drain"]["shards_left"], 7);
+        assert_eq!(
+            json["chunk_nodes"][1]["drain"]["surveyed_unix"],
+            1_795_680_000
+        );
+        assert_eq!(json["chunk_nodes"][0]["drain"], serde_json::Value::Null);
+        assert_eq!(json["rebalance"]["state"], "running");
+        assert_eq!(json["rebalance"]["bytes_moved"], 5u64 << 30);
+        assert_eq!(json["rebalance"]["bytes_per_sec"], f64::from(100u32 << 20));
+        // Older servers: no rebalance, and JSON says so with null.
+        let old = StatusView::from(&status(&[Some(1)], &[NodeState::Up]));
+        assert_eq!(
+            serde_json::to_value(&old).unwrap()["rebalance"],
+            serde_json::Value::Null
+        );
     }
 }

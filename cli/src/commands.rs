@@ -14,7 +14,8 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tracing::debug;
 
 use crate::args::{
-    BucketArgs, CatArgs, Cli, ClusterCommand, Command, GetArgs, LsArgs, PutArgs, RmArgs, StatArgs,
+    AdminCommand, BucketArgs, CatArgs, Cli, ClusterCommand, Command, GetArgs, LsArgs, PutArgs,
+    RmArgs, StatArgs,
 };
 use crate::cluster::{ChunkNodeView, StatusView, render_nodes};
 use crate::exit::{Classify, ExitKind};
@@ -68,6 +69,8 @@ pub enum CommandError {
     WriteStdout(std::io::Error),
     #[error(transparent)]
     Output(#[from] OutputError),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
     /// An unavailable cluster: the message adds where the command looked for it and how long.
     #[error("{inner} (cluster endpoint {endpoints}, --timeout {timeout})")]
     Unreachable {
@@ -105,6 +108,7 @@ impl Classify for CommandError {
                 k => k,
             },
             CommandError::Client { source, .. } => ExitKind::of_client(source),
+            CommandError::Admin(e) => e.exit_kind(),
             CommandError::Unreachable { .. } => ExitKind::Unavailable,
             CommandError::OutcomeUnknown { .. } => ExitKind::OutcomeUnknown,
             _ => ExitKind::Other,
@@ -128,7 +132,7 @@ impl CommandError {
     }
 }
 
-fn client_err(
+pub(crate) fn client_err(
     step: &'static str,
     what: impl ToString,
 ) -> impl FnOnce(dogfs_client::Error) -> CommandError {
@@ -186,6 +190,7 @@ pub async fn run(cli: &Cli) -> Result<(), CommandError> {
         Command::Mb(a) => mb(cli, out, a).await,
         Command::Rb(a) => rb(cli, out, a).await,
         Command::Cluster(c) => cluster(cli, out, c).await,
+        Command::Admin(a) => crate::admin::run(cli, out, a).await,
         // main dispatches these elsewhere; nothing to do here.
         Command::Dev(_) | Command::Bench(_) => Ok(()),
     };
@@ -205,12 +210,7 @@ pub async fn run(cli: &Cli) -> Result<(), CommandError> {
             ref what,
             ..
         } if source.kind() == dogfs_client::ErrorKind::OutcomeUnknown => {
-            // An object's `what` is `bucket/key`; a bucket's is its name (`mb`, `rb`).
-            let check = if what.contains('/') {
-                format!("dogfs stat {what}")
-            } else {
-                "dogfs ls".to_owned()
-            };
+            let check = outcome_check(&cli.command, what);
             CommandError::OutcomeUnknown {
                 timeout,
                 check,
@@ -219,6 +219,17 @@ pub async fn run(cli: &Cli) -> Result<(), CommandError> {
         }
         e => e,
     })
+}
+
+/// The command that tells whether an unanswered change happened.
+fn outcome_check(command: &Command, what: &str) -> String {
+    match command {
+        Command::Admin(AdminCommand::Rebalance(_)) => "dogfs admin rebalance status".to_owned(),
+        Command::Admin(_) => "dogfs admin nodes".to_owned(),
+        // An object's `what` is `bucket/key`; a bucket's is its name (`mb`, `rb`).
+        _ if what.contains('/') => format!("dogfs stat {what}"),
+        _ => "dogfs ls".to_owned(),
+    }
 }
 
 /// An object as `stat --json`, `put --json` and `get --json` print it.

@@ -12,6 +12,10 @@ pub enum ParseError {
          or -N (the last N bytes)"
     )]
     Range(String),
+    #[error(
+        "invalid spread {0:?}: expected percentage points above 0 and below 100, e.g. 10 or 2.5"
+    )]
+    Spread(String),
 }
 
 /// Binary units with one decimal, as `ls -lh` prints them: `0 B`, `1023 B`, `1.5 KiB`.
@@ -80,6 +84,20 @@ pub fn latency(d: Duration) -> String {
     }
 }
 
+/// A span of wall-clock time for people: `850ms`, `12.3s`, `4m05s`, `2h07m`.
+pub fn elapsed(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else if secs < 60 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else if secs < 3600 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{}h{:02}m", secs / 3600, secs / 60 % 60)
+    }
+}
+
 /// A duration as a user would write it for `--timeout`: `500ms`, `2s`, `1.5s`, `2m`.
 pub fn duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -137,6 +155,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
     Duration::try_from_secs_f64(secs).map_err(|_| err())
 }
 
+/// A rebalance spread (`--spread 10`, `--spread 2.5%`): percentage points, 0 < x < 100, as
+/// the metadata service accepts them (0 would mean "the cluster's setting" on the wire).
+pub fn parse_spread(s: &str) -> Result<f64, ParseError> {
+    let t = s.trim();
+    let v: f64 = t
+        .strip_suffix('%')
+        .unwrap_or(t)
+        .trim()
+        .parse()
+        .map_err(|_| ParseError::Spread(s.to_owned()))?;
+    if v.is_finite() && v > 0.0 && v < 100.0 {
+        Ok(v)
+    } else {
+        Err(ParseError::Spread(s.to_owned()))
+    }
+}
+
 /// A `--range` as given, resolved against the object's size by [`ByteRange::resolve`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ByteRange {
@@ -183,6 +218,23 @@ impl ByteRange {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn spreads_are_percentage_points_strictly_between_0_and_100() {
+        assert_eq!(parse_spread("10"), Ok(10.0));
+        assert_eq!(parse_spread(" 2.5% "), Ok(2.5));
+        for bad in ["0", "100", "-1", "abc", "", "NaN", "inf", "10%%"] {
+            assert!(parse_spread(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn elapsed_times() {
+        assert_eq!(elapsed(Duration::from_millis(850)), "850ms");
+        assert_eq!(elapsed(Duration::from_millis(12_340)), "12.3s");
+        assert_eq!(elapsed(Duration::from_secs(245)), "4m05s");
+        assert_eq!(elapsed(Duration::from_secs(2 * 3600 + 7 * 60 + 5)), "2h07m");
+    }
 
     #[test]
     fn partition_counts_read_as_english() {

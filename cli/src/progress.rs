@@ -31,3 +31,24 @@ pub fn callback(bar: &ProgressBar) -> dogfs_client::Progress {
     let bar = bar.clone();
     Arc::new(move |done: u64| bar.set_position(done))
 }
+
+/// A bar for work the cluster does while the command waits (`admin drain --wait`, `admin
+/// rebalance start --wait`): bytes done of `len`, the rate, and `label` (updated with what is
+/// left). Drawn under the same conditions as a transfer bar, whatever the size: stderr is a
+/// terminal and neither `--quiet` nor `--json` was given; otherwise `None` (no escape codes in
+/// a pipe or a log).
+pub fn work_bar(label: &str, len: u64, quiet: bool) -> Option<ProgressBar> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let style = ProgressStyle::with_template(
+        "{msg} [{wide_bar}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} \
+         elapsed {elapsed}",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr_with_hz(4))
+        .with_style(style)
+        .with_message(label.to_owned());
+    Some(bar)
+}

@@ -96,3 +96,85 @@ fn bench_all_runs_every_workload_and_cleans_up() {
     // The temporary cluster is gone.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// `dogfs bench drain` with tiny sizes: the drain and the rebalance both move shards, every
+/// object reads back exact after each (the workload checks bytes and fails otherwise), the
+/// bars are reported, and the temporary cluster is gone afterwards.
+#[test]
+fn bench_drain_moves_shards_and_reads_everything_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_dogfs"))
+        .args([
+            "bench",
+            "drain",
+            "--json",
+            "--quiet",
+            "--size",
+            "2MiB",
+            "--count",
+            "6",
+            "--partitions",
+            "2",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .env_remove("DOGFS_ENDPOINT")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(start.elapsed() < Duration::from_secs(120));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r["workload"] == name)
+            .unwrap_or_else(|| panic!("{name} missing from {rows:?}"))
+    };
+    for name in ["drain (move)", "rebalance (move)"] {
+        let r = row(name);
+        assert!(r["ops"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["bytes"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["note"].as_str().unwrap().contains("floor here"), "{r}");
+    }
+    for name in [
+        "get+check healthy",
+        "get+check drained",
+        "get+check rebalanced",
+    ] {
+        assert_eq!(row(name)["ops"], 6, "{name}");
+        assert_eq!(row(name)["bytes"], 6 * (2 << 20), "{name}");
+    }
+    let bars: Vec<&str> = report["bars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["bar"].as_str().unwrap())
+        .collect();
+    assert_eq!(bars, ["drain move rate", "rebalance move rate"]);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn bench_drain_needs_the_in_process_cluster() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dogfs"))
+        .args([
+            "bench",
+            "drain",
+            "--endpoint",
+            "127.0.0.1:1",
+            "--timeout",
+            "2s",
+        ])
+        .output()
+        .unwrap();
+    // Refused before any call, with the reason: it would drain and remove a real server.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("needs the in-process cluster"), "{err}");
+}

@@ -18,10 +18,16 @@ struct Dev {
 
 impl Dev {
     fn start(dir: &Path) -> Dev {
+        Dev::start_with(dir, &[])
+    }
+
+    /// With more `dogfs dev` flags (`--chunks 7`).
+    fn start_with(dir: &Path, flags: &[&str]) -> Dev {
         let mut child = Command::new(BIN)
             .args(["dev", "--dir"])
             .arg(dir)
             .args(["--port", "0", "--ready-timeout", "90s"])
+            .args(flags)
             .env_remove("DOGFS_ENDPOINT")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -319,6 +325,33 @@ fn commands_against_a_dev_cluster_and_a_restart() {
     assert_eq!(nodes.len(), 6);
     assert!(nodes.iter().all(|n| n["state"] == "up"), "{nodes:?}");
 
+    // Admin: the node table, and NODE arguments that name no server, or several.
+    let nodes = json_lines(&dev.ok(&["admin", "nodes", "--json"]));
+    assert_eq!(nodes.len(), 6);
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["state"] == "up" && n["drain"].is_null()),
+        "{nodes:?}"
+    );
+    let table = String::from_utf8(dev.ok(&["admin", "nodes"])).unwrap();
+    assert_eq!(table.lines().count(), 7, "{table}");
+    assert!(table.lines().next().unwrap().ends_with("DRAIN"), "{table}");
+    let unknown = "f".repeat(32);
+    for (arg, want, says) in [
+        (unknown.as_str(), 3, "no chunk server has"),
+        ("127.0.0.1:1", 3, "no chunk server has"),
+        ("127.0.0.1", 4, "matches 6 chunk servers"),
+    ] {
+        for cmd in ["drain", "undrain", "remove"] {
+            let out = dev.run(&["admin", cmd, arg]);
+            let err = stderr(&out);
+            assert_eq!(code(&out), want, "admin {cmd} {arg}: {err}");
+            assert!(err.contains(&format!("{arg:?}")), "{err}");
+            assert!(err.contains(says), "{err}");
+        }
+    }
+
     // Restart on the same directory: same endpoint, same data.
     let endpoint = dev.endpoint.clone();
     dev.stop();
@@ -375,6 +408,28 @@ fn bad_names_and_usage_fail_before_any_network_call() {
     }
     let out = run_with("127.0.0.1:1", &["put"], None);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
+    // NODE arguments that cannot name a chunk server, whatever the cluster holds.
+    for (cmd, node) in [
+        ("drain", "not a node"),
+        ("undrain", "dead-beef"),
+        ("remove", "0123456789abcdef0123456789abcdef0"),
+        ("drain", "host:99999"),
+    ] {
+        let out = run_with("127.0.0.1:1", &["admin", cmd, node], None);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 4, "admin {cmd} {node}: {err}");
+        assert!(err.contains(&format!("{node:?}")), "{err}");
+        assert!(err.contains("is not a chunk server"), "{err}");
+    }
+    for args in [
+        &["admin", "drain"][..],
+        &["admin", "rebalance", "start", "--spread", "0"][..],
+        &["admin", "rebalance", "start", "--spread", "100"][..],
+        &["admin", "rebalance", "go"][..],
+    ] {
+        let out = run_with("127.0.0.1:1", args, None);
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+    }
     let out = run_with("127.0.0.1:1", &["get", "b/k", "--range", "x"], None);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     let out = run_with("127.0.0.1:1", &["put", "/no/such/file", "bkt/k"], None);
@@ -473,4 +528,119 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     // Logs were written (the retries), and not one escape sequence among them.
     assert!(err.contains("DEBUG"), "{err}");
     assert!(!err.contains("\x1b["), "{err:?}");
+}
+
+/// The admin commands end to end on a dev cluster of 7 chunk servers (one can be drained with
+/// 4+2): a drain waited for, the data read back, removal, a drain that cannot finish (stuck
+/// shards) given up at the timeout and undrained, and a rebalance waited for.
+#[test]
+fn admin_drain_remove_undrain_and_rebalance() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start_with(&dir.path().join("cluster"), &["--chunks", "7"]);
+    dev.ok(&["mb", "demo"]);
+    let objects: Vec<Vec<u8>> = (0..4)
+        .map(|i| data(2 * 1024 * 1024 + i, 40 + i as u64))
+        .collect();
+    for (i, o) in objects.iter().enumerate() {
+        let out = dev.run_stdin(&["put", "-", &format!("demo/o{i}")], o);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let nodes = json_lines(&dev.ok(&["admin", "nodes", "--json"]));
+    assert_eq!(nodes.len(), 7);
+    // By address, as a person reading the table would.
+    let victim = nodes[0]["address"].as_str().unwrap().to_owned();
+    let victim_id = nodes[0]["node_id"].as_str().unwrap().to_owned();
+    let done = json_lines(&dev.ok(&[
+        "admin",
+        "drain",
+        &victim,
+        "--wait",
+        "--timeout",
+        "120s",
+        "--json",
+    ]));
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0]["node_id"], victim_id.as_str());
+    assert_eq!(done[0]["state"], "draining");
+    assert_eq!(done[0]["drain"]["drained"], true, "{done:?}");
+    assert_eq!(done[0]["drain"]["shards_left"], 0, "{done:?}");
+    for (i, o) in objects.iter().enumerate() {
+        assert!(
+            dev.ok(&["cat", &format!("demo/o{i}")]) == *o,
+            "o{i} differs after the drain"
+        );
+    }
+    let status = json_lines(&dev.ok(&["cluster", "status", "--json"]));
+    let drained = status[0]["chunk_nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == victim_id.as_str())
+        .unwrap();
+    assert_eq!(drained["drain"]["drained"], true, "{drained}");
+    assert!(status[0]["rebalance"]["state"].is_string(), "{status:?}");
+    let text = String::from_utf8(dev.ok(&["cluster", "status"])).unwrap();
+    assert!(text.contains("\ndraining:\n"), "{text}");
+    assert!(text.contains("\nrebalance: "), "{text}");
+    let table = String::from_utf8(dev.ok(&["admin", "nodes"])).unwrap();
+    assert!(table.contains(" drained "), "{table}");
+
+    // An up server cannot be removed; the drained one can (by an id prefix), and stays listed
+    // as removed.
+    let up_id = nodes[1]["node_id"].as_str().unwrap().to_owned();
+    let refused = dev.run(&["admin", "remove", &up_id]);
+    assert_eq!(code(&refused), 7, "{}", stderr(&refused));
+    assert!(stderr(&refused).contains(&up_id), "{}", stderr(&refused));
+    let removed = json_lines(&dev.ok(&["admin", "remove", &victim_id[..12], "--json"]));
+    assert_eq!(removed[0]["state"], "removed", "{removed:?}");
+
+    // Six servers left for 4+2: a second drain has shards no server can take. `--wait` gives
+    // up at the timeout (exit 5), saying so; the drain goes on until undrained.
+    let start = Instant::now();
+    let stuck = dev.run(&["admin", "drain", &up_id, "--wait", "--timeout", "3s"]);
+    let err = stderr(&stuck);
+    assert_eq!(code(&stuck), 5, "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+    // Progress lines first (stderr is no terminal: plain lines, no bar), the error last.
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("dogfs: the drain of chunk server"),
+        "{err}"
+    );
+    assert!(last.contains("did not finish within --timeout 3s"), "{err}");
+    assert!(last.contains("dogfs admin nodes"), "{err}");
+    assert!(!err.contains('\x1b'), "{err:?}");
+    assert!(err.lines().all(|l| l.starts_with("dogfs: ")), "{err}");
+    let back = json_lines(&dev.ok(&["admin", "undrain", &up_id, "--json"]));
+    assert_eq!(back[0]["state"], "up", "{back:?}");
+
+    let done = json_lines(&dev.ok(&[
+        "admin",
+        "rebalance",
+        "start",
+        "--spread",
+        "20",
+        "--wait",
+        "--timeout",
+        "120s",
+        "--json",
+    ]));
+    assert_eq!(done[0]["state"], "done", "{done:?}");
+    let status = json_lines(&dev.ok(&["admin", "rebalance", "status", "--json"]));
+    assert_eq!(status[0]["state"], "done", "{status:?}");
+    assert_eq!(status[0]["reason"], "admin", "{status:?}");
+    let text = String::from_utf8(dev.ok(&["admin", "rebalance", "status"])).unwrap();
+    assert!(text.starts_with("state:      done (admin)"), "{text}");
+    dev.ok(&["admin", "rebalance", "stop"]);
+    for (i, o) in objects.iter().enumerate() {
+        assert!(
+            dev.ok(&["cat", &format!("demo/o{i}")]) == *o,
+            "o{i} differs at the end"
+        );
+    }
+    dev.stop();
 }

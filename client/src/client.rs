@@ -109,7 +109,7 @@ impl Client {
     }
 
     /// The deadline of a metadata call made before the operation moved any data.
-    fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         let own = Instant::now() + self.config().retry_deadline;
         self.deadline.map_or(own, |d| d.min(own))
     }

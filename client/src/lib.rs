@@ -1,6 +1,7 @@
 //! `dogfs-client`: the DogFS SDK. Buckets and objects over the metadata service, object bytes
 //! straight to and from the chunk servers, erasure-coded on the client (docs/client.md).
 
+mod admin;
 mod client;
 mod config;
 mod convert;

@@ -7,6 +7,7 @@
 //! against the same cluster, because the in-process servers' memory would count otherwise.
 
 pub mod disk;
+pub mod drain;
 pub mod pattern;
 pub mod repair;
 pub mod stats;
@@ -57,6 +58,12 @@ pub enum BenchError {
         "the repair workload freezes and stops a chunk server, so it needs the in-process cluster (leave out --endpoint, or pass --dev)"
     )]
     RepairNeedsDev,
+    #[error(
+        "the drain workload drains, stops and adds chunk servers, so it needs the in-process cluster (leave out --endpoint, or pass --dev)"
+    )]
+    DrainNeedsDev,
+    #[error(transparent)]
+    Drain(#[from] drain::DrainBenchError),
     #[error("starting the relay in front of chunk server 0: {source}")]
     Relay { source: std::io::Error },
     #[error("{0}")]
@@ -95,7 +102,12 @@ impl Classify for BenchError {
                 ExitKind::of_client(e)
             }
             BenchError::Workload(WorkloadError::Op { source, .. }) => ExitKind::of_client(source),
-            BenchError::DegradedNeedsDev | BenchError::RepairNeedsDev => ExitKind::InvalidInput,
+            BenchError::Drain(e) => e
+                .client_error()
+                .map_or(ExitKind::Other, ExitKind::of_client),
+            BenchError::DegradedNeedsDev
+            | BenchError::RepairNeedsDev
+            | BenchError::DrainNeedsDev => ExitKind::InvalidInput,
             _ => ExitKind::Other,
         }
     }
@@ -142,6 +154,10 @@ pub async fn run(
     out: Out,
 ) -> Result<Report, BenchError> {
     let use_dev = args.dev || endpoints.is_none();
+    // Refused before touching anything: it drains, stops and removes servers of the cluster.
+    if args.workload == Workload::Drain && !use_dev {
+        return Err(BenchError::DrainNeedsDev);
+    }
     // The temporary cluster lives under the current directory by default: /tmp is often a
     // RAM file system, which would make the disk and PUT figures meaningless.
     let base = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
@@ -181,6 +197,9 @@ pub async fn run(
                 repair_after_secs: 1,
             });
             opts.chunk_advertise = vec![(0, r.addr().to_string())];
+        }
+        if args.workload == Workload::Drain {
+            drain::tune(&mut opts, args);
         }
         opts.k = Some(args.k);
         opts.m = Some(args.m);
@@ -381,6 +400,7 @@ impl Ctx {
             Workload::Small => self.small().await?,
             Workload::Big => self.big().await?,
             Workload::Repair => self.repair().await?,
+            Workload::Drain => self.drain().await?,
             Workload::All => {
                 self.disk().await?;
                 self.put().await?;
@@ -584,6 +604,47 @@ impl Ctx {
         self.rows.push(row);
         self.rows.push(disk_row);
         self.bars.push(run.bar);
+        Ok(())
+    }
+
+    async fn drain(&mut self) -> Result<(), BenchError> {
+        self.note("drain");
+        if self.dev.is_none() {
+            return Err(BenchError::DrainNeedsDev);
+        }
+        let size = self.args.size.bytes();
+        let (samples, elapsed, keys) = workloads::put(
+            &self.client,
+            &self.args.bucket,
+            "bench/drain/",
+            size,
+            self.args.concurrency,
+            Until::Count(self.args.count),
+            &self.pattern,
+        )
+        .await?;
+        self.stored = keys;
+        // Not `put ...`: this PUT is setup, and the durable-PUT bar wants a disk row measured
+        // beside it, which this workload does not make.
+        let mut row =
+            samples.summarise(&format!("setup put {}", crate::human::size(size)), elapsed);
+        row.note = Some(format!("concurrency {}", self.args.concurrency));
+        self.rows.push(row);
+        let Some(dev) = self.dev.as_mut() else {
+            return Err(BenchError::DrainNeedsDev);
+        };
+        let run = drain::run(drain::Setup {
+            client: &self.client,
+            dev,
+            bucket: &self.args.bucket,
+            keys: &self.stored,
+            size,
+            pattern: &self.pattern,
+            data_dir: &self.data_dir,
+        })
+        .await?;
+        self.rows.extend(run.rows);
+        self.bars.extend(run.bars);
         Ok(())
     }
 

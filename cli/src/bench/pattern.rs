@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Size of the random block objects are cut from.
 const BLOCK: usize = 1 << 20;
@@ -41,6 +41,73 @@ impl Pattern {
             offset = (offset + n) % BLOCK;
         }
         bytes::Bytes::from(out)
+    }
+
+    /// A writer that checks what it is given against the bytes `reader(_, seed)` produces,
+    /// without holding the object: reading back exactly what was written, at any size.
+    pub fn checker(&self, seed: u64) -> PatternCheck {
+        PatternCheck {
+            block: Arc::clone(&self.0),
+            offset: (seed.wrapping_mul(4099) % BLOCK as u64) as usize,
+            seen: 0,
+            mismatch: None,
+        }
+    }
+}
+
+/// See [`Pattern::checker`].
+#[derive(Debug)]
+pub struct PatternCheck {
+    block: Arc<Vec<u8>>,
+    offset: usize,
+    seen: u64,
+    mismatch: Option<u64>,
+}
+
+impl PatternCheck {
+    /// Bytes written to it so far.
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// The object offset of the first byte that differed, if any did.
+    pub fn first_mismatch(&self) -> Option<u64> {
+        self.mismatch
+    }
+}
+
+impl AsyncWrite for PatternCheck {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let n = rest.len().min(BLOCK - this.offset);
+            let want = &this.block[this.offset..this.offset + n];
+            if this.mismatch.is_none() && want != &rest[..n] {
+                let at = want
+                    .iter()
+                    .zip(&rest[..n])
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                this.mismatch = Some(this.seen + at as u64);
+            }
+            this.seen += n as u64;
+            this.offset = (this.offset + n) % BLOCK;
+            rest = &rest[n..];
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -97,5 +164,30 @@ mod tests {
             assert_eq!(out.len(), size);
             assert_eq!(&out[..], &p.bytes(size, seed)[..]);
         }
+    }
+
+    #[tokio::test]
+    async fn checker_accepts_the_pattern_and_finds_the_first_wrong_byte() {
+        use tokio::io::AsyncWriteExt;
+        let p = Pattern::new();
+        let size = 2 * BLOCK + 777;
+        let good = p.bytes(size, 9);
+        let mut c = p.checker(9);
+        // Odd write sizes, across the block's wrap-around.
+        for part in good.chunks(100_003) {
+            c.write_all(part).await.unwrap();
+        }
+        assert_eq!((c.seen(), c.first_mismatch()), (size as u64, None));
+
+        let mut bad = good.to_vec();
+        bad[BLOCK + 5] ^= 1;
+        bad[BLOCK + 9] ^= 1;
+        let mut c = p.checker(9);
+        c.write_all(&bad).await.unwrap();
+        assert_eq!(c.first_mismatch(), Some(BLOCK as u64 + 5));
+        // Another object's bytes are not this one's.
+        let mut c = p.checker(10);
+        c.write_all(&good[..1000]).await.unwrap();
+        assert!(c.first_mismatch().is_some());
     }
 }

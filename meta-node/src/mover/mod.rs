@@ -104,6 +104,19 @@ struct DrainFigures {
     surveyed_unix: u64,
 }
 
+impl Inner {
+    /// The state for a new term (or for no leadership): everything starts afresh but the
+    /// rebalance moves not yet counted in Raft.
+    fn carried_over(&self, term: Option<u64>) -> Inner {
+        Inner {
+            term,
+            rebalance_started: self.rebalance_started,
+            unrecorded: self.unrecorded,
+            ..Inner::default()
+        }
+    }
+}
+
 impl MoverState {
     pub(crate) fn new(concurrency: usize) -> MoverState {
         MoverState {
@@ -227,20 +240,24 @@ fn leading_term(core: &Core) -> Option<u64> {
 
 async fn step(core: &Arc<Core>) -> Result<(), ServiceError> {
     let Some(term) = leading_term(core) else {
-        let mut inner = core.mover.inner();
-        if inner.term.is_some() {
-            // Moves in flight finish on their own; their figures go with the old term.
-            *inner = Inner::default();
+        let unrecorded = {
+            let mut inner = core.mover.inner();
+            if inner.term.is_some() {
+                *inner = inner.carried_over(None);
+            }
+            inner.unrecorded != (0, 0, 0)
+        };
+        // Moves in flight when the leadership was lost still settle here: their count goes
+        // to the run's record through the new leader.
+        if unrecorded {
+            record_progress(core).await?;
         }
         return Ok(());
     };
     {
         let mut inner = core.mover.inner();
         if inner.term != Some(term) {
-            *inner = Inner {
-                term: Some(term),
-                ..Inner::default()
-            };
+            *inner = inner.carried_over(Some(term));
         }
     }
     let system = core.reader(0)?;
@@ -396,7 +413,7 @@ async fn record_progress(core: &Core) -> Result<(), ServiceError> {
         return Ok(());
     }
     if let Some(p) = rebalance::add_progress(&core.reader(0)?, started, shards, bytes, failures)? {
-        core.propose(0, &p).await?;
+        core.propose_anywhere(0, &p).await?;
     }
     let mut inner = core.mover.inner();
     inner.unrecorded.0 = inner.unrecorded.0.saturating_sub(shards);
