@@ -1119,7 +1119,10 @@ async fn remove_refuse_and_rebalance_state() {
         );
         if s.state == pb::RebalanceState::Done as i32 {
             assert_eq!(s.shards_moved, 0);
-            assert!(s.finished_unix >= s.started_unix && s.started_unix > 0, "{s:?}");
+            assert!(
+                s.finished_unix >= s.started_unix && s.started_unix > 0,
+                "{s:?}"
+            );
             break;
         }
         assert!(Instant::now() < end, "rebalance never done: {s:?}");
@@ -1131,10 +1134,7 @@ async fn remove_refuse_and_rebalance_state() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        cs.rebalance.unwrap().state,
-        pb::RebalanceState::Done as i32
-    );
+    assert_eq!(cs.rebalance.unwrap().state, pb::RebalanceState::Done as i32);
     // Stopping a finished run changes nothing.
     let stopped = status(
         admin

@@ -275,7 +275,10 @@ async fn step(core: &Arc<Core>) -> Result<(), ServiceError> {
     let record_due = {
         let inner = core.mover.inner();
         inner.unrecorded != (0, 0, 0)
-            && (idle || inner.recorded_at.is_none_or(|t| t.elapsed() >= RECORD_EVERY))
+            && (idle
+                || inner
+                    .recorded_at
+                    .is_none_or(|t| t.elapsed() >= RECORD_EVERY))
     };
     if record_due {
         record_progress(core).await?;

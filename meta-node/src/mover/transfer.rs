@@ -115,14 +115,10 @@ pub async fn run(
     mv: &Planned,
     nodes: &HashMap<u128, NodeRecord>,
 ) -> Result<Moved, MoveError> {
-    let old = mv
-        .seg
-        .shard(mv.index)
-        .cloned()
-        .ok_or(MoveError::NoShard {
-            segment: mv.seg.segment,
-            index: mv.index,
-        })?;
+    let old = mv.seg.shard(mv.index).cloned().ok_or(MoveError::NoShard {
+        segment: mv.seg.segment,
+        index: mv.index,
+    })?;
     let address = |node: u128| {
         nodes
             .get(&node)
@@ -212,7 +208,10 @@ pub async fn run(
     })
 }
 
-async fn client(core: &Core, address: &str) -> Result<ChunkServiceClient<tonic::transport::Channel>, tonic::Status> {
+async fn client(
+    core: &Core,
+    address: &str,
+) -> Result<ChunkServiceClient<tonic::transport::Channel>, tonic::Status> {
     let channel = core
         .raft
         .connections()
@@ -255,22 +254,22 @@ async fn rebuild(
     new_id: ShardId,
     nodes: &HashMap<u128, NodeRecord>,
 ) -> Result<ShardInfo, tonic::Status> {
-    let sources: Vec<ReconstructSource> = mv
-        .seg
-        .shards
-        .iter()
-        .filter(|s| s.index != old.index && !s.missing)
-        .filter_map(|s| {
-            let n = nodes.get(&s.node)?;
-            (n.liveness != Liveness::Down && n.admin != crate::registry::AdminState::Removed)
-                .then(|| ReconstructSource {
-                    index: u32::from(s.index),
-                    shard_id: format!("{:032x}", s.shard_id),
-                    address: n.address.clone(),
-                    crc32c: s.crc32c,
-                })
-        })
-        .collect();
+    let sources: Vec<ReconstructSource> =
+        mv.seg
+            .shards
+            .iter()
+            .filter(|s| s.index != old.index && !s.missing)
+            .filter_map(|s| {
+                let n = nodes.get(&s.node)?;
+                (n.liveness != Liveness::Down && n.admin != crate::registry::AdminState::Removed)
+                    .then(|| ReconstructSource {
+                        index: u32::from(s.index),
+                        shard_id: format!("{:032x}", s.shard_id),
+                        address: n.address.clone(),
+                        crc32c: s.crc32c,
+                    })
+            })
+            .collect();
     let scheme = &mv.seg.scheme;
     let req = ReconstructShardRequest {
         shard_id: new_id.to_string(),

@@ -385,7 +385,12 @@ impl AdminService for AdminSvc {
         req: Request<pb::RebalanceRequest>,
     ) -> Result<Response<pb::RebalanceResponse>, Status> {
         let c = &self.core;
-        let span = tracing::info_span!("rpc", method = "Rebalance", action = req.get_ref().action, group = Empty);
+        let span = tracing::info_span!(
+            "rpc",
+            method = "Rebalance",
+            action = req.get_ref().action,
+            group = Empty
+        );
         observe(&c.metrics, "Rebalance", span, async move {
             admin_forward!(c, req, rebalance);
             c.rebalance_action(req.get_ref()).await?;

@@ -164,9 +164,7 @@ impl From<ServiceError> for Status {
                 | RegistryError::RemoveActive { .. }
                 | RegistryError::RemoveNotEmpty { .. },
             ) => Status::failed_precondition(msg),
-            ServiceError::Rebalance(RebalanceError::Spread { .. }) => {
-                Status::invalid_argument(msg)
-            }
+            ServiceError::Rebalance(RebalanceError::Spread { .. }) => Status::invalid_argument(msg),
             ServiceError::Rebalance(RebalanceError::Catalog(c)) => {
                 Status::from(ServiceError::Catalog(c))
             }
