@@ -3,7 +3,8 @@
 //! group's leader killed mid-drain and mid-rebalance: both resume under the new leader and
 //! complete; two servers added to six full ones: a rebalance brings every server's usage
 //! within the spread, and stopping it halfway loses nothing; a removed server that restarts is
-//! refused (and with `--rejoin-when-removed` joins as a new server).
+//! refused (and with `--rejoin-when-removed` joins as a new server); a drain whose source is
+//! killed and with a target frozen completes by rebuilding and planning around them.
 //!
 //! Shards are small (1 MiB segments, 64 KiB cells: 256 KiB shards at RS 4+2) so that a few
 //! MiB of objects give the mover tens of shards to move; where a test needs a move in flight
@@ -689,6 +690,74 @@ async fn the_metadata_leader_killed_mid_drain_and_the_drain_completes() {
         .await
         .unwrap_or_else(|s| panic!("RemoveNode of the drained server: {s}"));
     assert_eq!(n.state, pb::NodeState::Removed as i32, "{n:?}");
+}
+
+/// 3 + 8, RS 4+2: a drain whose source is killed (-9) mid-way and with another server frozen
+/// (SIGSTOP) as a likely target. Copies from the dead source fail and the mover rebuilds those
+/// shards from the segments' other shards instead; moves onto the frozen server time out and
+/// are planned elsewhere (it turns suspect meanwhile). The drain completes, every object reads
+/// back exact (with the frozen server still stopped: reads go around it), every referenced
+/// shard is stored where its layout says, and the dead drained server can be removed.
+#[tokio::test]
+async fn a_drain_rides_through_its_source_killed_and_a_target_frozen() {
+    let mut opts = elastic_options(8, &[("DOGFS_REPAIR_BANDWIDTH", "256KiB")]);
+    opts.suspect_after_secs = 2;
+    opts.down_after_secs = 6;
+    // Down servers' shards are the mover's here, not repair's: repair would wait a minute.
+    set_meta_env(&mut opts, "DOGFS_REPAIR_AFTER_SECS", "60");
+    let mut cluster = Cluster::start(opts).await.unwrap();
+    let c = client(&cluster, Duration::from_secs(2)).await;
+    c.create_bucket(BUCKET).await.unwrap();
+    let mut objects = Objects::new();
+    for i in 0..8u64 {
+        let size = 900_000 + (i as usize * 350_000) + i as usize;
+        objects.insert(format!("obj/{i:02}"), data(300 + i, size));
+    }
+    put_all(&c, &objects).await;
+
+    let (source, frozen) = (0usize, 1usize);
+    let id = cluster.chunk_node_id(source).unwrap().to_owned();
+    drain(&cluster, &id).await;
+    let started = Instant::now();
+    wait_for(
+        &cluster,
+        "the drain to be under way",
+        Duration::from_secs(60),
+        || async {
+            let n = node_status(&cluster, &id).await;
+            match n.drain {
+                Some(d) if d.shards_moved >= 1 && d.shards_left >= 6 => Ok(d),
+                other => Err(format!("drain {other:?}")),
+            }
+        },
+    )
+    .await;
+    cluster.sigstop(NodeRef::Chunk(frozen)).unwrap();
+    cluster.kill9(NodeRef::Chunk(source)).unwrap();
+    eprintln!(
+        "froze server {frozen} and killed the draining server {source} {:?} into the drain",
+        started.elapsed()
+    );
+    let progress = wait_drained(&cluster, &id, Duration::from_secs(180)).await;
+    eprintln!(
+        "drain done {:?} after it started: {progress:?}",
+        started.elapsed()
+    );
+    // Reads go around the frozen server (hedged) and never touch the dead one.
+    let fresh = client(&cluster, Duration::from_secs(2)).await;
+    check_all(
+        &fresh,
+        &objects,
+        "drained with the source dead and a server frozen",
+    )
+    .await;
+    cluster.sigcont(NodeRef::Chunk(frozen)).unwrap();
+    check_stored(&cluster, &objects, Some(&id), "after the drain").await;
+    let n = remove(&cluster, &id)
+        .await
+        .unwrap_or_else(|s| panic!("RemoveNode of the drained, dead server: {s}"));
+    assert_eq!(n.state, pb::NodeState::Removed as i32, "{n:?}");
+    check_all(&fresh, &objects, "after the removal").await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -106,6 +106,10 @@ pub struct Moved {
 
 /// Times a commit is rebuilt after losing a race with another change of the same object.
 const COMMIT_ATTEMPTS: usize = 5;
+/// A copy may take this long plus [`COPY_MIN_RATE`] of shard: a frozen target holds one of the
+/// mover's slots no longer than that before the move is planned elsewhere.
+const COPY_BASE_TIMEOUT: Duration = Duration::from_secs(15);
+const COPY_MIN_RATE: u64 = 1 << 20;
 /// A source delete after the commit; GC retries it otherwise.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -208,6 +212,10 @@ pub async fn run(
     })
 }
 
+fn copy_timeout(shard_bytes: u64) -> Duration {
+    COPY_BASE_TIMEOUT + Duration::from_secs(shard_bytes / COPY_MIN_RATE)
+}
+
 async fn client(
     core: &Core,
     address: &str,
@@ -234,7 +242,7 @@ async fn copy(
         expected_size: old.size,
         target_shard_id: new_id.to_string(),
     });
-    request.set_timeout(crate::repair::rebuild_timeout(old.size));
+    request.set_timeout(copy_timeout(old.size));
     client(core, target)
         .await?
         .copy_shard(request)
