@@ -45,6 +45,8 @@ const AVOID_FOR: Duration = Duration::from_secs(30);
 const DELTA_TTL_SECS: u64 = 180;
 /// Rounds in a row without a balance move that end a rebalance still outside the spread.
 const IDLE_ROUNDS_TO_FINISH: u32 = 3;
+/// How often a rebalance waiting for usage reports is judged again.
+const AWAIT_REPORTS_EVERY: Duration = Duration::from_millis(200);
 /// While moves settle, the rebalance record is updated at most this often.
 const RECORD_EVERY: Duration = Duration::from_secs(1);
 /// The window of the move rate.
@@ -77,6 +79,9 @@ struct Inner {
     rebalance_started: u64,
     recorded_at: Option<Instant>,
     idle_rounds: u32,
+    /// A running rebalance has nothing to move but its last moves are not in the usage
+    /// reports yet.
+    awaiting_reports: bool,
     mean: f64,
     deviation: f64,
     planned_bytes: u64,
@@ -217,8 +222,15 @@ pub(crate) fn rebalance_status(core: &Core) -> Result<pb::RebalanceStatus, Servi
 pub(crate) async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
     let every = Duration::from_millis(core.cfg.mover_interval_ms.max(10));
     loop {
+        // A run that only waits for usage reports to include its last moves is judged again
+        // as soon as they may have arrived, not a whole interval later.
+        let wait = if core.mover.inner().awaiting_reports {
+            every.min(AWAIT_REPORTS_EVERY)
+        } else {
+            every
+        };
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = core.mover.wake.notified() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
@@ -590,6 +602,7 @@ fn plan_round(
             inner.idle_rounds = 0;
         }
     }
+    inner.awaiting_reports = running.is_some() && pending && plan.moves.is_empty();
     let finished = running.is_some()
         && !pending
         && balance_bytes == 0
