@@ -284,6 +284,10 @@ pub struct DevArgs {
     /// How long to wait for every group to elect a leader and every chunk server to register.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub ready_timeout: Duration,
+    /// Also serve S3 (the `dogfs-s3` gateway) on this `host:port` (port 0: a free one); the
+    /// URL and a key pair (kept in DIR) are printed for aws-cli and boto3.
+    #[arg(long, value_name = "ADDR")]
+    pub s3: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -22,11 +22,12 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::config::ClientConfig;
 use crate::convert;
 use crate::error::{Error, ErrorKind};
-use crate::get::{DataPlaneConfig, download_reporting};
+use crate::etag::{EtagKind, EtagReader, etag_of_small};
+use crate::get::DataPlaneConfig;
 use crate::hedge::Hedger;
 use crate::meta::{Meta, Route};
 use crate::pool::ChunkPool;
-use crate::put::{TargetReplacer, etag, etag_crc, upload_with_quorum};
+use crate::put::{TargetReplacer, upload_with_quorum};
 use crate::types::{
     BucketInfo, GetOptions, ListEntry, ListPage, ListQuery, ObjectInfo, PutOptions,
 };
@@ -54,6 +55,9 @@ impl fmt::Debug for Client {
             .finish()
     }
 }
+
+#[path = "multipart.rs"]
+pub(crate) mod multipart;
 
 fn names(bucket: &str, key: &str) -> Result<(BucketName, ObjectKey), Error> {
     Ok((BucketName::parse(bucket)?, ObjectKey::parse(key)?))
@@ -282,7 +286,25 @@ impl Client {
         opts: PutOptions,
     ) -> Result<ObjectInfo, Error> {
         let span = info_span!("put", bucket, key, size);
-        self.put_inner(bucket, key, reader, size, opts)
+        self.put_inner(bucket, key, reader, size, opts, EtagKind::Crc32c)
+            .instrument(span)
+            .await
+    }
+
+    /// [`Client::put`], but the stored ETag is `hex(MD5(bytes))`, computed while the bytes
+    /// stream (what S3 clients expect of a single PUT; the S3 gateway uses it). Such an ETag
+    /// carries no CRC32C, so a GET of the object checks every shard against its recorded
+    /// checksum but skips the whole-object CRC32C check the default ETag allows.
+    pub async fn put_with_md5_etag<R: AsyncRead + Unpin + Send>(
+        &self,
+        bucket: &str,
+        key: &str,
+        reader: R,
+        size: u64,
+        opts: PutOptions,
+    ) -> Result<ObjectInfo, Error> {
+        let span = info_span!("put", bucket, key, size, etag = "md5");
+        self.put_inner(bucket, key, reader, size, opts, EtagKind::Md5)
             .instrument(span)
             .await
     }
@@ -291,10 +313,12 @@ impl Client {
         &self,
         bucket: &str,
         key: &str,
-        mut reader: R,
+        reader: R,
         size: u64,
         opts: PutOptions,
+        etag_kind: EtagKind,
     ) -> Result<ObjectInfo, Error> {
+        let mut reader = EtagReader::new(reader, etag_kind);
         let (b, k) = names(bucket, key)?;
         let what = object_what(bucket, key);
         let meta = &self.inner.meta;
@@ -315,7 +339,7 @@ impl Client {
             let req = pb::PutInlineObjectRequest {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
-                etag: etag(crc32c::crc32c(&data), 1),
+                etag: etag_of_small(etag_kind, &data),
                 data,
                 content_type,
                 user_metadata,
@@ -384,7 +408,7 @@ impl Client {
         &self,
         bucket: &str,
         key: &str,
-        reader: &mut R,
+        reader: &mut EtagReader<R>,
         size: u64,
         opts: &PutOptions,
         begun: pb::BeginPutResponse,
@@ -409,7 +433,7 @@ impl Client {
         let mut commit_deadline = deadline;
         if begun.segments.is_empty() && size <= begun.inline_max {
             let data = read_small(reader, size).await?;
-            req.etag = etag(crc32c::crc32c(&data), 1);
+            req.etag = etag_of_small(reader.kind(), &data);
             req.inline_data = data;
             if let Some(p) = &opts.progress {
                 p(size);
@@ -441,7 +465,7 @@ impl Client {
                 begun.min_write_shards as usize,
             )
             .await?;
-            req.etag = out.etag;
+            req.etag = reader.md5_hex().unwrap_or(out.etag);
             req.segments = out.reports;
             commit_deadline = self.fresh_deadline();
         }
@@ -590,20 +614,19 @@ impl Client {
             .and_then(|o| o.scheme.as_ref())
             .ok_or_else(|| Error::protocol(format!("{what}: no erasure scheme")))
             .and_then(convert::scheme_from_proto)?;
-        let layout = ObjectLayout::new(info.size, info.segment_size, scheme)
-            .map_err(|e| Error::protocol(format!("{what}: {e}")))?;
-        let (result, unusable) = download_reporting(
-            &self.inner.pool,
-            &self.inner.data,
-            self.codec(&scheme)?,
-            layout,
-            Arc::new(r.segments),
-            range,
-            &mut writer,
-            opts.progress.as_ref(),
-            etag_crc(&info.etag),
-        )
-        .await;
+        // One layout, or one per part for an object completed from parts (multipart.rs).
+        let (result, unusable) = self
+            .download_object(
+                &what,
+                &info,
+                scheme,
+                r.segments,
+                r.parts,
+                range,
+                &mut writer,
+                opts.progress.as_ref(),
+            )
+            .await;
         // In the background, success or not: repair wants to hear of every unusable shard.
         crate::report::spawn(
             self,
@@ -825,6 +848,7 @@ fn committed_info(req: &pb::CommitObjectRequest, begun: &pb::BeginPutResponse) -
         scheme: begun.scheme.clone(),
         segment_size: begun.segment_size,
         inline,
+        parts_count: 0,
     }
 }
 

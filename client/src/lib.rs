@@ -6,6 +6,7 @@ mod client;
 mod config;
 mod convert;
 mod error;
+mod etag;
 mod get;
 mod hedge;
 mod meta;
@@ -15,6 +16,10 @@ mod report;
 mod types;
 
 pub use client::Client;
+pub use client::multipart::{
+    CompletedPart, MultipartFailure, MultipartUpload, MultipartUploadInfo, PartInfo, PartOptions,
+    PartsPage, UploadsPage, UploadsQuery,
+};
 pub use config::ClientConfig;
 pub use error::{Error, ErrorKind};
 pub use hedge::{DEFAULT_HEDGE_MAX, DEFAULT_HEDGE_MIN};

@@ -108,6 +108,11 @@ pub struct MetaConfig {
     #[arg(long, env = "DOGFS_UPLOAD_TTL_SECS", default_value_t = 86_400)]
     pub upload_ttl_secs: u64,
 
+    /// CompleteMultipartUpload refuses parts smaller than this, except the last (S3:
+    /// EntityTooSmall).
+    #[arg(long, env = "DOGFS_MULTIPART_MIN_PART_SIZE", default_value = "5MiB")]
+    pub multipart_min_part_size: ByteSize,
+
     /// A chunk server without a heartbeat for this long becomes suspect (no new placements).
     #[arg(long, env = "DOGFS_SUSPECT_AFTER_SECS", default_value_t = 30)]
     pub suspect_after_secs: u64,
@@ -230,6 +235,7 @@ impl MetaConfig {
             segment_size: ByteSize(1 << 20),
             inline_max: ByteSize(4096),
             upload_ttl_secs: 3600,
+            multipart_min_part_size: ByteSize(5 << 20),
             suspect_after_secs: 1,
             down_after_secs: 3,
             heartbeat_interval_ms: 200,

@@ -222,6 +222,14 @@ pub(crate) async fn maintenance(core: Arc<Core>, mut stop: watch::Receiver<bool>
 }
 
 async fn expire(core: &Core, p: u64) -> Result<(), ServiceError> {
+    // Abandoned multipart uploads expire like uploads; their completed parts are collected.
+    if let Some(prepared) =
+        crate::catalog::multipart::expire_multipart(&core.reader(p)?, now_unix(), EXPIRE_BATCH)?
+    {
+        let n = prepared.command.conditions.len();
+        core.propose(p, &prepared).await?;
+        tracing::info!(partition = p, uploads = n, "expired multipart uploads");
+    }
     let Some(prepared) = ops::expire_uploads(&core.reader(p)?, now_unix(), EXPIRE_BATCH)? else {
         return Ok(());
     };

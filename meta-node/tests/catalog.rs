@@ -815,7 +815,7 @@ fn commit_validation_is_precise_and_changes_nothing() {
                     .map(move |sh| (seg.index, sh.index))
             })
             .collect(),
-        ObjectBody::Inline(_) => panic!("inline"),
+        other => panic!("not segments: {other:?}"),
     };
     assert_eq!(missing, [(1, 2)]);
 

@@ -1068,7 +1068,7 @@ const SIX: [u128; 6] = [201, 202, 203, 204, 205, 206];
 fn segments(o: &ObjectVersion) -> &[dogfs_meta::catalog::SegmentRecord] {
     match &o.body {
         ObjectBody::Segments(s) => s,
-        ObjectBody::Inline(_) => panic!("inline"),
+        other => panic!("not segments: {other:?}"),
     }
 }
 

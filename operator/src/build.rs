@@ -6,13 +6,15 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
-    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, StatefulSet,
+    StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    EnvFromSource, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, KeyToPath, Lifecycle,
+    LifecycleHandler, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction,
     TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -21,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
-use crate::crd::{DogCluster, MANAGER, RepairSpec, RetentionPolicy, StorageSpec};
+use crate::crd::{DogCluster, MANAGER, RepairSpec, RetentionPolicy, S3Spec, StorageSpec};
 
 pub const META_GRPC_PORT: i32 = 7000;
 pub const CHUNK_GRPC_PORT: i32 = 7100;
@@ -32,6 +34,14 @@ pub const DATA_DIR: &str = "/var/lib/dogfs";
 pub const DATA_VOLUME: &str = "data";
 /// Where the TLS Secret is mounted.
 pub const TLS_DIR: &str = "/etc/dogfs/tls";
+/// Port every S3 gateway pod listens on; the Service maps `spec.s3.service.port` to it, so
+/// changing the Service port does not restart the pods.
+pub const S3_PORT: i32 = 9000;
+/// `app.kubernetes.io/component` of the gateway's objects and pods.
+pub const S3_COMPONENT: &str = "s3";
+/// Where the S3 credentials Secret is mounted, and the Secret key (file) the gateway reads.
+pub const S3_CREDENTIALS_DIR: &str = "/etc/dogfs/s3";
+pub const S3_CREDENTIALS_KEY: &str = "credentials.yaml";
 /// UID/GID of the image's unprivileged user.
 pub const RUN_AS: i64 = 65532;
 /// Pod template annotation that changes whenever the shared ConfigMap does, so pods that read
@@ -67,6 +77,17 @@ pub struct Desired {
     pub chunk: StatefulSet,
     pub meta_pdb: PodDisruptionBudget,
     pub chunk_pdb: PodDisruptionBudget,
+    /// The S3 gateway, when `spec.s3.enabled`.
+    pub s3: Option<S3Gateway>,
+}
+
+/// The S3 gateway's objects, applied in this order (the Service first, so the client
+/// ConfigMap's `DOGFS_S3_ENDPOINT` resolves as soon as pods are ready).
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3Gateway {
+    pub service: Service,
+    pub deployment: Deployment,
+    pub pdb: PodDisruptionBudget,
 }
 
 /// Object names derived from the cluster name; the single place that spells them.
@@ -108,6 +129,14 @@ impl Names {
     }
     pub fn client_config(&self) -> String {
         format!("{}-client", self.cluster)
+    }
+    /// The S3 gateway's Deployment, Service and PodDisruptionBudget.
+    pub fn s3(&self) -> String {
+        format!("{}-s3", self.cluster)
+    }
+    /// What S3 clients in the cluster use: the gateway Service.
+    pub fn s3_endpoint(&self, port: i32) -> String {
+        format!("http://{}.{}.svc:{port}", self.s3(), self.namespace)
     }
     /// Stable DNS name of meta pod `ordinal`, with the gRPC port.
     pub fn meta_peer(&self, ordinal: i32) -> String {
@@ -226,6 +255,13 @@ pub fn build(cluster: &DogCluster, inputs: &Inputs) -> Result<Desired, Error> {
     if let Some(ca) = &inputs.ca_bundle {
         client_data.insert("ca.crt".to_string(), ca.clone());
     }
+    let s3 = spec.s3.as_ref().filter(|s3| s3.enabled);
+    if let Some(s3) = s3 {
+        client_data.insert(
+            "DOGFS_S3_ENDPOINT".to_string(),
+            names.s3_endpoint(s3.service.port),
+        );
+    }
     let client_config = ConfigMap {
         metadata: metadata(&names, names.client_config(), "client", &owner),
         data: Some(client_data),
@@ -255,8 +291,13 @@ pub fn build(cluster: &DogCluster, inputs: &Inputs) -> Result<Desired, Error> {
             inputs.chunk_replicas,
             &config_hash,
         ),
-        meta_pdb: pdb(&names, &owner, Role::Meta),
-        chunk_pdb: pdb(&names, &owner, Role::Chunk),
+        meta_pdb: pdb(&names, &owner, names.meta(), Role::Meta.component()),
+        chunk_pdb: pdb(&names, &owner, names.chunk(), Role::Chunk.component()),
+        s3: s3.map(|s3| S3Gateway {
+            service: s3_service(&names, &owner, s3),
+            deployment: s3_deployment(cluster, &names, &owner, s3),
+            pdb: pdb(&names, &owner, names.s3(), S3_COMPONENT),
+        }),
     })
 }
 
@@ -392,19 +433,21 @@ fn service(names: &Names, owner: &OwnerReference, role: Role, headless: bool) ->
     }
 }
 
-fn pdb(names: &Names, owner: &OwnerReference, role: Role) -> PodDisruptionBudget {
-    let name = match role {
-        Role::Meta => names.meta(),
-        Role::Chunk => names.chunk(),
-    };
+fn pdb(
+    names: &Names,
+    owner: &OwnerReference,
+    name: String,
+    component: &str,
+) -> PodDisruptionBudget {
     PodDisruptionBudget {
-        metadata: metadata(names, name, role.component(), owner),
+        metadata: metadata(names, name, component, owner),
         spec: Some(PodDisruptionBudgetSpec {
             // Meta: a 3-node Raft group keeps quorum with one down. Chunk: voluntary evictions
             // one at a time, so with m >= 1 no segment loses more than one shard to them.
+            // S3: stateless, but a drain should not take every gateway at once.
             max_unavailable: Some(IntOrString::Int(1)),
             selector: Some(LabelSelector {
-                match_labels: Some(selector_labels(names, role.component())),
+                match_labels: Some(selector_labels(names, component)),
                 ..LabelSelector::default()
             }),
             ..PodDisruptionBudgetSpec::default()
@@ -628,30 +671,11 @@ fn stateful_set(
         readiness_probe: Some(http_probe("/readyz", 5, 2)),
         resources,
         volume_mounts: Some(mounts),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_string()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(container_security_context()),
         ..Container::default()
     };
 
     let selector = selector_labels(names, role.component());
-    let spread = |topology_key: &str| TopologySpreadConstraint {
-        max_skew: 1,
-        topology_key: topology_key.to_string(),
-        // Preferences, not rules: a small cluster (or kind) still schedules every pod.
-        when_unsatisfiable: "ScheduleAnyway".to_string(),
-        label_selector: Some(LabelSelector {
-            match_labels: Some(selector.clone()),
-            ..LabelSelector::default()
-        }),
-        ..TopologySpreadConstraint::default()
-    };
     let pod_labels = labels(names, role.component());
 
     StatefulSet {
@@ -690,22 +714,8 @@ fn stateful_set(
                         // In-flight shard streams get time to finish.
                         Role::Chunk => 60,
                     }),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RUN_AS),
-                        run_as_group: Some(RUN_AS),
-                        fs_group: Some(RUN_AS),
-                        fs_group_change_policy: Some("OnRootMismatch".to_string()),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".to_string(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
-                    topology_spread_constraints: Some(vec![
-                        spread("kubernetes.io/hostname"),
-                        spread("topology.kubernetes.io/zone"),
-                    ]),
+                    security_context: Some(pod_security_context()),
+                    topology_spread_constraints: Some(spread(&selector)),
                     ..PodSpec::default()
                 }),
             },
@@ -713,5 +723,233 @@ fn stateful_set(
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
+    }
+}
+
+/// Every DogFS pod runs as the image's unprivileged user under the runtime's seccomp profile.
+fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        fs_group: Some(RUN_AS),
+        fs_group_change_policy: Some("OnRootMismatch".to_string()),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_string(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+fn container_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_string()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// Spread the pods of one selector over nodes and zones.
+fn spread(selector: &BTreeMap<String, String>) -> Vec<TopologySpreadConstraint> {
+    let one = |topology_key: &str| TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: topology_key.to_string(),
+        // Preferences, not rules: a small cluster (or kind) still schedules every pod.
+        when_unsatisfiable: "ScheduleAnyway".to_string(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(selector.clone()),
+            ..LabelSelector::default()
+        }),
+        ..TopologySpreadConstraint::default()
+    };
+    vec![
+        one("kubernetes.io/hostname"),
+        one("topology.kubernetes.io/zone"),
+    ]
+}
+
+/// The gateway's Service: `spec.s3.service.port` of the chosen type, to the pods' port.
+fn s3_service(names: &Names, owner: &OwnerReference, s3: &S3Spec) -> Service {
+    Service {
+        metadata: metadata(names, names.s3(), S3_COMPONENT, owner),
+        spec: Some(ServiceSpec {
+            type_: Some(s3.service.type_.as_str().to_string()),
+            selector: Some(selector_labels(names, S3_COMPONENT)),
+            ports: Some(vec![ServicePort {
+                name: Some("s3".to_string()),
+                port: s3.service.port,
+                target_port: Some(IntOrString::String("s3".to_string())),
+                protocol: Some("TCP".to_string()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn tcp_probe(period: i32, failures: i32) -> Probe {
+    Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String("s3".to_string()),
+            ..TCPSocketAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+/// The gateway's Deployment: `dogfs-s3` pods, stateless, talking to the metadata Service.
+fn s3_deployment(
+    cluster: &DogCluster,
+    names: &Names,
+    owner: &OwnerReference,
+    s3: &S3Spec,
+) -> Deployment {
+    let spec = &cluster.spec;
+    let mut env_vars = vec![
+        // Plaintext like the operator's own admin client: the gateway has no TLS client
+        // settings, and the servers do not speak TLS yet (docs/kubernetes.md).
+        env("DOGFS_ENDPOINT", names.endpoint(false)),
+        env("DOGFS_S3_LISTEN", format!("0.0.0.0:{S3_PORT}")),
+    ];
+    if let Some(region) = &s3.region {
+        env_vars.push(env("DOGFS_S3_REGION", region.clone()));
+    }
+    if s3.anonymous {
+        env_vars.push(env("DOGFS_S3_ANONYMOUS", "true"));
+    }
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".to_string(),
+        mount_path: "/tmp".to_string(),
+        ..VolumeMount::default()
+    }];
+    let mut volumes = vec![Volume {
+        name: "tmp".to_string(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    if let Some(secret) = &s3.credentials_secret {
+        env_vars.push(env(
+            "DOGFS_S3_CREDENTIALS",
+            format!("{S3_CREDENTIALS_DIR}/{S3_CREDENTIALS_KEY}"),
+        ));
+        mounts.push(VolumeMount {
+            name: "credentials".to_string(),
+            mount_path: S3_CREDENTIALS_DIR.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "credentials".to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                // Only the one key: a Secret without it fails the pod with an event naming
+                // the key, rather than a gateway that starts and cannot find its file.
+                items: Some(vec![KeyToPath {
+                    key: S3_CREDENTIALS_KEY.to_string(),
+                    path: S3_CREDENTIALS_KEY.to_string(),
+                    ..KeyToPath::default()
+                }]),
+                // Readable by the pod's group (fsGroup) only.
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    if let Some(auth) = &spec.auth {
+        // The gateway is a DogFS client; with bearer tokens it presents the cluster's token
+        // like the servers do (the same variable, read once the security work lands).
+        env_vars.push(EnvVar {
+            name: "DOGFS_AUTH_TOKEN".to_string(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: auth.secret_name.clone(),
+                    key: "token".to_string(),
+                    ..SecretKeySelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+    }
+
+    let container = Container {
+        name: S3_COMPONENT.to_string(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
+        command: Some(vec!["dogfs-s3".to_string()]),
+        env: Some(env_vars),
+        ports: Some(vec![ContainerPort {
+            name: Some("s3".to_string()),
+            container_port: S3_PORT,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        }]),
+        // TCP, not HTTP: the gateway has no health path, and every unsigned S3 request
+        // (ListBuckets on `/`) answers 403, which an HTTP probe counts as a failure.
+        readiness_probe: Some(tcp_probe(5, 2)),
+        liveness_probe: Some(tcp_probe(10, 3)),
+        // Endpoints are removed from Services asynchronously: keep accepting for a moment
+        // after the pod is marked terminating so no new connection is refused.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(vec!["sleep".to_string(), "5".to_string()]),
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
+        resources: s3.resources.clone(),
+        volume_mounts: Some(mounts),
+        security_context: Some(container_security_context()),
+        ..Container::default()
+    };
+
+    let selector = selector_labels(names, S3_COMPONENT);
+    Deployment {
+        metadata: metadata(names, names.s3(), S3_COMPONENT, owner),
+        spec: Some(DeploymentSpec {
+            replicas: Some(s3.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..LabelSelector::default()
+            },
+            // Surge rather than shrink: a rollout never lowers serving capacity.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_string()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(names, S3_COMPONENT)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    enable_service_links: Some(false),
+                    // preStop (5 s) plus the gateway's own drain of requests in flight (30 s).
+                    termination_grace_period_seconds: Some(45),
+                    security_context: Some(pod_security_context()),
+                    topology_spread_constraints: Some(spread(&selector)),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
     }
 }

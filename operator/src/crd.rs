@@ -29,6 +29,7 @@ pub const MAX_SHARDS: u32 = dogfs_core::scheme::MAX_TOTAL_SHARDS as u32;
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Meta","type":"string","jsonPath":".status.meta.ready","description":"ready/desired metadata nodes"}"#,
     printcolumn = r#"{"name":"Chunk","type":"string","jsonPath":".status.chunk.ready","description":"ready/desired chunk servers"}"#,
+    printcolumn = r#"{"name":"S3","type":"string","jsonPath":".status.s3.ready","description":"ready/desired S3 gateways","priority":1}"#,
     printcolumn = r#"{"name":"EC","type":"string","jsonPath":".status.erasure","description":"erasure scheme k+m"}"#,
     printcolumn = r#"{"name":"Draining","type":"string","jsonPath":".status.drain.summary","description":"chunk servers being drained and what is left on them"}"#,
     printcolumn = r#"{"name":"Rebalancing","type":"string","jsonPath":".status.rebalance.summary","description":"bytes moved and still planned by a running rebalance"}"#,
@@ -86,6 +87,10 @@ pub struct DogClusterSpec {
     /// metadata service's defaults when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repair: Option<RepairSpec>,
+
+    /// The S3-compatible gateway (`dogfs-s3`); not deployed when unset or not enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Spec>,
 }
 
 /// Kubernetes image pull policy.
@@ -315,6 +320,132 @@ pub struct RepairSpec {
     pub after_seconds: Option<i64>,
 }
 
+/// Most S3 gateway pods: far beyond any need, low enough to catch a typo.
+pub const MAX_S3_REPLICAS: i32 = 1000;
+
+/// The S3 gateway: a stateless Deployment `<cluster>-s3` behind a Service of the same name,
+/// speaking S3 over plain HTTP to clients and gRPC to the metadata and chunk servers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+// A gateway without keys refuses to start unless anonymous access was asked for, so admission
+// catches the missing Secret instead of a crash-looping Deployment.
+#[x_kube(validation = Rule::new(
+    "!self.enabled || self.anonymous || has(self.credentialsSecret)"
+).message("s3.credentialsSecret is required when s3.enabled is true, unless s3.anonymous is true")
+ .field_path(".credentialsSecret"))]
+pub struct S3Spec {
+    /// Deploy the gateway. Turning it off deletes its Deployment, Service and
+    /// PodDisruptionBudget.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// Gateway pods; any number, since they keep no state.
+    #[serde(default = "default_s3_replicas")]
+    #[schemars(range(min = 1, max = MAX_S3_REPLICAS))]
+    pub replicas: i32,
+
+    /// How clients reach the gateway.
+    #[serde(default)]
+    pub service: S3ServiceSpec,
+
+    /// Secret holding the access keys under the key `credentials.yaml` (the gateway's
+    /// credentials file: access key id, secret key, identity and scope per entry; docs/s3.md).
+    /// Mounted read-only; the gateway reads it at start, so restart the Deployment after
+    /// changing it. Required unless `anonymous`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.size() > 0").message("s3.credentialsSecret must not be empty"))]
+    pub credentials_secret: Option<String>,
+
+    /// Accept unsigned requests with full rights. For development only: anyone who can reach
+    /// the Service can read, write and delete everything.
+    #[serde(default)]
+    pub anonymous: bool,
+
+    /// The region the gateway answers for (`GetBucketLocation`); the gateway's default
+    /// (`us-east-1`) when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    // It becomes part of SigV4 credential scopes, where `/` separates the parts.
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9._-]+$')").message("s3.region must be letters, digits, '.', '_' or '-'"))]
+    pub region: Option<String>,
+
+    /// CPU and memory for each gateway pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for S3Spec {
+    fn default() -> Self {
+        S3Spec {
+            enabled: false,
+            replicas: default_s3_replicas(),
+            service: S3ServiceSpec::default(),
+            credentials_secret: None,
+            anonymous: false,
+            region: None,
+            resources: None,
+        }
+    }
+}
+
+impl S3Spec {
+    /// Whether the gateway should run.
+    pub fn is_enabled(s3: Option<&S3Spec>) -> bool {
+        s3.is_some_and(|s| s.enabled)
+    }
+}
+
+fn default_s3_replicas() -> i32 {
+    2
+}
+
+/// The gateway's Service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct S3ServiceSpec {
+    /// `ClusterIP` (in-cluster clients only), `NodePort` or `LoadBalancer`.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+
+    /// Port of the Service (the pods always listen on 9000).
+    #[serde(default = "default_s3_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+impl Default for S3ServiceSpec {
+    fn default() -> Self {
+        S3ServiceSpec {
+            type_: ServiceType::default(),
+            port: default_s3_port(),
+        }
+    }
+}
+
+fn default_s3_port() -> i32 {
+    9000
+}
+
+/// Kubernetes Service type.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
 /// Kubernetes' StatefulSet PVC retention, applied to both StatefulSets.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -384,6 +515,10 @@ pub struct DogClusterStatus {
     /// Chunk servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk: Option<ReplicaStatus>,
+
+    /// S3 gateway pods; absent when the gateway is not enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<ReplicaStatus>,
 
     /// The erasure scheme in force, as `k+m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -493,13 +628,13 @@ impl ScalingStatus {
     }
 }
 
-/// Replica counts of one StatefulSet.
+/// Replica counts of one StatefulSet or Deployment.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicaStatus {
     /// Replicas the spec asks for.
     pub desired: i32,
-    /// Replicas the StatefulSet currently runs (differs from `desired` while scaling).
+    /// Pods that exist now (differs from `desired` while scaling or rolling out).
     pub current: i32,
     /// Pods passing their readiness probe.
     pub ready_replicas: i32,

@@ -1,5 +1,6 @@
 //! DogFS Kubernetes operator: reconciles `DogCluster` resources into the metadata and chunk
-//! StatefulSets and their Services, ConfigMaps and PodDisruptionBudgets, and drives drains,
+//! StatefulSets and their Services, ConfigMaps and PodDisruptionBudgets (and, with `spec.s3`,
+//! the S3 gateway's Deployment, Service and PodDisruptionBudget), and drives drains,
 //! node removal and rebalancing through the metadata service's admin API ([`admin`]) when
 //! chunk replicas change.
 //!

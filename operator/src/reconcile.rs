@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ObjectReference, PersistentVolumeClaim, Pod, Secret, Service,
 };
@@ -74,6 +74,14 @@ pub enum Error {
     },
     #[error("patching the DogCluster status: {0}")]
     PatchStatus(#[source] kube::Error),
+    #[error("reading the S3 gateway Deployment {name}: {source}")]
+    ReadS3Deployment { name: String, source: kube::Error },
+    #[error("deleting {kind} {name}: {source}")]
+    Delete {
+        kind: String,
+        name: String,
+        source: kube::Error,
+    },
 }
 
 impl Error {
@@ -89,6 +97,8 @@ impl Error {
             Error::Build(_) => "build",
             Error::Apply { .. } => "apply",
             Error::PatchStatus(_) => "patch_status",
+            Error::ReadS3Deployment { .. } => "read_s3_deployment",
+            Error::Delete { .. } => "delete",
         }
     }
 }
@@ -294,6 +304,18 @@ async fn reconcile_inner(cluster: &DogCluster, ctx: &Context) -> Result<(Action,
     let chunk = apply(&ctx.client, &ns, &desired.chunk).await?;
     apply(&ctx.client, &ns, &desired.meta_pdb).await?;
     apply(&ctx.client, &ns, &desired.chunk_pdb).await?;
+    let s3 = match &desired.s3 {
+        Some(gateway) => {
+            apply(&ctx.client, &ns, &gateway.service).await?;
+            let deployment = apply(&ctx.client, &ns, &gateway.deployment).await?;
+            apply(&ctx.client, &ns, &gateway.pdb).await?;
+            Some(Workload::of_deployment(&deployment))
+        }
+        None => {
+            remove_s3_gateway(cluster, ctx, &names, &ns).await?;
+            None
+        }
+    };
 
     let done = act(cluster, ctx, &names, &ns, &seen, &plan, replicas).await?;
 
@@ -303,6 +325,7 @@ async fn reconcile_inner(cluster: &DogCluster, ctx: &Context) -> Result<(Action,
         chunk: Workload::of(&chunk),
         admin: admin_observed,
         scaling: done.scaling,
+        s3,
     };
     let status = status::compute(cluster, &observed, &now);
     report(cluster, ctx, status).await?;
@@ -708,6 +731,77 @@ where
     .map_err(|source| Error::Apply { kind, name, source })
 }
 
+/// With `spec.s3` off, deletes the gateway's objects if this cluster's gateway is there.
+/// Owner references alone would keep them until the DogCluster itself is deleted.
+///
+/// The Deployment is the marker: one GET per reconcile, and it is deleted last, so a failure
+/// part-way leaves it behind and the next reconcile finishes the job.
+async fn remove_s3_gateway(
+    cluster: &DogCluster,
+    ctx: &Context,
+    names: &Names,
+    ns: &str,
+) -> Result<(), Error> {
+    let name = names.s3();
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(existing) = deployments
+        .get_metadata_opt(&name)
+        .await
+        .map_err(|source| Error::ReadS3Deployment {
+            name: name.clone(),
+            source,
+        })?
+    else {
+        return Ok(());
+    };
+    // A Deployment of that name that this DogCluster does not control is someone else's.
+    let ours = existing
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == cluster.metadata.uid.as_ref());
+    if !ours {
+        warn!(deployment = %name, "not controlled by this DogCluster; left alone");
+        return Ok(());
+    }
+    delete::<PodDisruptionBudget>(&ctx.client, ns, &name).await?;
+    delete::<Service>(&ctx.client, ns, &name).await?;
+    delete::<Deployment>(&ctx.client, ns, &name).await?;
+    info!(deployment = %name, "S3 gateway removed");
+    publish(
+        cluster,
+        ctx,
+        EventType::Normal,
+        "S3GatewayRemoved",
+        "Delete",
+        format!("s3.enabled is off: deleted Deployment, Service and PodDisruptionBudget {name}"),
+    )
+    .await;
+    Ok(())
+}
+
+/// Deletes a child; one already gone counts as deleted.
+async fn delete<K>(client: &Client, ns: &str, name: &str) -> Result<(), Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    // Background: the Deployment's ReplicaSets and pods go with it.
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Delete {
+            kind: K::kind(&()).to_string(),
+            name: name.to_string(),
+            source,
+        }),
+    }
+}
+
 async fn read_ca_bundle(client: &Client, ns: &str, name: &str) -> Result<String, Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let secret = secrets
@@ -850,6 +944,8 @@ pub async fn run(client: Client, namespaces: Vec<String>, metrics: Arc<Metrics>)
         .predicate_filter(predicates::generation, Default::default());
         Controller::for_stream(clusters, reader)
             .owns(api::<StatefulSet>(&client, &scope), owned.clone())
+            // The S3 gateway's readiness goes into the status.
+            .owns(api::<Deployment>(&client, &scope), owned.clone())
             .owns(api::<Service>(&client, &scope), owned.clone())
             .owns(api::<ConfigMap>(&client, &scope), owned.clone())
             .owns(api::<PodDisruptionBudget>(&client, &scope), owned.clone())

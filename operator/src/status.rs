@@ -6,7 +6,7 @@
 //! chunk scaling stands ([`crate::scale`]). [`compute`] turns it into phase, conditions and
 //! fields.
 
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::admin::{NodeState, RebalanceState, View};
@@ -61,6 +61,32 @@ impl Workload {
         }
     }
 
+    /// A Deployment's state: rolled out once its controller has seen the latest spec and only
+    /// pods of the new template are left.
+    pub fn of_deployment(deployment: &Deployment) -> Workload {
+        let desired = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(0);
+        let Some(status) = deployment.status.as_ref() else {
+            return Workload {
+                desired,
+                ..Workload::default()
+            };
+        };
+        let seen = status.observed_generation.is_some()
+            && status.observed_generation >= deployment.metadata.generation;
+        let current = status.replicas.unwrap_or(0);
+        let updated = status.updated_replicas.unwrap_or(0);
+        Workload {
+            desired,
+            current,
+            ready: status.ready_replicas.unwrap_or(0),
+            rolled_out: seen && updated >= desired && current == updated,
+        }
+    }
+
     fn all_ready(&self) -> bool {
         self.current == self.desired && self.ready >= self.desired
     }
@@ -103,6 +129,8 @@ pub struct Observed {
     /// `None`: the admin API was not asked (no chunk StatefulSet yet).
     pub admin: Option<AdminObserved>,
     pub scaling: Scaling,
+    /// The S3 gateway's Deployment; `None` when the gateway is not enabled.
+    pub s3: Option<Workload>,
 }
 
 /// The phase and conditions for a valid spec, given what was observed.
@@ -112,8 +140,11 @@ pub fn compute(cluster: &DogCluster, observed: &Observed, now: &Time) -> DogClus
     let chunk_target = spec.chunk.replicas.max(spec.erasure.k + spec.erasure.m);
     let (meta, chunk) = (&observed.meta, &observed.chunk);
 
-    let rolled_out = meta.rolled_out && chunk.rolled_out;
-    let all_ready = meta.all_ready() && chunk.all_ready();
+    // An enabled gateway is part of the cluster: Ready waits for it, and a gateway pod down
+    // degrades the cluster like a server pod would.
+    let s3 = observed.s3.as_ref();
+    let rolled_out = meta.rolled_out && chunk.rolled_out && s3.is_none_or(|w| w.rolled_out);
+    let all_ready = meta.all_ready() && chunk.all_ready() && s3.is_none_or(Workload::all_ready);
     // Once a cluster has been up, missing pods mean trouble rather than a slow start.
     let was_up = matches!(
         previous.phase,
@@ -138,10 +169,16 @@ pub fn compute(cluster: &DogCluster, observed: &Observed, now: &Time) -> DogClus
         Phase::Creating
     };
 
-    let counts = format!(
-        "{}/{} metadata nodes and {}/{} chunk servers ready",
-        meta.ready, meta.desired, chunk.ready, chunk_target
-    );
+    let counts = match s3 {
+        None => format!(
+            "{}/{} metadata nodes and {}/{} chunk servers ready",
+            meta.ready, meta.desired, chunk.ready, chunk_target
+        ),
+        Some(s3) => format!(
+            "{}/{} metadata nodes, {}/{} chunk servers and {}/{} S3 gateways ready",
+            meta.ready, meta.desired, chunk.ready, chunk_target, s3.ready, s3.desired
+        ),
+    };
     let generation = cluster.metadata.generation;
     let mut conditions = previous.conditions.clone();
     let ready = phase == Phase::Running;
@@ -199,6 +236,7 @@ pub fn compute(cluster: &DogCluster, observed: &Observed, now: &Time) -> DogClus
         conditions,
         meta: Some(meta.replica_status(spec.meta.replicas)),
         chunk: Some(chunk.replica_status(chunk_target)),
+        s3: s3.map(|w| w.replica_status(w.desired)),
         erasure: Some(erasure_label(spec.erasure.k, spec.erasure.m)),
         // Carried over while the admin API is not answering: stale, but flagged by
         // `AdminReachable`, and better than blanking what was last known.
@@ -506,6 +544,76 @@ mod tests {
             get(&s, DEGRADED).message,
             "3/3 metadata nodes and 5/6 chunk servers ready"
         );
+    }
+
+    #[test]
+    fn an_enabled_gateway_counts_toward_ready_and_degraded() {
+        let mut c = cluster();
+        let with_gateway = |ready| Observed {
+            meta: workload(3, 3),
+            chunk: workload(6, 6),
+            s3: Some(workload(2, ready)),
+            ..Observed::default()
+        };
+        let s = compute(&c, &with_gateway(2), &time(1));
+        assert_eq!(s.phase, Some(Phase::Running));
+        assert_eq!(s.s3.as_ref().unwrap().ready, "2/2");
+        c.status = Some(s);
+        let s = compute(&c, &with_gateway(1), &time(2));
+        assert_eq!(s.phase, Some(Phase::Degraded));
+        assert_eq!(get(&s, DEGRADED).reason, "PodsNotReady");
+        assert_eq!(
+            get(&s, READY).message,
+            "3/3 metadata nodes, 6/6 chunk servers and 1/2 S3 gateways ready"
+        );
+        // Disabled: no S3 field, and the message is the servers' alone.
+        let s = compute(
+            &c,
+            &Observed {
+                s3: None,
+                ..with_gateway(0)
+            },
+            &time(3),
+        );
+        assert_eq!(s.phase, Some(Phase::Running));
+        assert_eq!(s.s3, None);
+    }
+
+    #[test]
+    fn a_deployment_is_rolled_out_once_only_new_pods_are_left() {
+        use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+        let deployment = |observed, replicas, updated, ready| Deployment {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                generation: Some(2),
+                ..Default::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(2),
+                ..Default::default()
+            }),
+            status: Some(DeploymentStatus {
+                observed_generation: Some(observed),
+                replicas: Some(replicas),
+                updated_replicas: Some(updated),
+                ready_replicas: Some(ready),
+                ..Default::default()
+            }),
+        };
+        let w = Workload::of_deployment(&deployment(2, 2, 2, 2));
+        assert_eq!(
+            (w.desired, w.current, w.ready, w.rolled_out),
+            (2, 2, 2, true)
+        );
+        // An old pod still running beside the two new ones (surge).
+        assert!(!Workload::of_deployment(&deployment(2, 3, 2, 3)).rolled_out);
+        // The controller has not seen the new spec yet.
+        assert!(!Workload::of_deployment(&deployment(1, 2, 2, 2)).rolled_out);
+        // Just created: no status at all.
+        let fresh = Deployment {
+            status: None,
+            ..deployment(0, 0, 0, 0)
+        };
+        assert_eq!(Workload::of_deployment(&fresh).desired, 2);
     }
 
     #[test]

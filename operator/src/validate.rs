@@ -5,7 +5,9 @@
 
 use std::fmt;
 
-use crate::crd::{DogCluster, DogClusterSpec, MAX_REPAIR_AFTER_SECONDS, MAX_SHARDS};
+use crate::crd::{
+    DogCluster, DogClusterSpec, MAX_REPAIR_AFTER_SECONDS, MAX_S3_REPLICAS, MAX_SHARDS, S3Spec,
+};
 
 /// Longest cluster name: `<name>-chunk-headless` must stay a 63-character DNS label and
 /// `<name>-chunk` leaves room for the StatefulSet's `controller-revision-hash` suffix.
@@ -194,11 +196,61 @@ pub fn validate(cluster: &DogCluster) -> Result<(), InvalidSpec> {
         }
     }
 
+    if let Some(s3) = &spec.s3 {
+        check_s3(&mut fail, s3);
+    }
+
     if errors.is_empty() {
         Ok(())
     } else {
         Err(InvalidSpec(errors))
     }
+}
+
+/// Checks `spec.s3`. Formats are checked even while disabled (the CRD's rules apply to a
+/// disabled gateway too); the credentials requirement only when enabled.
+fn check_s3(fail: &mut impl FnMut(&str, String), s3: &S3Spec) {
+    if !(1..=MAX_S3_REPLICAS).contains(&s3.replicas) {
+        fail(
+            "spec.s3.replicas",
+            format!("{} must be in 1..={MAX_S3_REPLICAS}", s3.replicas),
+        );
+    }
+    if !(1..=65535).contains(&s3.service.port) {
+        fail(
+            "spec.s3.service.port",
+            format!("{} must be in 1..=65535", s3.service.port),
+        );
+    }
+    match &s3.credentials_secret {
+        Some(name) if !is_dns_subdomain(name) => fail(
+            "spec.s3.credentialsSecret",
+            format!("{name:?} is not a valid Secret name"),
+        ),
+        Some(_) => {}
+        None if s3.enabled && !s3.anonymous => fail(
+            "spec.s3.credentialsSecret",
+            "is required when s3.enabled is true, unless s3.anonymous is true".to_string(),
+        ),
+        None => {}
+    }
+    if let Some(region) = &s3.region
+        && !is_region(region)
+    {
+        fail(
+            "spec.s3.region",
+            format!("{region:?} must be 1 to 64 letters, digits, '.', '_' or '-'"),
+        );
+    }
+}
+
+/// An S3 region as the gateway may announce it: it ends up in SigV4 credential scopes, where
+/// `/` separates the parts, and in an environment variable.
+fn is_region(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
 /// `k+m`, as shown in the status.
@@ -492,6 +544,67 @@ mod tests {
             fields(&with_repair(Some(1), Some(-5))),
             ["spec.repair.minWriteShards", "spec.repair.afterSeconds"]
         );
+    }
+
+    fn with_s3(s3: serde_json::Value) -> DogCluster {
+        let mut s = spec();
+        s.s3 = Some(serde_json::from_value(s3).unwrap());
+        cluster(s)
+    }
+
+    #[test]
+    fn s3_defaults_and_complete_settings_are_valid() {
+        for s3 in [
+            serde_json::json!({}),
+            serde_json::json!({"enabled": false}),
+            serde_json::json!({"enabled": true, "anonymous": true}),
+            serde_json::json!({"enabled": true, "credentialsSecret": "demo-s3-credentials",
+                "replicas": 1, "service": {"type": "LoadBalancer", "port": 443},
+                "region": "eu-west-3"}),
+        ] {
+            assert_eq!(validate(&with_s3(s3.clone())), Ok(()), "{s3}");
+        }
+        let s3 = with_s3(serde_json::json!({})).spec.s3.unwrap();
+        assert_eq!((s3.enabled, s3.replicas, s3.service.port), (false, 2, 9000));
+        assert_eq!(s3.service.type_, crate::crd::ServiceType::ClusterIP);
+    }
+
+    #[test]
+    fn s3_enabled_without_credentials_or_anonymous_names_the_field() {
+        let err = validate(&with_s3(serde_json::json!({"enabled": true}))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spec.s3.credentialsSecret: is required when s3.enabled is true, \
+             unless s3.anonymous is true"
+        );
+        // Disabled, the missing Secret does not matter.
+        assert_eq!(
+            validate(&with_s3(serde_json::json!({"enabled": false}))),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn every_bad_s3_field_is_reported() {
+        let c = with_s3(serde_json::json!({"enabled": true, "replicas": 0,
+            "service": {"port": 70000}, "credentialsSecret": "Bad_Name", "region": "us/east"}));
+        assert_eq!(
+            fields(&c),
+            [
+                "spec.s3.replicas",
+                "spec.s3.service.port",
+                "spec.s3.credentialsSecret",
+                "spec.s3.region",
+            ]
+        );
+        let err = validate(&c).unwrap_err().to_string();
+        assert!(
+            err.contains("spec.s3.replicas: 0 must be in 1..=1000"),
+            "{err}"
+        );
+        assert!(err.contains("spec.s3.region: \"us/east\" must be"), "{err}");
+        assert!(is_region("us-east-1") && is_region("garage") && !is_region(""));
+        assert!(!is_region(&"a".repeat(65)));
     }
 
     #[test]

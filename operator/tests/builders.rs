@@ -37,6 +37,7 @@ fn desired() -> Desired {
 
 /// `(file name, YAML)` for every object, in apply order.
 fn rendered(d: &Desired) -> Vec<(String, String)> {
+    let s3 = d.s3.as_ref().unwrap();
     fn one<K: Resource<DynamicType = ()> + Serialize>(obj: &K) -> (String, String) {
         let name = format!(
             "{}-{}.yaml",
@@ -56,6 +57,9 @@ fn rendered(d: &Desired) -> Vec<(String, String)> {
         one(&d.chunk),
         one(&d.meta_pdb),
         one(&d.chunk_pdb),
+        one(&s3.service),
+        one(&s3.deployment),
+        one(&s3.pdb),
     ]
 }
 
@@ -93,6 +97,7 @@ fn children_match_golden_files() {
 fn every_child_is_owned_by_the_cluster_and_labelled() {
     let cluster = sample();
     let d = desired();
+    let s3 = d.s3.as_ref().unwrap();
     let metas = [
         &d.config.metadata,
         &d.client_config.metadata,
@@ -104,6 +109,9 @@ fn every_child_is_owned_by_the_cluster_and_labelled() {
         &d.chunk.metadata,
         &d.meta_pdb.metadata,
         &d.chunk_pdb.metadata,
+        &s3.service.metadata,
+        &s3.deployment.metadata,
+        &s3.pdb.metadata,
     ];
     for meta in metas {
         let owners = meta.owner_references.as_ref().unwrap();
@@ -288,4 +296,174 @@ fn changing_repair_settings_rolls_metadata_pods_but_not_chunk_servers() {
         after.meta.spec.as_ref().unwrap().template,
         "a changed pod template is what restarts the metadata pods"
     );
+}
+
+fn build_s3(s3: Option<serde_json::Value>) -> Desired {
+    let mut cluster = sample();
+    cluster.spec.s3 = s3.map(|v| serde_json::from_value(v).unwrap());
+    dogfs_operator::validate::validate(&cluster).unwrap();
+    let inputs = Inputs {
+        chunk_replicas: cluster.spec.chunk.replicas,
+        ca_bundle: None,
+    };
+    build::build(&cluster, &inputs).unwrap()
+}
+
+/// The gateway pod template's one container.
+fn s3_container(d: &Desired) -> k8s_openapi::api::core::v1::Container {
+    let deployment = &d.s3.as_ref().unwrap().deployment;
+    let pod = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    pod.containers[0].clone()
+}
+
+fn plain_env(c: &k8s_openapi::api::core::v1::Container) -> Vec<(String, Option<String>)> {
+    c.env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect()
+}
+
+#[test]
+fn s3_gateway_runs_dogfs_s3_against_the_metadata_service_with_the_mounted_keys() {
+    let d = desired();
+    let s3 = d.s3.as_ref().unwrap();
+    let c = s3_container(&d);
+    assert_eq!(c.command.as_deref(), Some(&["dogfs-s3".to_string()][..]));
+    assert_eq!(c.image.as_deref(), Some("registry.example.com/dogfs:0.1.0"));
+    let env = plain_env(&c);
+    // Plaintext, as dogfs-s3 has no TLS client settings; a `host:port` list like the CLI's.
+    assert_eq!(
+        var(&env, "DOGFS_ENDPOINT"),
+        Some("http://demo-meta.storage.svc:7000")
+    );
+    assert_eq!(var(&env, "DOGFS_S3_LISTEN"), Some("0.0.0.0:9000"));
+    assert_eq!(var(&env, "DOGFS_S3_REGION"), Some("eu-west-3"));
+    assert_eq!(
+        var(&env, "DOGFS_S3_CREDENTIALS"),
+        Some("/etc/dogfs/s3/credentials.yaml")
+    );
+    assert_eq!(var(&env, "DOGFS_S3_ANONYMOUS"), None);
+    // The Secret named in the spec, read-only, only its credentials.yaml.
+    let mount = c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.mount_path == "/etc/dogfs/s3")
+        .unwrap();
+    assert_eq!(mount.read_only, Some(true));
+    let pod = s3
+        .deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .clone()
+        .unwrap();
+    let volume = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    let secret = volume.secret.as_ref().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("demo-s3-credentials"));
+    assert_eq!(secret.items.as_ref().unwrap()[0].key, "credentials.yaml");
+    // TCP probes on the S3 port: an unsigned HTTP request would answer 403.
+    let ready = c.readiness_probe.as_ref().unwrap();
+    assert!(ready.http_get.is_none());
+    assert_eq!(
+        ready.tcp_socket.as_ref().unwrap().port,
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("s3".into())
+    );
+    // Same pod conventions as the servers.
+    let sts_pod = d.meta.spec.as_ref().unwrap().template.spec.clone().unwrap();
+    assert_eq!(pod.security_context, sts_pod.security_context);
+    let sts_container = &sts_pod.containers[0];
+    assert_eq!(c.security_context, sts_container.security_context);
+    assert_eq!(pod.topology_spread_constraints.as_ref().unwrap().len(), 2);
+    assert_eq!(
+        c.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0,
+        "512Mi"
+    );
+    assert_eq!(s3.deployment.spec.as_ref().unwrap().replicas, Some(3));
+
+    // The Service maps the spec's port and type to the pods' named port.
+    let svc = s3.service.spec.as_ref().unwrap();
+    assert_eq!(svc.type_.as_deref(), Some("LoadBalancer"));
+    let port = &svc.ports.as_ref().unwrap()[0];
+    assert_eq!(port.port, 80);
+    assert_eq!(
+        port.target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("s3".into()))
+    );
+    // One gateway at a time may be evicted.
+    assert_eq!(
+        s3.pdb.spec.as_ref().unwrap().max_unavailable,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    // In-cluster S3 clients find the gateway in the client ConfigMap.
+    let client = d.client_config.data.as_ref().unwrap();
+    assert_eq!(client["DOGFS_S3_ENDPOINT"], "http://demo-s3.storage.svc:80");
+}
+
+#[test]
+fn s3_disabled_or_absent_builds_no_gateway_and_no_endpoint() {
+    for s3 in [
+        None,
+        Some(serde_json::json!({"enabled": false, "credentialsSecret": "demo-s3-credentials"})),
+        Some(serde_json::json!({})),
+    ] {
+        let d = build_s3(s3.clone());
+        assert!(d.s3.is_none(), "{s3:?}");
+        let client = d.client_config.data.as_ref().unwrap();
+        assert!(!client.contains_key("DOGFS_S3_ENDPOINT"), "{s3:?}");
+    }
+}
+
+#[test]
+fn s3_anonymous_gateway_has_no_credentials_and_says_so() {
+    let d = build_s3(Some(
+        serde_json::json!({"enabled": true, "anonymous": true}),
+    ));
+    let c = s3_container(&d);
+    let env = plain_env(&c);
+    assert_eq!(var(&env, "DOGFS_S3_ANONYMOUS"), Some("true"));
+    assert_eq!(var(&env, "DOGFS_S3_CREDENTIALS"), None);
+    // Unset region: the gateway's own default.
+    assert_eq!(var(&env, "DOGFS_S3_REGION"), None);
+    assert!(
+        c.volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|m| m.mount_path != "/etc/dogfs/s3")
+    );
+    let d = d.s3.unwrap();
+    assert_eq!(d.deployment.spec.as_ref().unwrap().replicas, Some(2));
+    let svc = d.service.spec.unwrap();
+    assert_eq!(svc.type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(svc.ports.unwrap()[0].port, 9000);
+}
+
+#[test]
+fn turning_s3_on_or_off_restarts_no_server() {
+    let off = build_s3(None);
+    let on = build_s3(Some(
+        serde_json::json!({"enabled": true, "anonymous": true}),
+    ));
+    assert_eq!(off.config, on.config);
+    assert_eq!(off.meta, on.meta);
+    assert_eq!(off.chunk, on.chunk);
 }

@@ -176,3 +176,106 @@ fn repair_settings_pass_cel_when_in_range_or_absent() {
     let new = object(json!({"image": "x", "repair": {"minWriteShards": 6, "afterSeconds": 60}}));
     assert_eq!(errors(new, Some(old)), Vec::<String>::new());
 }
+
+#[test]
+fn s3_rules_match_validation() {
+    for (s3, message) in [
+        (
+            json!({"enabled": true}),
+            "s3.credentialsSecret is required when s3.enabled is true, unless s3.anonymous is true",
+        ),
+        (
+            json!({"enabled": true, "credentialsSecret": ""}),
+            "s3.credentialsSecret must not be empty",
+        ),
+        (
+            json!({"enabled": true, "anonymous": true, "region": "us/east"}),
+            "s3.region must be letters, digits",
+        ),
+    ] {
+        let spec = json!({"image": "x", "s3": s3});
+        let errs = errors(object(spec.clone()), None);
+        assert!(errs.iter().any(|e| e.contains(message)), "{spec}: {errs:?}");
+    }
+    for s3 in [
+        json!({}),
+        json!({"enabled": false}),
+        json!({"enabled": true, "anonymous": true}),
+        json!({"enabled": true, "credentialsSecret": "demo-s3-credentials", "replicas": 1,
+               "service": {"type": "NodePort", "port": 443}, "region": "us-east-1"}),
+    ] {
+        let spec = json!({"image": "x", "s3": s3});
+        assert_eq!(
+            errors(object(spec.clone()), None),
+            Vec::<String>::new(),
+            "{spec}"
+        );
+    }
+}
+
+/// The `s3:` block `examples/dogcluster.yaml` ships commented out, uncommented: it must pass
+/// the CEL rules and validation, and name the Secret of `examples/s3-credentials.yaml`.
+#[test]
+fn the_commented_s3_example_is_valid_and_matches_the_example_secret() {
+    let text = repo_file("examples/dogcluster.yaml");
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim_end() == "  # s3:")
+        .expect("a commented `s3:` block in examples/dogcluster.yaml");
+    let block: Vec<String> = lines[start..]
+        .iter()
+        .take_while(|l| l.starts_with("  #"))
+        .map(|l| format!("  {}", l.get(4..).unwrap_or("")))
+        // Explanations inside the block stay comments.
+        .collect();
+    let uncommented = lines[..start]
+        .iter()
+        .map(|l| l.to_string())
+        .chain(block)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let value: Value = serde_yaml::from_str(&uncommented).unwrap();
+    assert_eq!(value["spec"]["s3"]["enabled"], true, "{uncommented}");
+    assert_eq!(errors(value.clone(), None), Vec::<String>::new());
+    let mut cluster: DogCluster = serde_json::from_value(value.clone()).unwrap();
+    // Every field of the block is one the CRD knows (serde would drop a misspelt one).
+    let parsed = serde_json::to_value(&cluster.spec.s3).unwrap();
+    assert!(
+        contains(&parsed, &value["spec"]["s3"]),
+        "{parsed} lacks part of {}",
+        value["spec"]["s3"]
+    );
+    cluster.metadata.namespace = Some("default".into());
+    dogfs_operator::validate::validate(&cluster).unwrap();
+
+    let secret: Value = serde_yaml::from_str(&repo_file("examples/s3-credentials.yaml")).unwrap();
+    assert_eq!(secret["kind"], "Secret");
+    assert_eq!(
+        Some(secret["metadata"]["name"].as_str().unwrap()),
+        cluster
+            .spec
+            .s3
+            .as_ref()
+            .unwrap()
+            .credentials_secret
+            .as_deref()
+    );
+    // The key the Deployment mounts, in the format dogfs-s3 reads.
+    let file = secret["stringData"]["credentials.yaml"].as_str().unwrap();
+    let file: Value = serde_yaml::from_str(file).unwrap();
+    let entry = &file["credentials"][0];
+    for field in ["access_key", "secret_key", "identity", "scope"] {
+        assert!(entry[field].is_string(), "{field} in {file}");
+    }
+}
+
+/// Whether `outer` has every field of `inner` with the same value (defaults may add more).
+fn contains(outer: &Value, inner: &Value) -> bool {
+    match (outer, inner) {
+        (Value::Object(o), Value::Object(i)) => i
+            .iter()
+            .all(|(k, v)| o.get(k).is_some_and(|ov| contains(ov, v))),
+        _ => outer == inner,
+    }
+}

@@ -209,6 +209,29 @@ async fn expect_children_with_ca(
     meta_status: Value,
     chunk_status: Value,
 ) {
+    expect_all_children(
+        handle,
+        cluster,
+        chunk_replicas,
+        ca_bundle,
+        meta_status,
+        chunk_status,
+        s3_status(0, 0),
+    )
+    .await;
+}
+
+/// Every child apply, the gateway's Deployment answered with `s3_deployment_status` when S3
+/// is on; with S3 off, the gateway lookup answered "not found".
+async fn expect_all_children(
+    handle: &mut Handle,
+    cluster: &DogCluster,
+    chunk_replicas: i32,
+    ca_bundle: Option<String>,
+    meta_status: Value,
+    chunk_status: Value,
+    s3_deployment_status: Value,
+) {
     let d = build::build(
         cluster,
         &Inputs {
@@ -217,6 +240,24 @@ async fn expect_children_with_ca(
         },
     )
     .unwrap();
+    expect_server_children(handle, &d, meta_status, chunk_status).await;
+    match &d.s3 {
+        Some(s3) => expect_s3_applies(handle, s3, s3_deployment_status).await,
+        // S3 off: the operator looks for a gateway of its own to remove; there is none.
+        None => {
+            let respond = expect_s3_lookup(handle).await;
+            not_found(respond, "demo-s3");
+        }
+    }
+}
+
+/// The ConfigMaps, Services, StatefulSets and PDBs of the servers, in order.
+async fn expect_server_children(
+    handle: &mut Handle,
+    d: &build::Desired,
+    meta_status: Value,
+    chunk_status: Value,
+) {
     let core = format!("/api/v1/namespaces/{NS}");
     let apps = format!("/apis/apps/v1/namespaces/{NS}");
     let policy = format!("/apis/policy/v1/namespaces/{NS}");
@@ -270,6 +311,48 @@ async fn expect_children_with_ca(
         None,
     )
     .await;
+}
+
+/// The gateway's Service, Deployment (answered with `status`) and PDB, in that order.
+async fn expect_s3_applies(handle: &mut Handle, s3: &build::S3Gateway, status: Value) {
+    expect_apply(
+        handle,
+        &format!("/api/v1/namespaces/{NS}/services/demo-s3"),
+        &v(&s3.service),
+        None,
+    )
+    .await;
+    expect_apply(
+        handle,
+        &format!("/apis/apps/v1/namespaces/{NS}/deployments/demo-s3"),
+        &v(&s3.deployment),
+        Some(status),
+    )
+    .await;
+    expect_apply(
+        handle,
+        &format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/demo-s3"),
+        &v(&s3.pdb),
+        None,
+    )
+    .await;
+}
+
+/// With S3 off: a metadata-only GET of the gateway Deployment.
+async fn expect_s3_lookup(handle: &mut Handle) -> Respond {
+    let (body, respond) = expect(
+        handle,
+        Method::GET,
+        &format!("/apis/apps/v1/namespaces/{NS}/deployments/demo-s3"),
+    )
+    .await;
+    assert_eq!(body, Value::Null);
+    respond
+}
+
+fn s3_status(replicas: i32, ready: i32) -> Value {
+    json!({"replicas": replicas, "readyReplicas": ready, "updatedReplicas": replicas,
+           "availableReplicas": ready, "observedGeneration": 1})
 }
 
 fn v<T: serde::Serialize>(object: &T) -> Value {
@@ -504,6 +587,7 @@ async fn update_scales_chunk_up_and_rolls_out_a_new_image() {
                 new_servers_from: Some(6),
             },
         },
+        s3: None,
     };
     let expected = compute(&cluster, &observed, &fixed_clock());
     assert_eq!(expected.phase, Some(Phase::Scaling));
@@ -570,6 +654,7 @@ async fn update_scales_chunk_down_by_draining_the_highest_ordinal_first() {
                 new_servers_from: None,
             },
         },
+        s3: None,
     };
     let expected = compute(&cluster, &observed, &fixed_clock());
     let status = serde_json::to_value(&expected).unwrap();
@@ -777,4 +862,241 @@ async fn tls_copies_the_ca_bundle_into_the_client_config_map() {
         finish(task, handle, ctx).await,
         Action::requeue(Duration::from_secs(300))
     );
+}
+
+/// The example with the gateway on, as `examples/dogcluster.yaml` shows it commented out.
+fn with_s3(mut cluster: DogCluster, enabled: bool) -> DogCluster {
+    cluster.spec.s3 = Some(
+        serde_json::from_value(json!({"enabled": enabled,
+            "credentialsSecret": "demo-s3-credentials"}))
+        .unwrap(),
+    );
+    cluster
+}
+
+fn all_up(s3: Option<Workload>) -> Observed {
+    let up = |n| Workload {
+        desired: n,
+        current: n,
+        ready: n,
+        rolled_out: true,
+    };
+    Observed {
+        meta: up(3),
+        chunk: up(6),
+        admin: None,
+        scaling: Scaling::default(),
+        s3,
+    }
+}
+
+fn with_view(mut observed: Observed, view: admin::View) -> Observed {
+    observed.admin = Some(AdminObserved {
+        view: Some(view),
+        error: None,
+    });
+    observed
+}
+
+#[tokio::test]
+async fn enabling_s3_applies_the_gateway_and_ready_waits_for_it() {
+    let mut cluster = with_s3(running(example()), true);
+    cluster.metadata.generation = Some(2);
+
+    // Round 1: the gateway is new, none of its pods ready yet.
+    let (task, mut handle, ctx) = start(cluster.clone());
+    let respond = expect_chunk_lookup(&mut handle).await;
+    reply(respond, StatusCode::OK, &chunk_sts(6, 6));
+    expect_pod_list(&mut handle, 0..6).await;
+    expect_all_children(
+        &mut handle,
+        &cluster,
+        6,
+        None,
+        sts_status(3, 3),
+        sts_status(6, 6),
+        json!({"observedGeneration": 1}),
+    )
+    .await;
+    let event = expect_event(&mut handle, "Normal", "Updating").await;
+    assert_eq!(
+        event["note"],
+        "3/3 metadata nodes, 6/6 chunk servers and 0/2 S3 gateways ready"
+    );
+    let gateway = Workload {
+        desired: 2,
+        current: 0,
+        ready: 0,
+        rolled_out: false,
+    };
+    let observed = with_view(all_up(Some(gateway)), admin_view(6).await);
+    let expected = compute(&cluster, &observed, &fixed_clock());
+    assert_eq!(expected.phase, Some(Phase::Updating));
+    assert_eq!(expected.s3.as_ref().unwrap().ready, "0/2");
+    expect_status(&mut handle, &expected).await;
+    finish(task, handle, ctx).await;
+
+    // What went out: the client ConfigMap points S3 users at the gateway Service.
+    let d = build::build(
+        &cluster,
+        &Inputs {
+            chunk_replicas: 6,
+            ca_bundle: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        d.client_config.data.as_ref().unwrap()["DOGFS_S3_ENDPOINT"],
+        "http://demo-s3.default.svc:9000"
+    );
+
+    // Round 2: both gateway pods ready: the cluster is Ready again.
+    cluster.status = Some(expected);
+    let (task, mut handle, ctx) = start(cluster.clone());
+    let respond = expect_chunk_lookup(&mut handle).await;
+    reply(respond, StatusCode::OK, &chunk_sts(6, 6));
+    expect_pod_list(&mut handle, 0..6).await;
+    expect_all_children(
+        &mut handle,
+        &cluster,
+        6,
+        None,
+        sts_status(3, 3),
+        sts_status(6, 6),
+        s3_status(2, 2),
+    )
+    .await;
+    expect_event(&mut handle, "Normal", "Running").await;
+    let gateway = Workload {
+        desired: 2,
+        current: 2,
+        ready: 2,
+        rolled_out: true,
+    };
+    let observed = with_view(all_up(Some(gateway)), admin_view(6).await);
+    let expected = compute(&cluster, &observed, &fixed_clock());
+    assert_eq!(expected.phase, Some(Phase::Running));
+    let status = serde_json::to_value(&expected).unwrap();
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(status["s3"]["ready"], "2/2");
+    expect_status(&mut handle, &expected).await;
+    assert_eq!(
+        finish(task, handle, ctx).await,
+        Action::requeue(Duration::from_secs(300))
+    );
+}
+
+/// The gateway Deployment as a metadata-only GET returns it, controlled by `owner_uid`.
+fn gateway_metadata(owner_uid: &str) -> Value {
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+           "metadata": {"name": "demo-s3", "namespace": NS, "ownerReferences": [
+               {"apiVersion": "dogfs.io/v1alpha1", "kind": "DogCluster", "name": "demo",
+                "uid": owner_uid, "controller": true, "blockOwnerDeletion": true}]}})
+}
+
+/// A running cluster whose gateway (2/2 ready) has just been switched off.
+fn s3_switched_off() -> DogCluster {
+    let mut cluster = with_s3(running(example()), true);
+    let gateway = Workload {
+        desired: 2,
+        current: 2,
+        ready: 2,
+        rolled_out: true,
+    };
+    cluster.status = Some(compute(&cluster, &all_up(Some(gateway)), &fixed_clock()));
+    cluster.metadata.generation = Some(3);
+    with_s3(cluster, false)
+}
+
+#[tokio::test]
+async fn disabling_s3_deletes_the_gateway_deployment_service_and_pdb() {
+    let cluster = s3_switched_off();
+    let uid = cluster.metadata.uid.clone().unwrap();
+    let (task, mut handle, ctx) = start(cluster.clone());
+    let respond = expect_chunk_lookup(&mut handle).await;
+    reply(respond, StatusCode::OK, &chunk_sts(6, 6));
+    expect_pod_list(&mut handle, 0..6).await;
+    // The children without the gateway (and no DOGFS_S3_ENDPOINT), then the lookup.
+    let d = build::build(
+        &cluster,
+        &Inputs {
+            chunk_replicas: 6,
+            ca_bundle: None,
+        },
+    )
+    .unwrap();
+    assert!(d.s3.is_none());
+    assert!(
+        !d.client_config
+            .data
+            .as_ref()
+            .unwrap()
+            .contains_key("DOGFS_S3_ENDPOINT")
+    );
+    expect_children_without_s3_lookup(&mut handle, &cluster).await;
+    let respond = expect_s3_lookup(&mut handle).await;
+    reply(respond, StatusCode::OK, &gateway_metadata(&uid));
+
+    // PDB and Service first, the Deployment (the marker the lookup finds) last.
+    for path in [
+        format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/demo-s3"),
+        format!("/api/v1/namespaces/{NS}/services/demo-s3"),
+        format!("/apis/apps/v1/namespaces/{NS}/deployments/demo-s3"),
+    ] {
+        let (body, respond) = expect(&mut handle, Method::DELETE, &format!("{path}?")).await;
+        assert_eq!(body["propagationPolicy"], "Background", "{path}: {body}");
+        let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                            "status": "Success", "code": 200});
+        reply(respond, StatusCode::OK, &status);
+    }
+    let event = expect_event(&mut handle, "Normal", "S3GatewayRemoved").await;
+    assert_eq!(
+        event["note"],
+        "s3.enabled is off: deleted Deployment, Service and PodDisruptionBudget demo-s3"
+    );
+
+    let observed = with_view(all_up(None), admin_view(6).await);
+    let expected = compute(&cluster, &observed, &fixed_clock());
+    assert_eq!(expected.phase, Some(Phase::Running));
+    assert_eq!(expected.s3, None);
+    expect_status(&mut handle, &expected).await;
+    assert_eq!(
+        finish(task, handle, ctx).await,
+        Action::requeue(Duration::from_secs(300))
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_deployment_this_cluster_does_not_control_is_left_alone() {
+    let cluster = s3_switched_off();
+    let (task, mut handle, ctx) = start(cluster.clone());
+    let respond = expect_chunk_lookup(&mut handle).await;
+    reply(respond, StatusCode::OK, &chunk_sts(6, 6));
+    expect_pod_list(&mut handle, 0..6).await;
+    expect_children_without_s3_lookup(&mut handle, &cluster).await;
+    let respond = expect_s3_lookup(&mut handle).await;
+    // Same name, another owner (say, a DogCluster of the same name deleted and recreated).
+    reply(
+        respond,
+        StatusCode::OK,
+        &gateway_metadata("11111111-0000-4000-8000-000000000000"),
+    );
+    // No DELETE: straight to the status.
+    let observed = with_view(all_up(None), admin_view(6).await);
+    expect_status(&mut handle, &compute(&cluster, &observed, &fixed_clock())).await;
+    finish(task, handle, ctx).await;
+}
+
+/// The server children of a cluster with S3 off, up to (not including) the gateway lookup.
+async fn expect_children_without_s3_lookup(handle: &mut Handle, cluster: &DogCluster) {
+    let d = build::build(
+        cluster,
+        &Inputs {
+            chunk_replicas: 6,
+            ca_bundle: None,
+        },
+    )
+    .unwrap();
+    assert!(d.s3.is_none());
+    expect_server_children(handle, &d, sts_status(3, 3), sts_status(6, 6)).await;
 }

@@ -40,16 +40,23 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: ["dogfs.io"]
   resources: ["dogclusters/finalizers"]
   verbs: ["update"]
-# Server-side apply creates and updates; the garbage collector deletes, so no delete verb.
+# Server-side apply creates and updates; the garbage collector deletes, so no delete verb,
+# except for the S3 gateway's Deployment, Service and PDB, deleted when spec.s3 is switched off.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
-  resources: ["services", "configmaps"]
+  resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Chunk scale-down: a server leaves the registry only once its pod is gone (list, by label).
 - apiGroups: [""]
   resources: ["pods"]

@@ -24,6 +24,7 @@ use crate::cluster::StatusView;
 
 mod config;
 mod layout;
+mod s3;
 
 use config::{chunk_config, meta_config, start_chunk_server};
 pub use layout::Layout;
@@ -97,6 +98,8 @@ pub enum DevError {
     NoSuchChunk { index: usize, count: usize },
     #[error("connecting to the cluster: {0}")]
     Connect(dogfs_client::Error),
+    #[error(transparent)]
+    S3(#[from] s3::DevS3Error),
     #[error("the cluster was not ready within {timeout:?}: {detail} (logs: {log})")]
     NotReady {
         timeout: Duration,
@@ -522,13 +525,25 @@ pub async fn run(args: &crate::args::DevArgs, out: crate::output::Out) -> Result
     let opts = DevOptions::from(args);
     let cluster = DevCluster::start(&opts).await?;
     let endpoint = cluster.endpoint();
+    let gateway = match &args.s3 {
+        Some(addr) => Some(s3::DevS3::start(addr, cluster.dir(), cluster.endpoints()).await?),
+        None => None,
+    };
 
+    #[derive(Serialize)]
+    struct S3Ready<'a> {
+        url: &'a str,
+        access_key: &'a str,
+        secret_key: &'a str,
+    }
     #[derive(Serialize)]
     struct Ready<'a> {
         endpoint: &'a str,
         dir: &'a Path,
         log: PathBuf,
         layout: &'a Layout,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        s3: Option<S3Ready<'a>>,
     }
     let printed = out
         .json(&Ready {
@@ -536,8 +551,21 @@ pub async fn run(args: &crate::args::DevArgs, out: crate::output::Out) -> Result
             dir: cluster.dir(),
             log: DevCluster::log_path(cluster.dir()),
             layout: cluster.layout(),
+            s3: gateway.as_ref().map(|g| S3Ready {
+                url: &g.url,
+                access_key: &g.access_key,
+                secret_key: &g.secret_key,
+            }),
         })
-        .and_then(|()| out.line(&format!("DOGFS_ENDPOINT={endpoint}")));
+        .and_then(|()| out.line(&format!("DOGFS_ENDPOINT={endpoint}")))
+        .and_then(|()| match &gateway {
+            // Lines to export for aws-cli (`aws --endpoint-url $DOGFS_S3_URL s3 ls`).
+            Some(g) => out.line(&format!(
+                "DOGFS_S3_URL={}\nAWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\nAWS_DEFAULT_REGION=us-east-1",
+                g.url, g.access_key, g.secret_key
+            )),
+            None => Ok(()),
+        });
     if let Err(e) = printed {
         warn!(error = %e, "printing the endpoint");
     }
@@ -557,6 +585,9 @@ pub async fn run(args: &crate::args::DevArgs, out: crate::output::Out) -> Result
     }
     shutdown_signal().await;
     info!("shutdown signal received; stopping the dev cluster");
+    if let Some(g) = gateway {
+        g.shutdown().await;
+    }
     // A second Ctrl-C stops waiting for in-flight requests; what was acknowledged is durable.
     tokio::select! {
         () = cluster.shutdown() => {}

@@ -34,6 +34,7 @@
 
 mod fetch;
 mod health;
+mod parts;
 mod window;
 
 use std::future::Future;
@@ -59,6 +60,7 @@ use health::{Health, lock};
 use window::{ReadCtx, Windows};
 
 pub(crate) use fetch::fetch_range;
+pub(crate) use parts::download_parts;
 pub(crate) use window::stripes_for;
 
 /// Default data bytes per read window: each shard request carries ~1 MiB with 4+2 and 1 MiB

@@ -243,6 +243,7 @@ impl FakeMeta {
             scheme: Some(self.scheme.clone()),
             segment_size: self.segment_size,
             inline,
+            parts_count: 0,
         };
         st.objects.insert(
             (r.bucket, r.key),
@@ -276,6 +277,7 @@ impl FakeMeta {
             scheme: Some(self.scheme.clone()),
             segment_size: self.segment_size,
             inline: true,
+            parts_count: 0,
         };
         st.objects.insert(
             (r.bucket, r.key),
@@ -305,6 +307,55 @@ fn now() -> i64 {
 
 #[tonic::async_trait]
 impl MetaService for FakeMeta {
+    // Multipart is tested against real servers (tests/multipart.rs).
+    async fn create_multipart_upload(
+        &self,
+        _: Request<CreateMultipartUploadRequest>,
+    ) -> Result<Response<CreateMultipartUploadResponse>, Status> {
+        Err(Status::unimplemented("the fake has no multipart uploads"))
+    }
+
+    async fn upload_part(
+        &self,
+        _: Request<UploadPartRequest>,
+    ) -> Result<Response<UploadPartResponse>, Status> {
+        Err(Status::unimplemented("the fake has no multipart uploads"))
+    }
+
+    async fn complete_part(
+        &self,
+        _: Request<CompletePartRequest>,
+    ) -> Result<Response<CompletePartResponse>, Status> {
+        Err(Status::unimplemented("the fake has no multipart uploads"))
+    }
+
+    async fn list_parts(
+        &self,
+        _: Request<ListPartsRequest>,
+    ) -> Result<Response<ListPartsResponse>, Status> {
+        Err(Status::unimplemented("the fake has no multipart uploads"))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        _: Request<AbortMultipartUploadRequest>,
+    ) -> Result<Response<AbortMultipartUploadResponse>, Status> {
+        Err(Status::unimplemented("the fake has no multipart uploads"))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        _: Request<CompleteMultipartUploadRequest>,
+    ) -> Result<Response<CompleteMultipartUploadResponse>, Status> {
+        Err(Status::unimplemented("the fake has no multipart uploads"))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        _: Request<ListMultipartUploadsRequest>,
+    ) -> Result<Response<ListMultipartUploadsResponse>, Status> {
+        Err(Status::unimplemented("the fake has no multipart uploads"))
+    }
     async fn create_bucket(
         &self,
         r: Request<CreateBucketRequest>,
@@ -511,6 +562,7 @@ impl MetaService for FakeMeta {
             object: Some(o.info.clone()),
             inline_data: o.inline.clone(),
             segments: o.segments.clone(),
+            parts: Vec::new(),
         }))
     }
 

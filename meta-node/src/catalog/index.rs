@@ -140,10 +140,7 @@ pub fn holder(s: &records::ShardRecord) -> u128 {
 }
 
 fn segments(v: &ObjectVersion) -> &[records::SegmentRecord] {
-    match &v.body {
-        records::ObjectBody::Inline(_) => &[],
-        records::ObjectBody::Segments(s) => s,
-    }
+    v.segment_records()
 }
 
 /// The reference of `shard` on `node`, if any.

@@ -76,3 +76,42 @@ pub fn seal(bucket: &BucketName, incarnation: u64) -> Key {
 pub fn partition_of(bucket: &BucketName, key: &ObjectKey, partitions: u64) -> u64 {
     dogfs_core::names::partition_of(bucket, key, partitions)
 }
+
+/// Partition: `bucket ‖ 0x00 ‖ key ‖ 0x00 ‖ upload id (16 BE)` →
+/// [`MultipartRecord`](super::multipart::MultipartRecord): a multipart upload in progress. Keys
+/// hold no NUL, so a bucket's uploads are one prefix range in (key, upload id) order, S3's
+/// ListMultipartUploads order.
+pub const MULTIPART: &str = "mpu";
+/// Partition: `upload id (16 BE) ‖ part number (4 BE)` →
+/// [`PartRecord`](super::multipart::PartRecord): a completed part, in part-number order.
+pub const PARTS: &str = "mpart";
+/// Partition: part upload id (16 BE) → [`PartLink`](super::multipart::PartLink): the pending
+/// upload (in [`UPLOADS`]) of a part, and which multipart upload and part number it is for.
+pub const PART_LINKS: &str = "mplink";
+
+/// `bucket ‖ 0x00 ‖ key ‖ 0x00`: the prefix of every multipart upload of one key.
+pub fn multipart_key_prefix(bucket: &BucketName, key: &ObjectKey) -> Vec<u8> {
+    let mut k = object_prefix(bucket);
+    k.extend_from_slice(key.as_str().as_bytes());
+    k.push(0);
+    k
+}
+
+/// A multipart upload in progress.
+pub fn multipart(bucket: &BucketName, key: &ObjectKey, upload_id: u128) -> Key {
+    let mut k = multipart_key_prefix(bucket, key);
+    k.extend_from_slice(&upload_id.to_be_bytes());
+    Key::new(MULTIPART, k)
+}
+
+/// A completed part of a multipart upload.
+pub fn part(upload_id: u128, number: u32) -> Key {
+    let mut k = upload_id.to_be_bytes().to_vec();
+    k.extend_from_slice(&number.to_be_bytes());
+    Key::new(PARTS, k)
+}
+
+/// The link of a part's pending upload to its multipart upload.
+pub fn part_link(part_upload_id: u128) -> Key {
+    Key::new(PART_LINKS, part_upload_id.to_be_bytes().to_vec())
+}

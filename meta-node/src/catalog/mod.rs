@@ -15,12 +15,15 @@
 //! - [`list`]: listing of one partition and the merge of P partitions' pages.
 //! - [`index`]: the shard index (node ‖ shard → reference), kept by the same entries.
 //! - [`repair`]: the repair queue, the survey of degraded segments and the repair commit.
+//! - [`multipart`]: multipart uploads (parts as segments of their own, completed without
+//!   copying); [`md5`] for their S3 ETag.
 //!
 //! [`KvReader`]: crate::raft::KvReader
 
 pub mod index;
 pub mod keys;
 pub mod list;
+pub mod multipart;
 pub mod ops;
 pub mod records;
 pub mod repair;
@@ -40,8 +43,8 @@ pub use ops::{
     BeginPut, Check, CommitObject, DEFAULT_INLINE_MAX, Prepared, PutInline, ShardReport, Targets,
 };
 pub use records::{
-    BucketRecord, GcEntry, GcReason, ObjectBody, ObjectVersion, SchemeRecord, SegmentRecord,
-    ShardRecord, UploadRecord,
+    BucketRecord, GcEntry, GcReason, ObjectBody, ObjectVersion, PartExtent, PartsBody,
+    SchemeRecord, SegmentRecord, ShardRecord, UploadRecord,
 };
 
 /// Every way a catalogue operation can fail. Messages name the offending value.
@@ -196,6 +199,31 @@ pub enum CatalogError {
     UnplacedShardStored { segment: u64, shard: usize },
     #[error("an inline object has at most {inline_max} bytes, got {size}; use BeginPut")]
     InlineObjectTooLarge { size: u64, inline_max: u64 },
+    #[error("InvalidArgument: part number {number} is outside 1..=10000")]
+    InvalidPartNumber { number: u32 },
+    #[error("InvalidPart: part {number} of upload {upload:032x}: {reason}")]
+    InvalidPart {
+        upload: u128,
+        number: u32,
+        reason: String,
+    },
+    #[error(
+        "InvalidPartOrder: part {number} is listed after part {previous}; parts must be listed \
+         in ascending order, each once"
+    )]
+    InvalidPartOrder { previous: u32, number: u32 },
+    #[error(
+        "EntityTooSmall: part {number} has {size} bytes; every part but the last needs at least \
+         {min}"
+    )]
+    EntityTooSmall { number: u32, size: u64, min: u64 },
+    #[error("MalformedXML: completing upload {upload:032x} lists no part")]
+    NoPartsListed { upload: u128 },
+    #[error(
+        "upload {upload:032x} is a part of a multipart upload: finish it with CompletePart, not \
+         CommitObject"
+    )]
+    PartUploadCommit { upload: u128 },
     #[error("invalid listing: {reason}")]
     InvalidListing { reason: String },
     #[error("invalid continuation token: {reason}")]

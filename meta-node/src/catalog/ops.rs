@@ -435,7 +435,7 @@ pub(crate) fn gc_put(
     Ok(())
 }
 
-fn queue_version(
+pub(crate) fn queue_version(
     p: &mut Prepared,
     old: &ObjectVersion,
     reason: GcReason,
@@ -481,6 +481,11 @@ pub fn commit_object<S: KvSpace>(
 ) -> Result<Prepared, CatalogError> {
     let upload_id = req.upload_id;
     let (upload, upload_version) = live_upload(partition, upload_id, &req.bucket, &req.key)?;
+    // A part's upload becomes a part (multipart::complete_part), never an object by itself. The
+    // link is written with the upload, so reading it here suffices.
+    if partition.get(&keys::part_link(upload_id))?.is_some() {
+        return Err(CatalogError::PartUploadCommit { upload: upload_id });
+    }
     if req.now_unix > upload.expires_unix {
         return Err(CatalogError::UploadExpired {
             upload: upload_id,
@@ -578,7 +583,7 @@ pub fn commit_object<S: KvSpace>(
 
 /// Checks the reports against the upload's targets and layout (DESIGN §4.3: per segment at
 /// least the write quorum stored, k+1 by default) and builds the segment records.
-fn segment_records(
+pub(crate) fn segment_records(
     upload: &UploadRecord,
     layout: &ObjectLayout,
     reports: &[Vec<ShardReport>],
@@ -781,6 +786,8 @@ pub fn abort_upload<S: KvSpace>(
         Check::Unchanged,
     );
     p.write(Write::Delete(ukey));
+    // A part's upload has a link to its multipart upload (none for others: a no-op).
+    p.write(Write::Delete(keys::part_link(upload_id)));
     index::unindex_upload(&mut p, &upload);
     queue_targets(&mut p, &upload, GcReason::Aborted, now_unix)?;
     Ok(p)
@@ -824,6 +831,7 @@ pub fn expire_uploads<S: KvSpace>(
             Check::Unchanged,
         );
         p.write(Write::Delete(key));
+        p.write(Write::Delete(keys::part_link(upload.upload_id)));
         index::unindex_upload(&mut p, &upload);
         queue_targets(&mut p, &upload, GcReason::Expired, now_unix)?;
     }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use dogfs_core::ids::ShardId;
-use dogfs_core::layout::ObjectLayout;
+use dogfs_core::layout::{LayoutError, ObjectLayout, SegmentLayout};
 use dogfs_core::placement::NodeId;
 use dogfs_core::scheme::{Codec, ErasureScheme};
 use serde::de::DeserializeOwned;
@@ -125,6 +125,30 @@ pub enum ObjectBody {
     Inline(#[serde(with = "crate::raft::bytes_serde")] Vec<u8>),
     /// Erasure-coded segments.
     Segments(Vec<SegmentRecord>),
+    /// Completed from a multipart upload: each part keeps the geometry it was written with
+    /// (its own size and segment size), so no byte is copied. Added last: bincode numbers
+    /// variants, and the records of the two above must decode as before.
+    Parts(PartsBody),
+}
+
+/// The body of an object completed from parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartsBody {
+    /// The parts in object order.
+    pub parts: Vec<PartExtent>,
+    /// Every part's segments in object order, numbered across parts: part i's segments follow
+    /// part i−1's, so (version, segment) names one segment as for any object (repair queue,
+    /// shard index).
+    pub segments: Vec<SegmentRecord>,
+}
+
+/// One part of an object completed from parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartExtent {
+    pub number: u32,
+    pub size: u64,
+    pub segment_size: u64,
+    pub etag: String,
 }
 
 /// The current version of an object (immutable once committed; a new PUT replaces it).
@@ -158,11 +182,57 @@ impl ObjectVersion {
 
     /// Every shard of the version (none when inline).
     pub fn shards(&self) -> impl Iterator<Item = &ShardRecord> {
-        let segs: &[SegmentRecord] = match &self.body {
+        self.segment_records().iter().flat_map(|s| s.shards.iter())
+    }
+
+    /// Every segment of the version in order (none when inline), whatever its body.
+    pub fn segment_records(&self) -> &[SegmentRecord] {
+        match &self.body {
             ObjectBody::Inline(_) => &[],
             ObjectBody::Segments(s) => s,
+            ObjectBody::Parts(p) => &p.segments,
+        }
+    }
+
+    /// [`Self::segment_records`], mutable (repair and moves rewrite a shard in place).
+    pub fn segment_records_mut(&mut self) -> &mut [SegmentRecord] {
+        match &mut self.body {
+            ObjectBody::Inline(_) => &mut [],
+            ObjectBody::Segments(s) => s,
+            ObjectBody::Parts(p) => &mut p.segments,
+        }
+    }
+
+    /// The parts of an object completed from a multipart upload.
+    pub fn parts(&self) -> Option<&[PartExtent]> {
+        match &self.body {
+            ObjectBody::Parts(p) => Some(&p.parts),
+            _ => None,
+        }
+    }
+
+    /// The geometry of segment `index` (numbered across parts for a multipart object). For a
+    /// part's segment, `object_offset` and `index` of the answer are relative to its part;
+    /// its lengths (data, cell, shard) are what repair and moves need.
+    pub fn segment_layout(&self, index: u64) -> Result<SegmentLayout, CatalogError> {
+        let Some(parts) = self.parts() else {
+            return Ok(self.layout()?.segment(index)?);
         };
-        segs.iter().flat_map(|s| s.shards.iter())
+        let scheme = self.scheme.scheme()?;
+        let mut first = 0u64;
+        for part in parts {
+            let layout = ObjectLayout::new(part.size, part.segment_size, scheme)?;
+            let count = layout.segment_count();
+            if index < first + count {
+                return Ok(layout.segment(index - first)?);
+            }
+            first += count;
+        }
+        Err(LayoutError::SegmentIndex {
+            index,
+            count: first,
+        }
+        .into())
     }
 }
 

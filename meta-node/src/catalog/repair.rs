@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::index::{self, RefKind, ShardRef, UNPLACED};
 use super::ops::{Check, Prepared, gc_put, read_object};
-use super::records::{self, GcReason, ObjectBody, ObjectVersion};
+use super::records::{self, GcReason, ObjectVersion};
 use super::{CatalogError, keys};
 use crate::raft::{Condition, Key, KvReader, KvSpace, Write};
 use dogfs_core::names::{BucketName, ObjectKey};
@@ -98,10 +98,7 @@ pub fn queue<S: KvSpace>(
 }
 
 fn find_shard(object: &ObjectVersion, shard_id: u128) -> Option<(u64, &records::ShardRecord)> {
-    let ObjectBody::Segments(segs) = &object.body else {
-        return None;
-    };
-    segs.iter().find_map(|seg| {
+    object.segment_records().iter().find_map(|seg| {
         seg.shards
             .iter()
             .find(|s| s.shard_id == shard_id)
@@ -171,10 +168,8 @@ pub fn commit<S: KvSpace>(
             now: object.version_id,
         }));
     }
-    let ObjectBody::Segments(segs) = &mut object.body else {
-        return Ok(Err(StaleRepair::NoSuchShard { segment, index }));
-    };
-    let Some(slot) = segs
+    let Some(slot) = object
+        .segment_records_mut()
         .iter_mut()
         .find(|s| s.index == segment)
         .and_then(|s| s.shards.iter_mut().find(|sh| sh.index == index))
@@ -202,7 +197,7 @@ pub fn commit<S: KvSpace>(
     let old = slot.clone();
     // Never two shards of one segment on one server (the old copy's server may be reused:
     // its copy is the one being replaced).
-    if let Some(seg) = segs.iter().find(|s| s.index == segment)
+    if let Some(seg) = object.segment_records().iter().find(|s| s.index == segment)
         && seg
             .shards
             .iter()
@@ -210,7 +205,8 @@ pub fn commit<S: KvSpace>(
     {
         return Ok(Err(StaleRepair::TargetInSegment { node: new.node }));
     }
-    let Some(slot) = segs
+    let Some(slot) = object
+        .segment_records_mut()
         .iter_mut()
         .find(|s| s.index == segment)
         .and_then(|s| s.shards.iter_mut().find(|sh| sh.index == index))
@@ -418,12 +414,9 @@ pub fn survey<S: KvSpace>(
         let Some((object, _)) = read_object(partition, &b, &k)? else {
             continue;
         };
-        let ObjectBody::Segments(segs) = &object.body else {
-            continue;
-        };
-        let layout = object.layout()?;
+        let segs = object.segment_records();
         for seg in segs.iter().filter(|s| segments.contains(&s.index)) {
-            let geometry = layout.segment(seg.index)?;
+            let geometry = object.segment_layout(seg.index)?;
             let shards: Vec<_> = seg
                 .shards
                 .iter()

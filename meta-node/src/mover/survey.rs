@@ -15,7 +15,7 @@ use dogfs_core::placement::{NodeId, SegmentPlacement, ShardLocation};
 
 use crate::catalog::index::{self, RefKind, ShardRef};
 use crate::catalog::ops::read_object;
-use crate::catalog::records::{ObjectBody, ObjectVersion, SchemeRecord, ShardRecord};
+use crate::catalog::records::{ObjectVersion, SchemeRecord, ShardRecord};
 use crate::catalog::{CatalogError, index::UNPLACED};
 use crate::raft::{KvReader, KvSpace};
 
@@ -227,10 +227,11 @@ impl Gathered {
         if object.version_id != r.version_id {
             return Ok(None);
         }
-        let ObjectBody::Segments(segs) = &object.body else {
-            return Ok(None);
-        };
-        let Some(seg) = segs.iter().find(|s| s.index == r.segment) else {
+        let Some(seg) = object
+            .segment_records()
+            .iter()
+            .find(|s| s.index == r.segment)
+        else {
             return Ok(None);
         };
         let Some(record) = seg.shards.iter().find(|s| s.shard_id == shard) else {
@@ -241,7 +242,7 @@ impl Gathered {
         if busy.contains(&id) || !self.seen.insert(id) {
             return Ok(Some(size));
         }
-        let data_len = object.layout()?.segment(seg.index)?.data_len();
+        let data_len = object.segment_layout(seg.index)?.data_len();
         self.segments.push(SegmentRef {
             partition: p,
             bucket: object.bucket.clone(),

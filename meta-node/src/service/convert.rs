@@ -84,6 +84,9 @@ pub(crate) fn object_info(v: &ObjectVersion) -> pb::ObjectInfo {
         scheme: Some(scheme_record_to_pb(&v.scheme)),
         segment_size: v.segment_size,
         inline: matches!(v.body, ObjectBody::Inline(_)),
+        parts_count: v
+            .parts()
+            .map_or(0, |p| u32::try_from(p.len()).unwrap_or(u32::MAX)),
     }
 }
 
@@ -101,43 +104,58 @@ pub(crate) fn get_object_response(
     holders: &HashMap<u128, Holder>,
 ) -> pb::GetObjectResponse {
     let object = Some(object_info(&v));
-    match v.body {
-        ObjectBody::Inline(data) => pb::GetObjectResponse {
-            object,
-            inline_data: data.into(),
-            segments: Vec::new(),
-        },
-        ObjectBody::Segments(segs) => pb::GetObjectResponse {
-            object,
-            inline_data: Default::default(),
-            segments: segs
+    let (segs, parts) = match v.body {
+        ObjectBody::Inline(data) => {
+            return pb::GetObjectResponse {
+                object,
+                inline_data: data.into(),
+                ..Default::default()
+            };
+        }
+        ObjectBody::Segments(segs) => (segs, Vec::new()),
+        ObjectBody::Parts(body) => (
+            body.segments,
+            body.parts
                 .into_iter()
-                .map(|s| pb::Segment {
-                    index: s.index,
-                    shards: s
-                        .shards
-                        .into_iter()
-                        .map(|sh| pb::ShardLocation {
-                            index: u32::from(sh.index),
-                            shard_id: hex_id(sh.shard_id),
-                            node_id: format_node_id(sh.node),
-                            address: holders
-                                .get(&sh.node)
-                                .map(|h| h.address.clone())
-                                .unwrap_or_default(),
-                            crc32c: sh.crc32c,
-                            size: sh.size,
-                            missing: sh.missing,
-                            // A server missing from the registry is as good as removed.
-                            node_state: holders
-                                .get(&sh.node)
-                                .map_or(pb::NodeState::Removed, |h| node_state(h.state))
-                                as i32,
-                        })
-                        .collect(),
+                .map(|p| pb::PartExtent {
+                    part_number: p.number,
+                    size: p.size,
+                    segment_size: p.segment_size,
                 })
                 .collect(),
-        },
+        ),
+    };
+    pb::GetObjectResponse {
+        object,
+        inline_data: Default::default(),
+        parts,
+        segments: segs
+            .into_iter()
+            .map(|s| pb::Segment {
+                index: s.index,
+                shards: s
+                    .shards
+                    .into_iter()
+                    .map(|sh| pb::ShardLocation {
+                        index: u32::from(sh.index),
+                        shard_id: hex_id(sh.shard_id),
+                        node_id: format_node_id(sh.node),
+                        address: holders
+                            .get(&sh.node)
+                            .map(|h| h.address.clone())
+                            .unwrap_or_default(),
+                        crc32c: sh.crc32c,
+                        size: sh.size,
+                        missing: sh.missing,
+                        // A server missing from the registry is as good as removed.
+                        node_state: holders
+                            .get(&sh.node)
+                            .map_or(pb::NodeState::Removed, |h| node_state(h.state))
+                            as i32,
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
 }
 

@@ -36,7 +36,7 @@ fn stale(consistency: i32) -> bool {
     consistency == pb::ReadConsistency::Stale as i32
 }
 
-fn span(method: &'static str, bucket: &str, key: &str) -> tracing::Span {
+pub(super) fn span(method: &'static str, bucket: &str, key: &str) -> tracing::Span {
     tracing::info_span!("rpc", method, bucket, key, group = Empty)
 }
 
@@ -58,20 +58,22 @@ macro_rules! route_or_forward {
 }
 
 impl Core {
-    fn partition(&self, bucket: &BucketName, key: &ObjectKey) -> u64 {
+    pub(super) fn partition(&self, bucket: &BucketName, key: &ObjectKey) -> u64 {
         catalog::partition_of(bucket, key, self.partitions())
     }
 
     /// Placement's view of the registry (local system-group state: placement is advisory, a
     /// slightly stale view is fine) and every node's address.
-    fn node_views(&self) -> Result<(Vec<NodeView>, HashMap<u128, String>), ServiceError> {
+    pub(super) fn node_views(
+        &self,
+    ) -> Result<(Vec<NodeView>, HashMap<u128, String>), ServiceError> {
         let nodes = registry::list_nodes(&self.reader(0)?)?;
         let addrs = nodes.iter().map(|n| (n.id, n.address.clone())).collect();
         Ok((nodes.iter().map(|n| n.view()).collect(), addrs))
     }
 
     /// Every chunk server's address and state, for layouts.
-    fn holders(&self) -> Result<HashMap<u128, convert::Holder>, ServiceError> {
+    pub(super) fn holders(&self) -> Result<HashMap<u128, convert::Holder>, ServiceError> {
         let nodes = registry::list_nodes(&self.reader(0)?)?;
         Ok(nodes
             .iter()
@@ -183,7 +185,7 @@ impl Core {
         })
     }
 
-    fn targets(
+    pub(super) fn targets(
         &self,
         upload_id: u128,
         layout: &ObjectLayout,
@@ -230,7 +232,7 @@ fn query_of(r: &pb::ListObjectsRequest) -> ListQuery {
 const MAX_REPORTED_SHARDS: usize = 1024;
 
 /// A target for the client; `None` (no eligible server) is a shard to report missing.
-fn location(
+pub(super) fn location(
     index: usize,
     shard: u128,
     node: Option<u128>,
@@ -655,6 +657,7 @@ impl MetaService for MetaSvc {
                     scheme: Some(convert::scheme_to_pb(&put.scheme)),
                     segment_size: put.segment_size,
                     inline: true,
+                    parts_count: 0,
                 }),
             }))
         })
@@ -679,7 +682,7 @@ impl MetaService for MetaSvc {
             // An inline object names no chunk server: skip the registry scan.
             let addresses = match v.body {
                 ObjectBody::Inline(_) => HashMap::new(),
-                ObjectBody::Segments(_) => c.holders()?,
+                ObjectBody::Segments(_) | ObjectBody::Parts(_) => c.holders()?,
             };
             Ok(Response::new(convert::get_object_response(v, &addresses)))
         })
@@ -781,6 +784,156 @@ impl MetaService for MetaSvc {
                 page.is_truncated,
                 page.next_continuation_token,
             )))
+        })
+        .await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: Request<pb::CreateMultipartUploadRequest>,
+    ) -> Result<Response<pb::CreateMultipartUploadResponse>, Status> {
+        let c = &self.core;
+        let s = span(
+            "CreateMultipartUpload",
+            &req.get_ref().bucket,
+            &req.get_ref().key,
+        );
+        observe(&c.metrics, "CreateMultipartUpload", s, async move {
+            let r = req.get_ref();
+            let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
+            route_or_forward!(c, c.partition(&bucket, &key), req, create_multipart_upload);
+            Ok(Response::new(
+                c.create_multipart_upload(req.get_ref(), bucket, key)
+                    .await?,
+            ))
+        })
+        .await
+    }
+
+    async fn upload_part(
+        &self,
+        req: Request<pb::UploadPartRequest>,
+    ) -> Result<Response<pb::UploadPartResponse>, Status> {
+        let c = &self.core;
+        let s = span("UploadPart", &req.get_ref().bucket, &req.get_ref().key);
+        observe(&c.metrics, "UploadPart", s, async move {
+            let r = req.get_ref();
+            let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
+            route_or_forward!(c, c.partition(&bucket, &key), req, upload_part);
+            Ok(Response::new(
+                c.upload_part(req.get_ref(), bucket, key).await?,
+            ))
+        })
+        .await
+    }
+
+    async fn complete_part(
+        &self,
+        req: Request<pb::CompletePartRequest>,
+    ) -> Result<Response<pb::CompletePartResponse>, Status> {
+        let c = &self.core;
+        let s = span("CompletePart", &req.get_ref().bucket, &req.get_ref().key);
+        observe(&c.metrics, "CompletePart", s, async move {
+            let r = req.get_ref();
+            let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
+            route_or_forward!(c, c.partition(&bucket, &key), req, complete_part);
+            Ok(Response::new(
+                c.complete_part(req.get_ref(), bucket, key).await?,
+            ))
+        })
+        .await
+    }
+
+    async fn list_parts(
+        &self,
+        req: Request<pb::ListPartsRequest>,
+    ) -> Result<Response<pb::ListPartsResponse>, Status> {
+        let c = &self.core;
+        let s = span("ListParts", &req.get_ref().bucket, &req.get_ref().key);
+        observe(&c.metrics, "ListParts", s, async move {
+            let r = req.get_ref();
+            let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
+            route_or_forward!(c, c.partition(&bucket, &key), req, list_parts);
+            Ok(Response::new(
+                c.list_parts(req.get_ref(), bucket, key).await?,
+            ))
+        })
+        .await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: Request<pb::AbortMultipartUploadRequest>,
+    ) -> Result<Response<pb::AbortMultipartUploadResponse>, Status> {
+        let c = &self.core;
+        let s = span(
+            "AbortMultipartUpload",
+            &req.get_ref().bucket,
+            &req.get_ref().key,
+        );
+        observe(&c.metrics, "AbortMultipartUpload", s, async move {
+            let r = req.get_ref();
+            let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
+            route_or_forward!(c, c.partition(&bucket, &key), req, abort_multipart_upload);
+            Ok(Response::new(
+                c.abort_multipart_upload(req.get_ref(), bucket, key).await?,
+            ))
+        })
+        .await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: Request<pb::CompleteMultipartUploadRequest>,
+    ) -> Result<Response<pb::CompleteMultipartUploadResponse>, Status> {
+        let c = &self.core;
+        let s = span(
+            "CompleteMultipartUpload",
+            &req.get_ref().bucket,
+            &req.get_ref().key,
+        );
+        observe(&c.metrics, "CompleteMultipartUpload", s, async move {
+            let r = req.get_ref();
+            let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
+            route_or_forward!(
+                c,
+                c.partition(&bucket, &key),
+                req,
+                complete_multipart_upload
+            );
+            Ok(Response::new(
+                c.complete_multipart_upload(req.get_ref(), bucket, key)
+                    .await?,
+            ))
+        })
+        .await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: Request<pb::ListMultipartUploadsRequest>,
+    ) -> Result<Response<pb::ListMultipartUploadsResponse>, Status> {
+        let c = &self.core;
+        let s = span(
+            "ListMultipartUploads",
+            &req.get_ref().bucket,
+            &req.get_ref().prefix,
+        );
+        observe(&c.metrics, "ListMultipartUploads", s, async move {
+            let r = req.get_ref();
+            let bucket = convert::bucket(&r.bucket)?;
+            if let Some(p) = r.partition {
+                if p == 0 || p > c.partitions() {
+                    return Err(ServiceError::Invalid(format!(
+                        "partition {p} does not exist (1..={})",
+                        c.partitions()
+                    )));
+                }
+                route_or_forward!(c, p, req, list_multipart_uploads);
+            }
+            Ok(Response::new(
+                c.list_multipart_uploads(req.get_ref(), bucket).await?,
+            ))
         })
         .await
     }

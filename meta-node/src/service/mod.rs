@@ -13,6 +13,7 @@ pub mod admin;
 pub mod convert;
 pub mod internal;
 pub mod meta;
+pub mod multipart;
 pub mod registry;
 
 use std::collections::{BTreeMap, HashMap};

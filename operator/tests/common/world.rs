@@ -258,6 +258,14 @@ fn handle_request(
             ),
         };
     }
+    // No S3 gateway in these scenarios: the lookup made while S3 is off finds none.
+    if *method == Method::GET && path == format!("{apps}/deployments/demo-s3") {
+        return respond(
+            StatusCode::NOT_FOUND,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "reason": "NotFound", "code": 404}),
+        );
+    }
     if *method == Method::GET && path == format!("{core}/pods") {
         if !query.contains(CHUNK_SELECTOR) {
             m.errors.push(format!("pods listed with {query}"));
