@@ -143,7 +143,10 @@ impl Credentials {
 
 /// What a request needs, from its operation's name.
 fn needed_scope(op: &str) -> Scope {
-    if op.starts_with("Get") || op.starts_with("Head") || op.starts_with("List") {
+    // Every multipart operation, its listings included, is part of writing an object.
+    if op == "ListParts" || op == "ListMultipartUploads" {
+        Scope::ReadWrite
+    } else if op.starts_with("Get") || op.starts_with("Head") || op.starts_with("List") {
         Scope::Read
     } else if op == "CreateBucket" || op.starts_with("PutBucket") || op.starts_with("DeleteBucket")
     {
@@ -308,6 +311,18 @@ credentials:
         assert!(g.allow(k("READER"), "ListObjectsV2", Some("x")).is_ok());
         assert!(g.allow(k("READER"), "PutObject", Some("x")).is_err());
         assert!(g.allow(k("READER"), "DeleteObjects", Some("x")).is_err());
+        for op in [
+            "CreateMultipartUpload",
+            "UploadPart",
+            "CompleteMultipartUpload",
+            "AbortMultipartUpload",
+            "ListParts",
+            "ListMultipartUploads",
+        ] {
+            assert!(g.allow(k("READER"), op, Some("x")).is_err(), "{op}");
+            assert!(g.allow(k("PHOTOS"), op, Some("photos")).is_ok(), "{op}");
+            assert!(g.allow(k("PHOTOS"), op, Some("other")).is_err(), "{op}");
+        }
         assert!(g.allow(k("PHOTOS"), "PutObject", Some("photos")).is_ok());
         assert!(g.allow(k("PHOTOS"), "PutObject", Some("other")).is_err());
         assert!(

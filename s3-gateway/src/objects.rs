@@ -26,7 +26,7 @@ const DELETE_PARALLELISM: usize = 8;
 const COPY_ATTEMPTS: usize = 3;
 
 /// Content-Encoding without the `aws-chunked` transfer coding (S3 does not store it).
-fn stored_encoding(e: Option<String>) -> Option<String> {
+pub(crate) fn stored_encoding(e: Option<String>) -> Option<String> {
     let e = e?;
     let kept: Vec<&str> = e
         .split(',')
@@ -54,6 +54,22 @@ fn check_part_number(part: Option<i32>, has_range: bool) -> S3Result<()> {
             "The requested partnumber is not satisfiable",
         )),
     }
+}
+
+/// `partNumber` on an object completed from parts would name one part, which the gateway
+/// cannot serve alone yet: refuse rather than answer the whole object.
+fn check_part_of(part: Option<i32>, info: &ObjectInfo) -> S3Result<()> {
+    let multipart = info
+        .etag
+        .rsplit_once('-')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if part.is_some() && multipart {
+        return Err(s3_error!(
+            NotImplemented,
+            "partNumber on an object uploaded in parts is not supported; use a Range"
+        ));
+    }
+    Ok(())
 }
 
 /// Buckets are unversioned: every object's only version is `null`, the one id a client can
@@ -189,6 +205,7 @@ impl DogS3 {
         check_part_number(input.part_number, input.range.is_some())?;
         check_version(input.version_id.as_deref())?;
         let info = self.info(&bucket, &key).instrument(span.clone()).await?;
+        check_part_of(input.part_number, &info)?;
         let last_modified = timestamp(info.created_unix);
         let conditions = Conditions {
             if_match: input.if_match,
@@ -249,6 +266,7 @@ impl DogS3 {
             .info(&bucket, &key)
             .instrument(info_span!("head_object", bucket = %bucket, key = %key))
             .await?;
+        check_part_of(input.part_number, &info)?;
         let last_modified = timestamp(info.created_unix);
         let conditions = Conditions {
             if_match: input.if_match,

@@ -11,6 +11,8 @@ mod common;
 mod digests;
 #[path = "gateway/listing.rs"]
 mod listing;
+#[path = "gateway/multipart.rs"]
+mod multipart;
 #[path = "gateway/reads.rs"]
 mod reads;
 
@@ -61,10 +63,8 @@ async fn s3_gateway_over_a_process_cluster() {
     auth::anonymous_mode(cluster.endpoints()).await;
     eprintln!("{:?}: credentials", t0.elapsed());
 
-    let r = admin
-        .send(Req::new("POST", &format!("/{BUCKET}/mp")).q("uploads", ""))
-        .await;
-    assert_eq!((r.status, r.error_code().as_str()), (501, "NotImplemented"));
+    multipart::multipart(&gw, &admin).await;
+    eprintln!("{:?}: multipart", t0.elapsed());
     gw.stop().await;
 }
 

@@ -344,5 +344,85 @@ class AwsCli(unittest.TestCase):
             self.assertEqual(got, files)
 
 
+class Multipart(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.s3 = client()
+        cls.s3.create_bucket(Bucket="multipart")
+
+    def test_three_parts_etag_and_bytes(self):
+        s3 = self.s3
+        parts = [data(2001, 5 * MIB), data(2002, 5 * MIB), data(2003, 1)]
+        up = s3.create_multipart_upload(Bucket="multipart", Key="three", ContentType="text/plain",
+                                        Metadata={"color": "blue"})
+        uid = up["UploadId"]
+        done = []
+        for n, body in enumerate(parts, start=1):
+            r = s3.upload_part(Bucket="multipart", Key="three", UploadId=uid, PartNumber=n,
+                               Body=body)
+            self.assertEqual(r["ETag"], f'"{hashlib.md5(body).hexdigest()}"')
+            done.append({"PartNumber": n, "ETag": r["ETag"]})
+        listed = s3.list_parts(Bucket="multipart", Key="three", UploadId=uid)
+        self.assertEqual([(p["PartNumber"], p["Size"]) for p in listed["Parts"]],
+                         [(1, 5 * MIB), (2, 5 * MIB), (3, 1)])
+        uploads = s3.list_multipart_uploads(Bucket="multipart", Prefix="three")
+        self.assertIn(uid, [u["UploadId"] for u in uploads.get("Uploads", [])])
+        r = s3.complete_multipart_upload(Bucket="multipart", Key="three", UploadId=uid,
+                                         MultipartUpload={"Parts": done})
+        digests = b"".join(hashlib.md5(p).digest() for p in parts)
+        want = f'"{hashlib.md5(digests).hexdigest()}-3"'
+        self.assertEqual(r["ETag"], want)
+        got = s3.get_object(Bucket="multipart", Key="three")
+        self.assertEqual(got["ETag"], want)
+        self.assertEqual(got["ContentType"], "text/plain")
+        self.assertEqual(got["Metadata"], {"color": "blue"})
+        self.assertEqual(got["Body"].read(), b"".join(parts))
+
+    def test_abort_and_refused_completion(self):
+        s3 = self.s3
+        uid = s3.create_multipart_upload(Bucket="multipart", Key="refused")["UploadId"]
+        p1 = s3.upload_part(Bucket="multipart", Key="refused", UploadId=uid, PartNumber=1,
+                            Body=data(2004, 5 * MIB))["ETag"]
+        p2 = s3.upload_part(Bucket="multipart", Key="refused", UploadId=uid, PartNumber=2,
+                            Body=b"tail")["ETag"]
+        for parts, code in [
+            ([{"PartNumber": 2, "ETag": p2}, {"PartNumber": 1, "ETag": p1}], "InvalidPartOrder"),
+            ([{"PartNumber": 1, "ETag": p1}, {"PartNumber": 2, "ETag": p1}], "InvalidPart"),
+        ]:
+            with self.assertRaises(ClientError) as e:
+                s3.complete_multipart_upload(Bucket="multipart", Key="refused", UploadId=uid,
+                                             MultipartUpload={"Parts": parts})
+            self.assertEqual(error_code(e.exception), code)
+        s3.abort_multipart_upload(Bucket="multipart", Key="refused", UploadId=uid)
+        with self.assertRaises(ClientError) as e:
+            s3.list_parts(Bucket="multipart", Key="refused", UploadId=uid)
+        self.assertEqual(error_code(e.exception), "NoSuchUpload")
+        with self.assertRaises(ClientError) as e:
+            s3.head_object(Bucket="multipart", Key="refused")
+        self.assertEqual(e.exception.response["ResponseMetadata"]["HTTPStatusCode"], 404)
+
+    def test_aws_cli_cp_200_mib_up_and_down(self):
+        with tempfile.TemporaryDirectory(dir=WORK) as d:
+            up, down = os.path.join(d, "up.bin"), os.path.join(d, "down.bin")
+            with open(up, "wb") as f:
+                for _ in range(200):
+                    f.write(os.urandom(MIB))
+            aws = ["aws", "--endpoint-url", URL, "s3", "cp"]
+            subprocess.run([*aws, up, "s3://multipart/big.bin"], check=True,
+                           capture_output=True, text=True, timeout=900)
+            head = self.s3.head_object(Bucket="multipart", Key="big.bin")
+            self.assertEqual(head["ContentLength"], 200 * MIB)
+            self.assertRegex(head["ETag"], r'^"[0-9a-f]{32}-[0-9]+"$')  # uploaded in parts
+            subprocess.run([*aws, "s3://multipart/big.bin", down], check=True,
+                           capture_output=True, text=True, timeout=900)
+            with open(up, "rb") as a, open(down, "rb") as b:
+                while True:
+                    x, y = a.read(MIB), b.read(MIB)
+                    self.assertTrue(x == y, "downloaded bytes differ")
+                    if not x:
+                        break
+        self.s3.delete_object(Bucket="multipart", Key="big.bin")
+
+
 if __name__ == "__main__":
     unittest.main()
