@@ -19,10 +19,10 @@ use s3s::dto::{
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tracing::{Instrument, debug, info_span};
 
-use crate::body::{Algorithm, Expected, PutBody};
+use crate::body::{Algorithm, PutBody};
 use crate::errors::{Subject, s3_error};
 use crate::metadata::{ObjectHeaders, timestamp};
-use crate::objects::stored_encoding;
+use crate::objects::{body_size, expected_digests, stored_encoding};
 use crate::service::DogS3;
 
 /// S3's part numbers.
@@ -132,37 +132,21 @@ impl DogS3 {
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let input = req.input;
         let number = part_number(input.part_number)?;
-        let chunked = req.headers.contains_key(http::header::TRANSFER_ENCODING);
-        let size = match input.content_length {
-            Some(n) => n,
-            None if chunked => {
-                return Err(s3_error!(
-                    MissingContentLength,
-                    "You must provide the Content-Length HTTP header."
-                ));
-            }
-            None => 0,
-        };
-        let size = u64::try_from(size)
-            .map_err(|_| s3_error!(InvalidArgument, "negative Content-Length {size}"))?;
+        let size = body_size(input.content_length, &req.headers)?;
         let upload = MultipartUpload::new(input.bucket, input.key, input.upload_id);
         let span = info_span!("upload_part", bucket = %upload.bucket, key = %upload.key,
             upload_id = %upload.upload_id, part = number, size);
-        let sum = |v| Some(v).flatten();
-        let expected = Expected::new(
+        let expected = expected_digests(
             input.content_md5.as_deref(),
             [
-                (Algorithm::Crc32, sum(input.checksum_crc32.as_ref())),
-                (Algorithm::Crc32c, sum(input.checksum_crc32c.as_ref())),
-                (Algorithm::Crc64Nvme, sum(input.checksum_crc64nvme.as_ref())),
-                (Algorithm::Sha1, sum(input.checksum_sha1.as_ref())),
-                (Algorithm::Sha256, sum(input.checksum_sha256.as_ref())),
+                input.checksum_crc32.as_ref(),
+                input.checksum_crc32c.as_ref(),
+                input.checksum_crc64nvme.as_ref(),
+                input.checksum_sha1.as_ref(),
+                input.checksum_sha256.as_ref(),
             ],
-            req.headers
-                .get("x-amz-trailer")
-                .and_then(|v| v.to_str().ok()),
-        )
-        .map_err(|e| e.to_s3())?;
+            &req.headers,
+        )?;
         let stream = input.body.unwrap_or_else(|| {
             StreamingBlob::wrap(futures::stream::empty::<Result<Bytes, std::io::Error>>())
         });

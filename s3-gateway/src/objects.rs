@@ -97,38 +97,20 @@ impl DogS3 {
                 "Conditional writes (If-Match / If-None-Match on PUT) are not supported"
             ));
         }
-        // Without Content-Length an HTTP/1.1 body is empty, unless it is chunked, which
-        // S3 refuses (the size must be known before the upload begins).
-        let chunked = req.headers.contains_key(http::header::TRANSFER_ENCODING);
-        let size = match input.content_length {
-            Some(n) => n,
-            None if chunked => {
-                return Err(s3_error!(
-                    MissingContentLength,
-                    "You must provide the Content-Length HTTP header."
-                ));
-            }
-            None => 0,
-        };
-        let size = u64::try_from(size)
-            .map_err(|_| s3_error!(InvalidArgument, "negative Content-Length {size}"))?;
+        let size = body_size(input.content_length, &req.headers)?;
         let (bucket, key) = (input.bucket, input.key);
         let span = info_span!("put_object", bucket = %bucket, key = %key, size);
-        let sum = |v| Some(v).flatten();
-        let expected = Expected::new(
+        let expected = expected_digests(
             input.content_md5.as_deref(),
             [
-                (Algorithm::Crc32, sum(input.checksum_crc32.as_ref())),
-                (Algorithm::Crc32c, sum(input.checksum_crc32c.as_ref())),
-                (Algorithm::Crc64Nvme, sum(input.checksum_crc64nvme.as_ref())),
-                (Algorithm::Sha1, sum(input.checksum_sha1.as_ref())),
-                (Algorithm::Sha256, sum(input.checksum_sha256.as_ref())),
+                input.checksum_crc32.as_ref(),
+                input.checksum_crc32c.as_ref(),
+                input.checksum_crc64nvme.as_ref(),
+                input.checksum_sha1.as_ref(),
+                input.checksum_sha256.as_ref(),
             ],
-            req.headers
-                .get("x-amz-trailer")
-                .and_then(|v| v.to_str().ok()),
-        )
-        .map_err(|e| e.to_s3())?;
+            &req.headers,
+        )?;
         let headers = ObjectHeaders {
             content_type: input.content_type,
             content_encoding: stored_encoding(input.content_encoding),
@@ -504,6 +486,44 @@ impl DogS3 {
             (Ok(_), Err(e)) => Err(s3_error(&self.client, Subject::Object(bucket, key), e).await),
         }
     }
+}
+
+/// A PUT body's size (PutObject, UploadPart). Without Content-Length an HTTP/1.1 body is empty,
+/// unless it is chunked, which S3 refuses: the size must be known before the upload begins.
+pub(crate) fn body_size(content_length: Option<i64>, headers: &http::HeaderMap) -> S3Result<u64> {
+    let size = match content_length {
+        Some(n) => n,
+        None if headers.contains_key(http::header::TRANSFER_ENCODING) => {
+            return Err(s3_error!(
+                MissingContentLength,
+                "You must provide the Content-Length HTTP header."
+            ));
+        }
+        None => 0,
+    };
+    u64::try_from(size).map_err(|_| s3_error!(InvalidArgument, "negative Content-Length {size}"))
+}
+
+/// The digests a PUT body must match: Content-MD5, the `x-amz-checksum-*` headers (CRC32,
+/// CRC32C, CRC64NVME, SHA1, SHA256, in that order) and the trailer `x-amz-trailer` announces.
+pub(crate) fn expected_digests(
+    content_md5: Option<&str>,
+    checksums: [Option<&String>; 5],
+    headers: &http::HeaderMap,
+) -> S3Result<Expected> {
+    let [crc32, crc32c, crc64nvme, sha1, sha256] = checksums;
+    Expected::new(
+        content_md5,
+        [
+            (Algorithm::Crc32, crc32),
+            (Algorithm::Crc32c, crc32c),
+            (Algorithm::Crc64Nvme, crc64nvme),
+            (Algorithm::Sha1, sha1),
+            (Algorithm::Sha256, sha256),
+        ],
+        headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()),
+    )
+    .map_err(|e| e.to_s3())
 }
 
 #[cfg(test)]
