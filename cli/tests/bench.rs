@@ -178,3 +178,111 @@ fn bench_drain_needs_the_in_process_cluster() {
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("needs the in-process cluster"), "{err}");
 }
+
+/// The gateway binary the s3 workload runs: beside `dogfs` in the same target directory
+/// (`cargo test --workspace` builds every binary; `cargo test -p dogfs-cli` alone does not).
+fn dogfs_s3_bin() -> Option<std::path::PathBuf> {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_dogfs")).with_file_name("dogfs-s3");
+    bin.is_file().then_some(bin)
+}
+
+/// `dogfs bench s3` with tiny sizes: the gateway child starts, every phase reports native and
+/// gateway rows (the GETs check bytes, failing the run otherwise), the big object's RSS bar
+/// is there, and the temporary cluster and the gateway's scratch files are gone afterwards.
+#[test]
+fn bench_s3_compares_the_gateway_with_the_native_client() {
+    let Some(s3_bin) = dogfs_s3_bin() else {
+        println!(
+            "skipped: dogfs-s3 is not built (cargo build -p dogfs-s3, or cargo test --workspace)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_dogfs"))
+        .args([
+            "bench",
+            "s3",
+            "--json",
+            "--quiet",
+            "--size",
+            "1MiB",
+            "--count",
+            "2",
+            "--concurrency",
+            "2",
+            "--small-clients",
+            "4",
+            "--small-duration",
+            "200ms",
+            "--s3-big-size",
+            "5MiB",
+            "--partitions",
+            "1",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .arg("--s3-bin")
+        .arg(&s3_bin)
+        .env_remove("DOGFS_ENDPOINT")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(start.elapsed() < Duration::from_secs(120));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r["workload"] == name)
+            .unwrap_or_else(|| panic!("{name} missing from {rows:?}"))
+    };
+    for op in ["put", "get"] {
+        for path in ["native", "s3"] {
+            let r = row(&format!("{path} {op} 1.0 MiB"));
+            assert_eq!(
+                (r["ops"].as_u64(), r["bytes"].as_u64()),
+                (Some(2), Some(2 << 20))
+            );
+        }
+        for path in ["native", "s3"] {
+            let r = row(&format!("{path} small {op} 1 KiB"));
+            assert!(r["ops"].as_u64().unwrap() > 0, "{r}");
+        }
+        let big = row(&format!("s3 big {op} 5.0 MiB"));
+        assert!(big["note"].as_str().unwrap().contains("RSS"), "{big}");
+    }
+    let bars: Vec<&str> = report["bars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["bar"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        bars,
+        [
+            "S3 gateway 1.0 MiB PUT >= 0.7 x native",
+            "S3 gateway 1.0 MiB GET >= 0.7 x native",
+            "S3 gateway peak RSS through a 5.0 MiB PUT+GET under 256 MiB",
+        ]
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn bench_s3_names_a_missing_gateway_binary() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dogfs"))
+        .args(["bench", "s3", "--s3-bin", "/nonexistent/dogfs-s3"])
+        .args(["--endpoint", "127.0.0.1:1", "--timeout", "2s"])
+        .output()
+        .unwrap();
+    // Refused before any cluster starts or any call is made.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("/nonexistent/dogfs-s3"), "{err}");
+    assert!(err.contains("cargo build --release -p dogfs-s3"), "{err}");
+}

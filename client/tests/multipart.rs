@@ -354,6 +354,25 @@ async fn multipart_upload_completes_reads_back_and_collects_garbage() {
         (head.etag.clone(), head.size),
         (info.etag.clone(), info.size)
     );
+    // The parts' places (S3's partNumber reads); an object of one PUT has none.
+    let layout = client.object_parts("mpu", "big").await.unwrap();
+    assert_eq!(layout.info.etag, info.etag);
+    assert_eq!(
+        layout
+            .parts
+            .iter()
+            .map(|p| (p.part_number, p.offset, p.size))
+            .collect::<Vec<_>>(),
+        vec![(1, 0, 300_000), (2, 300_000, 1_500_000), (3, 1_800_000, 1)]
+    );
+    assert_eq!(layout.nth(2).map(|p| p.offset), Some(300_000));
+    assert_eq!(layout.nth(4), None);
+    assert_eq!(layout.nth(0), None);
+    client.put_bytes("mpu", "single", p3.clone()).await.unwrap();
+    let single = client.object_parts("mpu", "single").await.unwrap();
+    assert!(single.parts.is_empty());
+    assert_eq!(single.info.size, 1);
+    client.delete("mpu", "single").await.unwrap();
     let whole: Vec<u8> = [&p1[..], &p2[..], &p3[..]].concat();
     let got = client.get_bytes("mpu", "big").await.unwrap();
     assert!(got[..] == whole[..], "whole object differs");

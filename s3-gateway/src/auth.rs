@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
-use s3s::dto::{CopyObjectInput, CopySource};
+use s3s::dto::{CopyObjectInput, CopySource, UploadPartCopyInput};
 use s3s::{S3Request, S3Result, s3_error};
 use serde::Deserialize;
 use tracing::{debug, warn};
@@ -263,6 +263,18 @@ impl S3Access for Gatekeeper {
 
     /// A copy also reads its source, which may be in another bucket.
     async fn copy_object(&self, req: &mut S3Request<CopyObjectInput>) -> S3Result<()> {
+        if let CopySource::Bucket { bucket, .. } = &req.input.copy_source {
+            self.allow(
+                caller_of(req.credentials.as_ref()),
+                "GetObject",
+                Some(bucket),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// UploadPartCopy reads its source too, as CopyObject does.
+    async fn upload_part_copy(&self, req: &mut S3Request<UploadPartCopyInput>) -> S3Result<()> {
         if let CopySource::Bucket { bucket, .. } = &req.input.copy_source {
             self.allow(
                 caller_of(req.credentials.as_ref()),

@@ -73,6 +73,81 @@ pub(crate) fn map_error(subject: Subject<'_>, e: &Error) -> S3Error {
     S3Error::with_message(code, msg)
 }
 
+/// A human message for an S3 error code, for the errors `s3s` raises itself without one
+/// (signature checks, path and header parsing): every error body carries a `<Message>`, as
+/// S3's do. The wording follows S3's where it has one.
+pub(crate) fn default_message(code: &str) -> String {
+    let known = match code {
+        "AccessDenied" => "Access Denied",
+        "AuthorizationHeaderMalformed" => "The authorization header you provided is not valid.",
+        "AuthorizationQueryParametersError" => {
+            "The query parameters that authenticate the request are not valid."
+        }
+        "BadDigest" => "The Content-MD5 or checksum you specified did not match what we received.",
+        "EntityTooLarge" => "Your proposed upload exceeds the maximum allowed object size.",
+        "ExpiredToken" => "The provided token has expired.",
+        "IncompleteBody" => {
+            "You did not provide the number of bytes specified by the Content-Length HTTP header."
+        }
+        "InternalError" => "We encountered an internal error. Please try again.",
+        "InvalidAccessKeyId" => "The AWS Access Key Id you provided does not exist in our records.",
+        "InvalidArgument" => "Invalid Argument",
+        "InvalidBucketName" => "The specified bucket is not valid.",
+        "InvalidDigest" => "The Content-MD5 or checksum you specified is not valid.",
+        "InvalidPartNumber" => "The requested partnumber is not satisfiable",
+        "InvalidRange" => "The requested range is not satisfiable",
+        "InvalidRequest" => "Invalid Request",
+        "InvalidURI" => "Couldn't parse the specified URI.",
+        "KeyTooLongError" => "Your key is too long.",
+        "MalformedXML" => {
+            "The XML you provided was not well-formed or did not validate against our published \
+             schema."
+        }
+        "MaxMessageLengthExceeded" => "Your request was too big.",
+        "MethodNotAllowed" => "The specified method is not allowed against this resource.",
+        "MissingContentLength" => "You must provide the Content-Length HTTP header.",
+        "MissingSecurityHeader" => "Your request is missing a required header.",
+        "NoSuchBucket" => "The specified bucket does not exist.",
+        "NoSuchKey" => "The specified key does not exist.",
+        "NoSuchUpload" => "The specified multipart upload does not exist.",
+        "NotImplemented" => {
+            "A header or query you provided implies functionality that is not implemented."
+        }
+        "PreconditionFailed" => "At least one of the pre-conditions you specified did not hold",
+        "RequestTimeTooSkewed" => {
+            "The difference between the request time and the server's time is too large."
+        }
+        "ServiceUnavailable" => "Service is unable to handle request.",
+        "SignatureDoesNotMatch" => {
+            "The request signature we calculated does not match the signature you provided. \
+             Check your key and signing method."
+        }
+        "XAmzContentSHA256Mismatch" => {
+            "The provided 'x-amz-content-sha256' header does not match what was computed."
+        }
+        _ => return spelled_out(code),
+    };
+    known.to_owned()
+}
+
+/// `SomeErrorCode` as "Some error code" (codes without a message of their own).
+fn spelled_out(code: &str) -> String {
+    let mut out = String::with_capacity(code.len() + 8);
+    for (i, c) in code.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push(' ');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    if out.is_empty() {
+        "The request failed.".to_owned()
+    } else {
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +180,16 @@ mod tests {
             message: "gone".into(),
         };
         assert_eq!(code(Subject::Object("b", "k"), lost), "InternalError");
+    }
+
+    #[test]
+    fn every_code_gets_a_message() {
+        assert!(default_message("SignatureDoesNotMatch").starts_with("The request signature"));
+        assert_eq!(default_message("AccessDenied"), "Access Denied");
+        assert_eq!(
+            default_message("InvalidStorageClass"),
+            "Invalid storage class"
+        );
+        assert!(!default_message("").is_empty());
     }
 }

@@ -18,6 +18,7 @@ mod multipart;
 mod objects;
 mod server;
 mod service;
+pub mod sigv4;
 
 pub use auth::{CredentialEntry, Credentials, CredentialsError, Scope};
 pub use config::GatewayConfig;

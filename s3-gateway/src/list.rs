@@ -1,17 +1,22 @@
 //! ListObjectsV2, ListObjects (V1) and ListObjectVersions (unversioned: every object is its
-//! one, latest, `null` version), one DogFS page per request.
+//! one, latest, `null` version), one DogFS page per request; ListMultipartUploads, whose
+//! `delimiter` the gateway rolls up itself (the metadata service lists uploads by prefix only).
 
-use dogfs_client::{ListEntry, ListPage, ListQuery, ObjectSummary};
+use dogfs_client::{
+    ListEntry, ListPage, ListQuery, MultipartUploadInfo, ObjectSummary, UploadsQuery,
+};
 use s3s::dto::{
-    CommonPrefix, ETag, EncodingType, ListObjectVersionsInput, ListObjectVersionsOutput,
-    ListObjectsInput, ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, Object,
-    ObjectStorageClass, ObjectVersion, ObjectVersionStorageClass,
+    CommonPrefix, ETag, EncodingType, ListMultipartUploadsInput, ListMultipartUploadsOutput,
+    ListObjectVersionsInput, ListObjectVersionsOutput, ListObjectsInput, ListObjectsOutput,
+    ListObjectsV2Input, ListObjectsV2Output, Object, ObjectStorageClass, ObjectVersion,
+    ObjectVersionStorageClass, StorageClass,
 };
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 use tracing::{Instrument, info_span};
 
 use crate::errors::{Subject, s3_error};
 use crate::metadata::timestamp;
+use crate::multipart::{MAX_PAGE, page_size};
 use crate::service::DogS3;
 
 /// S3's default and largest page.
@@ -117,6 +122,35 @@ fn start_of_marker(marker: &str, prefix: &str, delimiter: &str) -> String {
     s.push_str(marker);
     s.extend(std::iter::repeat_n(char::MAX, pad));
     s
+}
+
+/// A key marker just past every key under the common prefix `cp` that the metadata service
+/// accepts (a key of at most 1024 bytes): `cp` and as many U+10FFFF as fit. Keys under `cp`
+/// that still sort after it (a last character of 1–3 bytes in the room left) are skipped by
+/// the caller.
+fn past_uploads_under(cp: &str) -> String {
+    let pad = MAX_KEY_BYTES.saturating_sub(cp.len()) / char::MAX.len_utf8();
+    let mut s = String::with_capacity(cp.len() + 4 * pad);
+    s.push_str(cp);
+    s.extend(std::iter::repeat_n(char::MAX, pad));
+    s
+}
+
+/// The common prefix `key` rolls up to under `prefix` and `delimiter`, if any.
+fn rolled_up(key: &str, prefix: &str, delimiter: &str) -> Option<String> {
+    let rest = key.strip_prefix(prefix)?;
+    let at = rest.find(delimiter)?;
+    Some(format!("{prefix}{}", &rest[..at + delimiter.len()]))
+}
+
+/// One ListMultipartUploads answer before encoding.
+#[derive(Debug, Default)]
+struct UploadsListing {
+    uploads: Vec<MultipartUploadInfo>,
+    prefixes: Vec<String>,
+    truncated: bool,
+    next_key_marker: String,
+    next_upload_id_marker: String,
 }
 
 impl DogS3 {
@@ -261,6 +295,164 @@ impl DogS3 {
             request_charged: None,
         }))
     }
+
+    async fn uploads_page(
+        &self,
+        bucket: &str,
+        q: &UploadsQuery,
+    ) -> S3Result<dogfs_client::UploadsPage> {
+        let span = info_span!("list_multipart_uploads", bucket, prefix = %q.prefix);
+        match self
+            .client
+            .list_multipart_uploads(bucket, q)
+            .instrument(span)
+            .await
+        {
+            Ok(p) => Ok(p),
+            Err(e) => Err(s3_error(&self.client, Subject::Bucket(bucket), e).await),
+        }
+    }
+
+    /// Uploads from `q` on, keys containing `delimiter` after `prefix` rolled up into common
+    /// prefixes, at most `max` entries (uploads and prefixes) in all. Pages through the
+    /// metadata service, seeking past each common prefix rather than reading its uploads.
+    async fn uploads_rolled_up(
+        &self,
+        bucket: &str,
+        mut q: UploadsQuery,
+        delimiter: &str,
+        max: u32,
+    ) -> S3Result<UploadsListing> {
+        let mut out = UploadsListing::default();
+        let mut count = 0u32;
+        // A marker naming a common prefix (NextKeyMarker of a page that ended on one) means
+        // "past every upload under it".
+        let mut last_prefix =
+            rolled_up(&q.key_marker, &q.prefix, delimiter).filter(|cp| *cp == q.key_marker);
+        if let Some(cp) = &last_prefix {
+            q.key_marker = past_uploads_under(cp);
+            q.upload_id_marker.clear();
+        }
+        q.max_uploads = Some(MAX_PAGE.unsigned_abs());
+        'pages: loop {
+            let page = self.uploads_page(bucket, &q).await?;
+            let last_key = page.uploads.last().map(|u| u.key.clone());
+            for u in page.uploads {
+                let cp = rolled_up(&u.key, &q.prefix, delimiter);
+                if cp.is_some() && cp == last_prefix {
+                    continue;
+                }
+                if count == max {
+                    out.truncated = true;
+                    break 'pages;
+                }
+                count += 1;
+                match cp {
+                    Some(cp) => {
+                        out.next_key_marker.clone_from(&cp);
+                        out.next_upload_id_marker.clear();
+                        out.prefixes.push(cp.clone());
+                        last_prefix = Some(cp);
+                    }
+                    None => {
+                        out.next_key_marker.clone_from(&u.key);
+                        out.next_upload_id_marker.clone_from(&u.upload_id);
+                        out.uploads.push(u);
+                    }
+                }
+            }
+            if !page.truncated {
+                break;
+            }
+            match (&last_prefix, last_key) {
+                // The page ended inside a common prefix: skip the rest of it at once.
+                (Some(cp), Some(k)) if k.starts_with(cp.as_str()) => {
+                    q.key_marker = past_uploads_under(cp);
+                    q.upload_id_marker.clear();
+                }
+                _ => {
+                    q.key_marker = page.next_key_marker;
+                    q.upload_id_marker = page.next_upload_id_marker;
+                }
+            }
+        }
+        if !out.truncated {
+            out.next_key_marker.clear();
+            out.next_upload_id_marker.clear();
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn do_list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let input = req.input;
+        let enc = Encoder::new(input.encoding_type.as_ref())?;
+        let max = page_size(input.max_uploads, "max-uploads")?;
+        let bucket = input.bucket;
+        let key_marker = input.key_marker.clone().unwrap_or_default();
+        let delimiter = input.delimiter.clone().unwrap_or_default();
+        let query = UploadsQuery {
+            prefix: input.prefix.clone().unwrap_or_default(),
+            // S3 ignores upload-id-marker without key-marker.
+            upload_id_marker: if key_marker.is_empty() {
+                String::new()
+            } else {
+                input.upload_id_marker.clone().unwrap_or_default()
+            },
+            key_marker,
+            max_uploads: max,
+        };
+        let listing = if delimiter.is_empty() {
+            let page = self.uploads_page(&bucket, &query).await?;
+            UploadsListing {
+                uploads: page.uploads,
+                prefixes: Vec::new(),
+                truncated: page.truncated,
+                next_key_marker: page.next_key_marker,
+                next_upload_id_marker: page.next_upload_id_marker,
+            }
+        } else {
+            let max = max.unwrap_or(MAX_PAGE.unsigned_abs());
+            self.uploads_rolled_up(&bucket, query, &delimiter, max)
+                .await?
+        };
+        let uploads = listing
+            .uploads
+            .into_iter()
+            .map(|u| s3s::dto::MultipartUpload {
+                initiated: Some(timestamp(u.initiated_unix)),
+                key: Some(enc.name(u.key)),
+                upload_id: Some(u.upload_id),
+                storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+                ..s3s::dto::MultipartUpload::default()
+            })
+            .collect();
+        let prefixes = listing
+            .prefixes
+            .into_iter()
+            .map(|p| CommonPrefix {
+                prefix: Some(enc.name(p)),
+            })
+            .collect();
+        let truncated = listing.truncated;
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(bucket),
+            prefix: enc.opt(input.prefix),
+            delimiter: enc.opt(input.delimiter),
+            key_marker: enc.opt(input.key_marker),
+            upload_id_marker: input.upload_id_marker,
+            encoding_type: input.encoding_type,
+            max_uploads: Some(max.map_or(MAX_PAGE, |m| i32::try_from(m).unwrap_or(MAX_PAGE))),
+            is_truncated: Some(truncated),
+            next_key_marker: truncated.then(|| enc.name(listing.next_key_marker)),
+            next_upload_id_marker: truncated.then_some(listing.next_upload_id_marker),
+            uploads: Some(uploads),
+            common_prefixes: Some(prefixes),
+            ..ListMultipartUploadsOutput::default()
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -293,5 +485,19 @@ mod tests {
         assert!("a0" > past.as_str());
         let nested = start_of_marker("p/x/", "p/", "/");
         assert!(nested.starts_with("p/x/\u{10FFFF}"));
+    }
+
+    #[test]
+    fn uploads_roll_up_under_a_delimiter() {
+        assert_eq!(rolled_up("a/b/c", "", "/").as_deref(), Some("a/"));
+        assert_eq!(rolled_up("a/b/c", "a/", "/").as_deref(), Some("a/b/"));
+        assert_eq!(rolled_up("a/b", "a/", "/"), None);
+        assert_eq!(rolled_up("x/b", "a/", "/"), None);
+        assert_eq!(rolled_up("a::b", "", "::").as_deref(), Some("a::"));
+        let past = past_uploads_under("a/");
+        assert!(past.len() <= MAX_KEY_BYTES && past.len() > MAX_KEY_BYTES - 4);
+        let longest = format!("a/{}", "\u{10FFFF}".repeat((MAX_KEY_BYTES - 2) / 4));
+        assert!(longest.as_str() <= past.as_str());
+        assert!("a0" > past.as_str());
     }
 }

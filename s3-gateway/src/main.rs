@@ -51,6 +51,11 @@ struct Args {
     #[arg(long, env = "DOGFS_S3_DOMAIN", value_delimiter = ',')]
     domain: Vec<String>,
 
+    /// PEM CA bundle of the cluster's TLS: reach metadata and chunk servers over TLS
+    /// trusting it (plain text without it).
+    #[arg(long, env = "DOGFS_CA")]
+    ca: Option<PathBuf>,
+
     /// How long a metadata call may retry before the request answers ServiceUnavailable.
     #[arg(long, env = "DOGFS_S3_META_DEADLINE_SECS", default_value_t = 15)]
     meta_deadline_secs: u64,
@@ -82,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let mut client_config = ClientConfig::new(endpoints);
     client_config.retry_deadline = Duration::from_secs(args.meta_deadline_secs.max(1));
+    client_config.tls = args.ca.clone().map(dogfs_client::ClientTlsPaths::ca_only);
     let client = Client::connect(client_config)
         .await
         .context("configuring the DogFS client")?;

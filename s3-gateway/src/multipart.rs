@@ -3,32 +3,36 @@
 //! version of them without copying a byte. A part's body streams into the client like a PUT's
 //! (bounded memory, Content-MD5 and `x-amz-checksum-*` verified before the part is recorded);
 //! its ETag is the hex MD5 of its bytes, and the object's is S3's MD5 of the part MD5s, `-N`.
-//! UploadPartCopy answers `NotImplemented`.
+//! UploadPartCopy streams the source's bytes (or range) through the gateway into the part, as
+//! CopyObject does (bounded memory; no server-side copy yet).
+
+use std::ops::Range;
 
 use bytes::Bytes;
 use dogfs_client::{
-    CompletedPart, Error, ErrorKind, MultipartFailure, MultipartUpload, PartOptions, UploadsQuery,
+    CompletedPart, Error, ErrorKind, GetOptions, MultipartFailure, MultipartUpload, ObjectInfo,
+    PartInfo, PartOptions,
 };
 use s3s::dto::{
     AbortMultipartUploadInput, AbortMultipartUploadOutput, CompleteMultipartUploadInput,
-    CompleteMultipartUploadOutput, CreateMultipartUploadInput, CreateMultipartUploadOutput, ETag,
-    ListMultipartUploadsInput, ListMultipartUploadsOutput, ListPartsInput, ListPartsOutput, Part,
-    StorageClass, StreamingBlob, UploadPartCopyInput, UploadPartCopyOutput, UploadPartInput,
-    UploadPartOutput,
+    CompleteMultipartUploadOutput, CopyPartResult, CopySource, CreateMultipartUploadInput,
+    CreateMultipartUploadOutput, ETag, ListPartsInput, ListPartsOutput, Part, StorageClass,
+    StreamingBlob, UploadPartCopyInput, UploadPartCopyOutput, UploadPartInput, UploadPartOutput,
 };
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
-use tracing::{Instrument, debug, info_span};
+use tracing::{Instrument, debug, info_span, warn};
 
 use crate::body::{Algorithm, PutBody};
+use crate::conditional::{Conditions, MAX_PART_NUMBER, Verdict, copy_source_range};
 use crate::errors::{Subject, s3_error};
 use crate::metadata::{ObjectHeaders, timestamp};
-use crate::objects::{body_size, expected_digests, stored_encoding};
+use crate::objects::{COPY_ATTEMPTS, body_size, check_version, expected_digests, stored_encoding};
 use crate::service::DogS3;
 
-/// S3's part numbers.
-const MAX_PART_NUMBER: i32 = 10_000;
-/// S3's page limit of ListParts and ListMultipartUploads.
-const MAX_PAGE: i32 = 1000;
+/// The pipe between a copy's read of its source and its part upload.
+const COPY_PIPE_BYTES: usize = 1 << 20;
+/// S3's page limit of ListParts and ListMultipartUploads (list.rs).
+pub(crate) const MAX_PAGE: i32 = 1000;
 
 /// A part number as the client's, or S3's InvalidArgument.
 fn part_number(n: i32) -> S3Result<u32> {
@@ -43,7 +47,7 @@ fn part_number(n: i32) -> S3Result<u32> {
 }
 
 /// A page size: absent means S3's 1000; above 1000 is 1000; negative is refused.
-fn page_size(n: Option<i32>, what: &str) -> S3Result<Option<u32>> {
+pub(crate) fn page_size(n: Option<i32>, what: &str) -> S3Result<Option<u32>> {
     match n {
         None => Ok(None),
         Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "{what} must be non-negative")),
@@ -197,13 +201,118 @@ impl DogS3 {
 
     pub(crate) async fn do_upload_part_copy(
         &self,
-        _req: S3Request<UploadPartCopyInput>,
+        req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let input = req.input;
+        let number = part_number(input.part_number)?;
+        let (src_bucket, src_key, src_version) = match &input.copy_source {
+            CopySource::Bucket {
+                bucket,
+                key,
+                version_id,
+            } => (bucket.to_string(), key.to_string(), version_id.clone()),
+            _ => return Err(s3_error!(NotImplemented, "copy from an access point")),
+        };
+        check_version(src_version.as_deref())?;
+        let upload = MultipartUpload::new(input.bucket, input.key, input.upload_id);
+        let span = info_span!("upload_part_copy", src_bucket = %src_bucket, src_key = %src_key,
+            bucket = %upload.bucket, key = %upload.key, upload_id = %upload.upload_id,
+            part = number);
+        let conditions = Conditions {
+            if_match: input.copy_source_if_match,
+            if_none_match: input.copy_source_if_none_match,
+            if_modified_since: input.copy_source_if_modified_since,
+            if_unmodified_since: input.copy_source_if_unmodified_since,
+        };
+        for attempt in 1..=COPY_ATTEMPTS {
+            let src = self
+                .info(&src_bucket, &src_key)
+                .instrument(span.clone())
+                .await?;
+            // As CopyObject: a copy's failed condition is always 412.
+            if !conditions.is_empty()
+                && conditions.evaluate(&src.etag, src.created_unix) != Verdict::Proceed
+            {
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "At least one of the pre-conditions you specified did not hold"
+                ));
+            }
+            let range = match input.copy_source_range.as_deref() {
+                Some(v) => copy_source_range(v, src.size)?,
+                None => 0..src.size,
+            };
+            let (read, part) = self
+                .copy_into_part(&src, range, &upload, number)
+                .instrument(span.clone())
+                .await?;
+            if read == src.version_id {
+                debug!(upload_id = %upload.upload_id, part = number, etag = %part.etag,
+                    "part copied");
+                return Ok(S3Response::new(UploadPartCopyOutput {
+                    copy_part_result: Some(CopyPartResult {
+                        e_tag: Some(ETag::Strong(part.etag)),
+                        last_modified: Some(timestamp(part.last_modified_unix)),
+                        ..CopyPartResult::default()
+                    }),
+                    ..UploadPartCopyOutput::default()
+                }));
+            }
+            // The source was replaced between its look-up and its read (its conditions were
+            // checked on the old version): copy again; the new part replaces this one.
+            warn!(
+                attempt,
+                "copy source replaced while copying a part; copying again"
+            );
+        }
         Err(s3_error!(
-            NotImplemented,
-            "UploadPartCopy is not supported by this DogFS gateway yet; upload the part's bytes \
-             with UploadPart"
+            OperationAborted,
+            "the copy source kept changing while it was copied; retry"
         ))
+    }
+
+    /// Streams `range` of `src` into part `number` of `upload` (the client computes the part's
+    /// MD5 ETag as the bytes pass); returns the source version read and the part.
+    async fn copy_into_part(
+        &self,
+        src: &ObjectInfo,
+        range: Range<u64>,
+        upload: &MultipartUpload,
+        number: u32,
+    ) -> S3Result<(String, PartInfo)> {
+        let len = range.end - range.start;
+        if len == 0 {
+            let empty = tokio::io::empty();
+            return match self
+                .client
+                .upload_part_with(upload, number, empty, 0, PartOptions::default())
+                .await
+            {
+                Ok(p) => Ok((src.version_id.clone(), p)),
+                Err(e) => Err(multipart_error(self, upload, e).await),
+            };
+        }
+        let (writer, reader) = tokio::io::duplex(COPY_PIPE_BYTES);
+        let opts = GetOptions {
+            range: Some(range),
+            ..GetOptions::default()
+        };
+        let get = self.client.get(&src.bucket, &src.key, writer, opts);
+        let put = self
+            .client
+            .upload_part_with(upload, number, reader, len, PartOptions::default());
+        match tokio::join!(get, put) {
+            (Ok(read), Ok(part)) => Ok((read.version_id, part)),
+            // A write error of the pipe only says the part upload stopped reading (an unknown
+            // upload, say): its error is the cause.
+            (Err(e), Err(pe)) if e.kind() == ErrorKind::Io => {
+                Err(multipart_error(self, upload, pe).await)
+            }
+            (Err(e), _) => {
+                Err(s3_error(&self.client, Subject::Object(&src.bucket, &src.key), e).await)
+            }
+            (Ok(_), Err(e)) => Err(multipart_error(self, upload, e).await),
+        }
     }
 
     pub(crate) async fn do_complete_multipart_upload(
@@ -337,72 +446,6 @@ impl DogS3 {
             storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
             parts: Some(parts),
             ..ListPartsOutput::default()
-        }))
-    }
-
-    pub(crate) async fn do_list_multipart_uploads(
-        &self,
-        req: S3Request<ListMultipartUploadsInput>,
-    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
-        let input = req.input;
-        if input.delimiter.as_deref().is_some_and(|d| !d.is_empty()) {
-            return Err(s3_error!(
-                NotImplemented,
-                "ListMultipartUploads with a delimiter is not supported"
-            ));
-        }
-        if input.encoding_type.is_some() {
-            return Err(s3_error!(
-                NotImplemented,
-                "ListMultipartUploads with encoding-type is not supported"
-            ));
-        }
-        let max = page_size(input.max_uploads, "max-uploads")?;
-        let bucket = input.bucket;
-        let key_marker = input.key_marker.clone().unwrap_or_default();
-        let query = UploadsQuery {
-            prefix: input.prefix.clone().unwrap_or_default(),
-            // S3 ignores upload-id-marker without key-marker.
-            upload_id_marker: if key_marker.is_empty() {
-                String::new()
-            } else {
-                input.upload_id_marker.clone().unwrap_or_default()
-            },
-            key_marker,
-            max_uploads: max,
-        };
-        let span = info_span!("list_multipart_uploads", bucket = %bucket);
-        let page = match self
-            .client
-            .list_multipart_uploads(&bucket, &query)
-            .instrument(span)
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => return Err(s3_error(&self.client, Subject::Bucket(&bucket), e).await),
-        };
-        let uploads = page
-            .uploads
-            .into_iter()
-            .map(|u| s3s::dto::MultipartUpload {
-                initiated: Some(timestamp(u.initiated_unix)),
-                key: Some(u.key),
-                upload_id: Some(u.upload_id),
-                storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
-                ..s3s::dto::MultipartUpload::default()
-            })
-            .collect();
-        Ok(S3Response::new(ListMultipartUploadsOutput {
-            bucket: Some(bucket),
-            prefix: input.prefix,
-            key_marker: input.key_marker,
-            upload_id_marker: input.upload_id_marker,
-            max_uploads: Some(max.map_or(MAX_PAGE, |m| i32::try_from(m).unwrap_or(MAX_PAGE))),
-            is_truncated: Some(page.truncated),
-            next_key_marker: page.truncated.then_some(page.next_key_marker),
-            next_upload_id_marker: page.truncated.then_some(page.next_upload_id_marker),
-            uploads: Some(uploads),
-            ..ListMultipartUploadsOutput::default()
         }))
     }
 }

@@ -9,11 +9,13 @@ use s3s::dto::{
     GetObjectInput, GetObjectOutput, HeadObjectInput, HeadObjectOutput, MetadataDirective,
     PutObjectInput, PutObjectOutput, StreamingBlob,
 };
-use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+use s3s::{S3Error, S3Request, S3Response, S3Result, s3_error};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::body::{Algorithm, Expected, PutBody, object_stream};
-use crate::conditional::{Conditions, Verdict, byte_range, verdict_error};
+use crate::conditional::{
+    Conditions, PartRead, Verdict, byte_range, check_part_number, part_read, verdict_error,
+};
 use crate::errors::{Subject, map_error, s3_error};
 use crate::metadata::{ObjectHeaders, http_date, timestamp};
 use crate::service::DogS3;
@@ -23,7 +25,7 @@ const MAX_DELETE_KEYS: usize = 1000;
 /// DeleteObjects deletes this many keys at a time.
 const DELETE_PARALLELISM: usize = 8;
 /// Attempts at a CopyObject whose source is replaced while it is copied.
-const COPY_ATTEMPTS: usize = 3;
+pub(crate) const COPY_ATTEMPTS: usize = 3;
 
 /// Content-Encoding without the `aws-chunked` transfer coding (S3 does not store it).
 pub(crate) fn stored_encoding(e: Option<String>) -> Option<String> {
@@ -40,41 +42,9 @@ fn etag(info: &ObjectInfo) -> ETag {
     ETag::Strong(info.etag.clone())
 }
 
-/// Which bytes a GET or HEAD serves: `partNumber` 1 of an object uploaded in one part is the
-/// whole object, as in S3.
-fn check_part_number(part: Option<i32>, has_range: bool) -> S3Result<()> {
-    match part {
-        None | Some(1) if !(part.is_some() && has_range) => Ok(()),
-        Some(_) if has_range => Err(s3_error!(
-            InvalidRequest,
-            "Cannot specify both Range header and partNumber query parameter"
-        )),
-        _ => Err(S3Error::with_message(
-            S3ErrorCode::Custom("InvalidPartNumber".into()),
-            "The requested partnumber is not satisfiable",
-        )),
-    }
-}
-
-/// `partNumber` on an object completed from parts would name one part, which the gateway
-/// cannot serve alone yet: refuse rather than answer the whole object.
-fn check_part_of(part: Option<i32>, info: &ObjectInfo) -> S3Result<()> {
-    let multipart = info
-        .etag
-        .rsplit_once('-')
-        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    if part.is_some() && multipart {
-        return Err(s3_error!(
-            NotImplemented,
-            "partNumber on an object uploaded in parts is not supported; use a Range"
-        ));
-    }
-    Ok(())
-}
-
 /// Buckets are unversioned: every object's only version is `null`, the one id a client can
 /// have been given (ListObjectVersions), so any other names nothing.
-fn check_version(version_id: Option<&str>) -> S3Result<()> {
+pub(crate) fn check_version(version_id: Option<&str>) -> S3Result<()> {
     match version_id {
         None | Some("null") => Ok(()),
         Some(v) => Err(s3_error!(
@@ -170,11 +140,30 @@ impl DogS3 {
     }
 
     /// The object's info, answering S3's errors for a missing bucket or key.
-    async fn info(&self, bucket: &str, key: &str) -> S3Result<ObjectInfo> {
+    pub(crate) async fn info(&self, bucket: &str, key: &str) -> S3Result<ObjectInfo> {
         match self.client.head(bucket, key).await {
             Ok(i) => Ok(i),
             Err(e) => Err(s3_error(&self.client, Subject::Object(bucket, key), e).await),
         }
+    }
+
+    /// The object a GET or HEAD reads and, for `partNumber`, which of its bytes: the part
+    /// layout comes from the same metadata call, so part and object agree.
+    async fn read_target(
+        &self,
+        bucket: &str,
+        key: &str,
+        part: Option<i32>,
+    ) -> S3Result<(ObjectInfo, Option<PartRead>)> {
+        let Some(n) = part else {
+            return Ok((self.info(bucket, key).await?, None));
+        };
+        let layout = match self.client.object_parts(bucket, key).await {
+            Ok(l) => l,
+            Err(e) => return Err(s3_error(&self.client, Subject::Object(bucket, key), e).await),
+        };
+        let read = part_read(n, &layout)?;
+        Ok((layout.info, Some(read)))
     }
 
     pub(crate) async fn do_get_object(
@@ -186,8 +175,10 @@ impl DogS3 {
         let span = info_span!("get_object", bucket = %bucket, key = %key);
         check_part_number(input.part_number, input.range.is_some())?;
         check_version(input.version_id.as_deref())?;
-        let info = self.info(&bucket, &key).instrument(span.clone()).await?;
-        check_part_of(input.part_number, &info)?;
+        let (info, part) = self
+            .read_target(&bucket, &key, input.part_number)
+            .instrument(span.clone())
+            .await?;
         let last_modified = timestamp(info.created_unix);
         let conditions = Conditions {
             if_match: input.if_match,
@@ -199,14 +190,22 @@ impl DogS3 {
         if let Some(e) = verdict_error(&verdict, &info.etag, &http_date(&last_modified)) {
             return Err(e);
         }
-        let range = byte_range(input.range.as_ref(), info.size)?;
-        let (len, content_range) = match &range {
-            Some(r) => (
-                r.end - r.start,
-                Some(format!("bytes {}-{}/{}", r.start, r.end - 1, info.size)),
-            ),
-            None => (info.size, None),
+        let (range, content_range) = match &part {
+            // A part is served as a range of the object (206 with its Content-Range), as S3.
+            Some(p) if p.parts_count.is_some() => {
+                (Some(p.range.clone()), p.content_range(info.size))
+            }
+            // Part 1 of an object of one PUT: the whole object, 200.
+            Some(_) => (None, None),
+            None => {
+                let r = byte_range(input.range.as_ref(), info.size)?;
+                let cr = r
+                    .as_ref()
+                    .map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, info.size));
+                (r, cr)
+            }
         };
+        let len = range.as_ref().map_or(info.size, |r| r.end - r.start);
         let body = {
             let _entered = span.enter();
             object_stream(
@@ -223,6 +222,7 @@ impl DogS3 {
             accept_ranges: Some("bytes".to_owned()),
             content_length: Some(i64::try_from(len).unwrap_or(i64::MAX)),
             content_range,
+            parts_count: part.and_then(|p| p.parts_count),
             e_tag: Some(etag(&info)),
             last_modified: Some(last_modified),
             content_type: h.content_type,
@@ -244,11 +244,10 @@ impl DogS3 {
         let (bucket, key) = (input.bucket, input.key);
         check_part_number(input.part_number, input.range.is_some())?;
         check_version(input.version_id.as_deref())?;
-        let info = self
-            .info(&bucket, &key)
+        let (info, part) = self
+            .read_target(&bucket, &key, input.part_number)
             .instrument(info_span!("head_object", bucket = %bucket, key = %key))
             .await?;
-        check_part_of(input.part_number, &info)?;
         let last_modified = timestamp(info.created_unix);
         let conditions = Conditions {
             if_match: input.if_match,
@@ -261,9 +260,21 @@ impl DogS3 {
             return Err(e);
         }
         let h = ObjectHeaders::of(&info);
+        // A part of an object completed from parts: its length and place; the server layer
+        // answers such a HEAD 206, as S3 (s3s's HeadObject is always 200).
+        let (len, content_range, parts_count) = match &part {
+            Some(p) if p.parts_count.is_some() => (
+                p.range.end - p.range.start,
+                p.content_range(info.size),
+                p.parts_count,
+            ),
+            _ => (info.size, None, None),
+        };
         Ok(S3Response::new(HeadObjectOutput {
             accept_ranges: Some("bytes".to_owned()),
-            content_length: Some(i64::try_from(info.size).unwrap_or(i64::MAX)),
+            content_length: Some(i64::try_from(len).unwrap_or(i64::MAX)),
+            content_range,
+            parts_count,
             e_tag: Some(etag(&info)),
             last_modified: Some(last_modified),
             content_type: h.content_type,
@@ -538,13 +549,5 @@ mod tests {
             Some("gzip")
         );
         assert_eq!(stored_encoding(None), None);
-    }
-
-    #[test]
-    fn part_numbers() {
-        assert!(check_part_number(None, true).is_ok());
-        assert!(check_part_number(Some(1), false).is_ok());
-        assert!(check_part_number(Some(2), false).is_err());
-        assert!(check_part_number(Some(1), true).is_err());
     }
 }

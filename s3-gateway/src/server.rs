@@ -1,11 +1,14 @@
 //! [`serve`]: the HTTP server around the S3 service, with a span per request and a graceful
-//! shutdown that lets requests in flight finish (bounded).
+//! shutdown that lets requests in flight finish (bounded). A thin response layer fills in what
+//! `s3s` leaves out: a `<Message>` in the errors it raises itself, and HeadObject's 206 for a
+//! part (`partNumber`).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use dogfs_client::Client;
 use futures::future::BoxFuture;
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -18,12 +21,16 @@ use tracing::{Instrument, debug, field, info, info_span, warn};
 
 use crate::auth::Gatekeeper;
 use crate::config::GatewayConfig;
+use crate::errors::default_message;
 use crate::service::DogS3;
 
 /// How long a shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a failed accept (e.g. out of file descriptors) before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Error bodies up to this size are checked for a `<Message>` (s3s's are ~200 bytes); larger
+/// or streamed bodies pass untouched.
+const MAX_ERROR_BODY: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -86,10 +93,11 @@ impl hyper::service::Service<http::Request<Incoming>> for Logged {
             status = field::Empty,
         );
         let started = Instant::now();
+        let head = req.method() == http::Method::HEAD;
         let fut = hyper::service::Service::call(&self.0, req);
         Box::pin(
             async move {
-                let r = fut.await;
+                let r = fut.await.map(|resp| finish(resp, head));
                 let ms = started.elapsed().as_millis() as u64;
                 match &r {
                     Ok(resp) => {
@@ -108,6 +116,60 @@ impl hyper::service::Service<http::Request<Incoming>> for Logged {
             .instrument(span),
         )
     }
+}
+
+/// What s3s leaves out of a response: a `<Message>` in an error body without one (the errors
+/// s3s raises itself, e.g. SignatureDoesNotMatch, InvalidBucketName, malformed requests), and
+/// 206 for a HEAD answering a part (it carries Content-Range; s3s's HeadObject is always 200).
+fn finish(mut resp: HttpResponse, head: bool) -> HttpResponse {
+    let status = resp.status();
+    if head && status == http::StatusCode::OK && resp.headers().contains_key(CONTENT_RANGE) {
+        *resp.status_mut() = http::StatusCode::PARTIAL_CONTENT;
+        return resp;
+    }
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let Some(body) = resp.body().bytes() else {
+        return resp;
+    };
+    if body.len() > MAX_ERROR_BODY {
+        return resp;
+    }
+    if let Some(filled) = std::str::from_utf8(&body).ok().and_then(with_message) {
+        *resp.body_mut() = s3s::Body::from(filled);
+        resp.headers_mut().remove(CONTENT_LENGTH);
+    }
+    resp
+}
+
+/// The error XML `doc` with a `<Message>` for its code after `</Code>`, or `None` when it
+/// has a non-empty one already (or is no S3 error).
+fn with_message(doc: &str) -> Option<String> {
+    if !doc.contains("<Error>") {
+        return None;
+    }
+    let doc = doc
+        .replace("<Message></Message>", "")
+        .replace("<Message/>", "");
+    if doc.contains("<Message>") {
+        return None;
+    }
+    let start = doc.find("<Code>")? + "<Code>".len();
+    let end = start + doc[start..].find("</Code>")?;
+    let message = escape(&default_message(&doc[start..end]));
+    let after = end + "</Code>".len();
+    Some(format!(
+        "{}<Message>{message}</Message>{}",
+        &doc[..after],
+        &doc[after..]
+    ))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Serves S3 on `listener` over `client` until `shutdown` completes, then stops accepting and
@@ -164,4 +226,50 @@ where
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_without_a_message_get_one() {
+        let doc = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SignatureDoesNotMatch\
+                   </Code><RequestId>1</RequestId></Error>";
+        let filled = with_message(doc).unwrap();
+        assert!(
+            filled.contains("</Code><Message>The request signature"),
+            "{filled}"
+        );
+        assert!(filled.ends_with("<RequestId>1</RequestId></Error>"));
+        let empty = "<Error><Code>AccessDenied</Code><Message></Message></Error>";
+        assert_eq!(
+            with_message(empty).as_deref(),
+            Some("<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>")
+        );
+        assert!(with_message("<Error><Code>X</Code><Message>m</Message></Error>").is_none());
+        assert!(with_message("<ListBucketResult/>").is_none());
+    }
+
+    #[test]
+    fn a_head_of_a_part_is_206() {
+        let mut resp = HttpResponse::default();
+        resp.headers_mut().insert(
+            CONTENT_RANGE,
+            http::HeaderValue::from_static("bytes 0-9/20"),
+        );
+        assert_eq!(
+            finish(resp, true).status(),
+            http::StatusCode::PARTIAL_CONTENT
+        );
+        let mut err = HttpResponse::new(s3s::Body::from(
+            "<Error><Code>AccessDenied</Code></Error>".to_owned(),
+        ));
+        *err.status_mut() = http::StatusCode::FORBIDDEN;
+        let err = finish(err, false);
+        assert_eq!(
+            err.body().bytes().as_deref(),
+            Some(&b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"[..])
+        );
+    }
 }

@@ -13,6 +13,8 @@ mod digests;
 mod listing;
 #[path = "gateway/multipart.rs"]
 mod multipart;
+#[path = "gateway/parts.rs"]
+mod parts;
 #[path = "gateway/reads.rs"]
 mod reads;
 
@@ -65,6 +67,11 @@ async fn s3_gateway_over_a_process_cluster() {
 
     multipart::multipart(&gw, &admin).await;
     eprintln!("{:?}: multipart", t0.elapsed());
+    parts::upload_part_copy_and_part_reads(&gw, &admin).await;
+    eprintln!("{:?}: UploadPartCopy and partNumber reads", t0.elapsed());
+    parts::list_uploads_with_a_delimiter(&admin).await;
+    parts::s3s_errors_have_messages(&gw).await;
+    eprintln!("{:?}: upload listing and error messages", t0.elapsed());
     gw.stop().await;
 }
 

@@ -5,11 +5,13 @@
 //! in this process. `degraded` needs the in-process cluster (it stops a chunk server). `big`
 //! measures the client's peak RSS; in `all` it runs in a child `dogfs bench big` process
 //! against the same cluster, because the in-process servers' memory would count otherwise.
+//! `s3` runs the S3 gateway as a `dogfs-s3` child process beside the native client (`s3/`).
 
 pub mod disk;
 pub mod drain;
 pub mod pattern;
 pub mod repair;
+pub mod s3;
 pub mod stats;
 pub mod workloads;
 
@@ -64,6 +66,8 @@ pub enum BenchError {
     DrainNeedsDev,
     #[error(transparent)]
     Drain(#[from] drain::DrainBenchError),
+    #[error("s3 workload: {0}")]
+    S3(#[from] s3::S3BenchError),
     #[error("starting the relay in front of chunk server 0: {source}")]
     Relay { source: std::io::Error },
     #[error("{0}")]
@@ -103,6 +107,12 @@ impl Classify for BenchError {
             }
             BenchError::Workload(WorkloadError::Op { source, .. }) => ExitKind::of_client(source),
             BenchError::Drain(e) => e
+                .client_error()
+                .map_or(ExitKind::Other, ExitKind::of_client),
+            BenchError::S3(s3::S3BenchError::Gateway(s3::gateway::GatewayError::Missing(_))) => {
+                ExitKind::InvalidInput
+            }
+            BenchError::S3(e) => e
                 .client_error()
                 .map_or(ExitKind::Other, ExitKind::of_client),
             BenchError::DegradedNeedsDev
@@ -157,6 +167,10 @@ pub async fn run(
     // Refused before touching anything: it drains, stops and removes servers of the cluster.
     if args.workload == Workload::Drain && !use_dev {
         return Err(BenchError::DrainNeedsDev);
+    }
+    // Before the cluster starts: without the gateway binary there is nothing to measure.
+    if args.workload == Workload::S3 {
+        s3::gateway::locate(args.s3_bin.as_deref()).map_err(s3::S3BenchError::from)?;
     }
     // The temporary cluster lives under the current directory by default: /tmp is often a
     // RAM file system, which would make the disk and PUT figures meaningless.
@@ -401,6 +415,7 @@ impl Ctx {
             Workload::Big => self.big().await?,
             Workload::Repair => self.repair().await?,
             Workload::Drain => self.drain().await?,
+            Workload::S3 => self.s3().await?,
             Workload::All => {
                 self.disk().await?;
                 self.put().await?;
@@ -641,6 +656,23 @@ impl Ctx {
             size,
             pattern: &self.pattern,
             data_dir: &self.data_dir,
+        })
+        .await?;
+        self.rows.extend(run.rows);
+        self.bars.extend(run.bars);
+        Ok(())
+    }
+
+    async fn s3(&mut self) -> Result<(), BenchError> {
+        self.note("s3");
+        let run = s3::run(s3::Setup {
+            client: &self.client,
+            args: &self.args,
+            endpoints: &self.endpoints,
+            pattern: &self.pattern,
+            data_dir: &self.data_dir,
+            timeout: self.timeout,
+            stored: &mut self.stored,
         })
         .await?;
         self.rows.extend(run.rows);

@@ -69,15 +69,17 @@ impl Ticket {
 }
 
 /// Runs `op(i)` from `concurrency` tasks until `until`; returns the merged samples and the
-/// wall-clock time of the whole run.
-async fn drive<F, Fut>(
+/// wall-clock time of the whole run. Every number taken is carried out, so a count run does
+/// exactly 0..n.
+pub(crate) async fn drive<F, Fut, E>(
     concurrency: usize,
     until: Until,
     op: F,
-) -> Result<(Samples, Duration), WorkloadError>
+) -> Result<(Samples, Duration), E>
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<u64, WorkloadError>> + Send,
+    Fut: std::future::Future<Output = Result<u64, E>> + Send,
+    E: From<tokio::task::JoinError> + Send + 'static,
 {
     let op = Arc::new(op);
     let ticket = Ticket::new(until);
@@ -93,7 +95,7 @@ where
                 let bytes = op(i).await?;
                 samples.record(t.elapsed(), bytes);
             }
-            Ok::<_, WorkloadError>(samples)
+            Ok::<_, E>(samples)
         });
     }
     let mut all = Samples::new();
@@ -133,7 +135,7 @@ pub async fn put(
         prefix.to_owned(),
         pattern.clone(),
     );
-    let (samples, elapsed) = drive(concurrency, until, move |i| {
+    let (samples, elapsed) = drive::<_, _, WorkloadError>(concurrency, until, move |i| {
         let (client, bucket, pattern) = (client.clone(), bucket.clone(), pattern.clone());
         let key = format!("{pfx}{i:08}");
         async move {
@@ -169,7 +171,7 @@ pub async fn get(
     until: Until,
 ) -> Result<(Samples, Duration), WorkloadError> {
     let (client, bucket) = (client.clone(), bucket.to_owned());
-    drive(concurrency, until, move |i| {
+    drive::<_, _, WorkloadError>(concurrency, until, move |i| {
         let (client, bucket, keys) = (client.clone(), bucket.clone(), Arc::clone(&keys));
         async move {
             let key = keys
@@ -211,7 +213,7 @@ pub async fn small_put(
         prefix.to_owned(),
         pattern.clone(),
     );
-    drive(clients, until, move |i| {
+    drive::<_, _, WorkloadError>(clients, until, move |i| {
         let (client, bucket) = (client.clone(), bucket.clone());
         let key = format!("{prefix}{i:08}");
         let data = pattern.bytes(size, i);
@@ -235,7 +237,7 @@ pub async fn small_get(
     until: Until,
 ) -> Result<(Samples, Duration), WorkloadError> {
     let (client, bucket, prefix) = (client.clone(), bucket.to_owned(), prefix.to_owned());
-    drive(clients, until, move |i| {
+    drive::<_, _, WorkloadError>(clients, until, move |i| {
         let (client, bucket) = (client.clone(), bucket.clone());
         // Spread reads over every key written, not just the first few.
         let key = format!("{prefix}{:08}", i.wrapping_mul(7919) % written.max(1));
@@ -272,7 +274,7 @@ mod tests {
 
     #[tokio::test]
     async fn drive_runs_exactly_count_ops() {
-        let (s, _) = drive(4, Until::Count(10), |_| async { Ok(3) })
+        let (s, _) = drive::<_, _, WorkloadError>(4, Until::Count(10), |_| async { Ok(3) })
             .await
             .unwrap();
         assert_eq!((s.ops(), s.bytes()), (10, 30));
@@ -281,10 +283,14 @@ mod tests {
     #[tokio::test]
     async fn drive_stops_after_the_duration() {
         let start = Instant::now();
-        let (s, elapsed) = drive(2, Until::Duration(Duration::from_millis(100)), |_| async {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            Ok(1)
-        })
+        let (s, elapsed) = drive::<_, _, WorkloadError>(
+            2,
+            Until::Duration(Duration::from_millis(100)),
+            |_| async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok(1)
+            },
+        )
         .await
         .unwrap();
         assert!(s.ops() >= 2, "{}", s.ops());
@@ -296,7 +302,7 @@ mod tests {
     async fn drive_gives_every_op_a_distinct_number() {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let s2 = Arc::clone(&seen);
-        drive(3, Until::Count(20), move |i| {
+        drive::<_, _, WorkloadError>(3, Until::Count(20), move |i| {
             let s = Arc::clone(&s2);
             async move {
                 s.lock().unwrap().push(i);

@@ -136,7 +136,8 @@ impl Response {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    /// The S3 error code of an error answer, checking the body is S3's error XML.
+    /// The S3 error code of an error answer, checking the body is S3's error XML with a
+    /// human message.
     pub fn error_code(&self) -> String {
         assert!(
             self.status >= 300,
@@ -144,7 +145,18 @@ impl Response {
             self.status,
             self.text()
         );
-        xml::error_code(&self.text())
+        let code = xml::error_code(&self.text());
+        assert!(
+            !self.error_message().is_empty(),
+            "no <Message> in {}",
+            self.text()
+        );
+        code
+    }
+
+    /// The `<Message>` of an error answer (empty when there is none).
+    pub fn error_message(&self) -> String {
+        xml::one(&self.text(), "Error/Message").unwrap_or_default()
     }
 }
 
