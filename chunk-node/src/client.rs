@@ -18,7 +18,33 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Connects to `http://host:port` with large HTTP/2 windows and frames.
 pub async fn connect(addr: &str) -> Result<ChunkServiceClient<Channel>, tonic::transport::Error> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+    let channel = Endpoint::from_shared(format!("http://{addr}"))?;
+    connect_endpoint(channel).await
+}
+
+/// [`connect`], over TLS when `tls` is given (`https://host:port`).
+pub async fn connect_with(
+    addr: &str,
+    tls: Option<&dogfs_security::ClientTls>,
+) -> Result<ChunkServiceClient<Channel>, ConnectError> {
+    let uri = dogfs_security::client::uri(addr, tls)?;
+    let (endpoint, _) = dogfs_security::client::endpoint(&uri, tls)?;
+    Ok(connect_endpoint(endpoint).await?)
+}
+
+/// Why [`connect_with`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Tls(#[from] dogfs_security::client::ClientTlsError),
+    #[error(transparent)]
+    Connect(#[from] tonic::transport::Error),
+}
+
+async fn connect_endpoint(
+    endpoint: Endpoint,
+) -> Result<ChunkServiceClient<Channel>, tonic::transport::Error> {
+    let channel = endpoint
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)

@@ -96,6 +96,10 @@ pub struct ChunkConfig {
     #[arg(long, env = "DOGFS_REPAIR_SOURCE_TIMEOUT_MS", default_value_t = 10_000)]
     pub repair_source_timeout_ms: u64,
 
+    /// TLS of the gRPC port and of this server's connections (plain text when not given).
+    #[command(flatten)]
+    pub tls: dogfs_security::TlsArgs,
+
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "DOGFS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -121,6 +125,7 @@ impl ChunkConfig {
             repair_concurrency: 4,
             repair_bandwidth: ByteSize(0),
             repair_source_timeout_ms: 10_000,
+            tls: dogfs_security::TlsArgs::default(),
             log_format: LogFormat::Text,
         }
     }

@@ -20,15 +20,15 @@
 //! Registration never gates serving: shards stay readable and writable while metadata is
 //! unreachable (clients with a layout in hand still need them), so `/readyz` ignores it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use dogfs_proto::meta::chunk_registry_client::ChunkRegistryClient;
 use dogfs_proto::meta::{HeartbeatRequest, NodeState, NodeUsage, RegisterRequest};
+use dogfs_security::{Channels, ClientTls};
 use rand::Rng;
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tracing::{debug, error, info, warn};
 
@@ -87,7 +87,7 @@ pub enum RegistrationError {
 }
 
 /// What the server registers as.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RegistryOptions {
     /// Metadata nodes, `host:port`; at least one.
     pub endpoints: Vec<String>,
@@ -96,6 +96,8 @@ pub struct RegistryOptions {
     pub zone: String,
     /// Refused as removed: wipe the store and register under a new id instead of stopping.
     pub rejoin_when_removed: bool,
+    /// TLS to metadata (this server's certificate as client identity); none: plain text.
+    pub tls: Option<Arc<ClientTls>>,
 }
 
 /// True for metadata's refusal of a removed node's id (`meta.proto`, Register).
@@ -157,7 +159,9 @@ pub async fn run(
     metrics.set_node_state("unregistered");
     info!(%node_id, endpoints = ?opts.endpoints, address = %opts.advertise_addr,
         zone = %opts.zone, "registering with metadata");
-    let mut clients: HashMap<String, ChunkRegistryClient<Channel>> = HashMap::new();
+    let clients = Channels::new(opts.tls.clone(), |e| {
+        e.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true)
+    });
     let mut next = 0usize;
     // Where the last call succeeded (possibly a leader outside the endpoint list): stay there.
     let mut current: Option<String> = None;
@@ -184,7 +188,7 @@ pub async fn run(
         let usage = usage(&store).await;
         let report = HealthReport::now(&store, &metrics);
         let call = call(
-            &mut clients,
+            &clients,
             &target,
             registered,
             &node_id,
@@ -286,12 +290,15 @@ pub async fn run(
                 next = next.wrapping_add(1);
                 let call_name = if registered { "Heartbeat" } else { "Register" };
                 // Loud on the first failure and now and then; quiet while metadata stays away.
+                // The cause of a transport error (a refused TLS certificate, say) is only in
+                // the source chain; "transport error" alone tells an operator nothing.
+                let cause = causes(&status);
                 if failures == 1 || failures.is_multiple_of(20) {
                     warn!(metadata = %target, call = call_name, code = ?status.code(),
-                        message = status.message(), failures, "metadata call failed");
+                        message = status.message(), %cause, failures, "metadata call failed");
                 } else {
                     debug!(metadata = %target, call = call_name, code = ?status.code(),
-                        message = status.message(), failures, "metadata call failed");
+                        message = status.message(), %cause, failures, "metadata call failed");
                 }
                 // Every endpoint failed in a row: wait before the next round.
                 if (failures as usize).is_multiple_of(opts.endpoints.len()) {
@@ -306,6 +313,17 @@ pub async fn run(
     }
     debug!("registration task stopped");
     Ok(())
+}
+
+/// The messages of `status`'s source chain, joined.
+fn causes(status: &Status) -> String {
+    let mut out = Vec::new();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        out.push(e.to_string());
+        source = e.source();
+    }
+    out.join(": ")
 }
 
 /// `--rejoin-when-removed`: wipes the store and takes a new id; answers the new registry id.
@@ -363,7 +381,7 @@ impl HealthReport {
 /// One Register or Heartbeat call; answers the state and interval metadata returned.
 #[allow(clippy::too_many_arguments)] // one call's inputs; a struct would only rename them
 async fn call(
-    clients: &mut HashMap<String, ChunkRegistryClient<Channel>>,
+    clients: &Channels,
     target: &str,
     registered: bool,
     node_id: &str,
@@ -403,20 +421,11 @@ async fn call(
 
 /// A client per address, connected lazily: a down metadata node costs a failed call, not a
 /// failed start, and the channel reconnects by itself when the node comes back.
-fn client_for(
-    clients: &mut HashMap<String, ChunkRegistryClient<Channel>>,
-    addr: &str,
-) -> Result<ChunkRegistryClient<Channel>, Status> {
-    if let Some(c) = clients.get(addr) {
-        return Ok(c.clone());
-    }
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Status::invalid_argument(format!("metadata address {addr:?}: {e}")))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
-    let client = ChunkRegistryClient::new(endpoint.connect_lazy());
-    clients.insert(addr.to_owned(), client.clone());
-    Ok(client)
+fn client_for(clients: &Channels, addr: &str) -> Result<ChunkRegistryClient<Channel>, Status> {
+    let channel = clients
+        .get(addr)
+        .map_err(|e| Status::invalid_argument(format!("metadata address {addr:?}: {e}")))?;
+    Ok(ChunkRegistryClient::new(channel))
 }
 
 fn leader_hint(status: &Status) -> Option<String> {

@@ -3,6 +3,7 @@
 //! and `/readyz` on a side HTTP port, a background scrubber, shard repair
 //! (`ReconstructShard`) from peers, and shard copies between servers (`CopyShard`) for moves.
 
+pub mod access;
 pub mod client;
 pub mod config;
 pub mod convert;

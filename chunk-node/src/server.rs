@@ -10,6 +10,7 @@ use dogfs_core::transport::{
 };
 use dogfs_proto::chunk::chunk_service_server::ChunkServiceServer;
 use dogfs_proto::meta::NodeState;
+use dogfs_security::PolicyLayer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -45,6 +46,8 @@ pub enum ServerError {
     Registration(#[from] RegistrationError),
     #[error("server task: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("TLS: {0}")]
+    Tls(Box<dogfs_security::args::LoadError>),
 }
 
 /// Process exit code when metadata refused this server because it was removed from the
@@ -101,6 +104,12 @@ impl ChunkServer {
             reserve: cfg.reserve.bytes(),
             capacity: cfg.capacity.map(|c| c.bytes()),
         };
+        let tls = cfg.tls.load().map_err(|e| ServerError::Tls(Box::new(e)))?;
+        if tls.is_none() {
+            tracing::warn!(
+                "no TLS settings: the gRPC port serves plain text, without component checks"
+            );
+        }
         let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(&store_cfg)).await??);
         let metrics = Metrics::new();
 
@@ -119,6 +128,7 @@ impl ChunkServer {
                 concurrency: cfg.repair_concurrency,
                 bandwidth: cfg.repair_bandwidth.bytes(),
                 source_timeout: Duration::from_millis(cfg.repair_source_timeout_ms.max(1)),
+                tls: tls.as_ref().map(|t| Arc::clone(&t.client)),
             },
         ));
         let svc = ChunkServiceServer::new(ChunkServiceImpl::new(
@@ -128,21 +138,36 @@ impl ChunkServer {
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
         let mut grpc_rx = rx.clone();
+        let server_tls = tls.as_ref().map(|t| Arc::clone(&t.server));
         let grpc = tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            let shutdown = async move {
+                let _ = grpc_rx.wait_for(|s| *s).await;
+            };
+            // Certificates give identities only over TLS; plain text was asked for.
+            let policy = server_tls.as_ref().map(|_| crate::access::policy());
+            let router = tonic::transport::Server::builder()
                 .initial_stream_window_size(STREAM_WINDOW_BYTES)
                 .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
                 .max_frame_size(MAX_FRAME_BYTES)
                 .http2_keepalive_interval(Some(Duration::from_secs(20)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-                .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = grpc_rx.wait_for(|s| *s).await;
-                })
-                .await
-                .map_err(ServerError::Grpc)
+                .layer(PolicyLayer::new(policy))
+                .add_service(svc);
+            match server_tls {
+                Some(tls) => {
+                    router
+                        .serve_with_incoming_shutdown(tls.incoming(grpc_listener), shutdown)
+                        .await
+                }
+                None => {
+                    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                }
+            }
+            .map_err(ServerError::Grpc)
         });
 
         let state = HttpState {
@@ -188,6 +213,7 @@ impl ChunkServer {
                     .unwrap_or_else(|| grpc_addr.to_string()),
                 zone: cfg.zone.clone(),
                 rejoin_when_removed: cfg.rejoin_when_removed,
+                tls: tls.as_ref().map(|t| Arc::clone(&t.client)),
             };
             tokio::spawn(heartbeat::run(
                 Arc::clone(&store),

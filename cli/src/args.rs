@@ -33,6 +33,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "DOGFS_ENDPOINT", value_delimiter = ',')]
     pub endpoint: Vec<String>,
 
+    /// PEM CA bundle of the cluster's TLS: connect over TLS (`https://`), trusting it.
+    /// Without it, plain text.
+    #[arg(long, global = true, env = "DOGFS_CA")]
+    pub ca: Option<std::path::PathBuf>,
+
     /// Machine-readable output: one JSON document per line on stdout.
     #[arg(long, global = true)]
     pub json: bool,
@@ -310,6 +315,10 @@ pub enum Workload {
     /// Drain one of k+m+1 chunk servers until it is empty and every object reads back exact,
     /// then add 2 servers and rebalance until done (in-process cluster only).
     Drain,
+    /// The S3 gateway (a `dogfs-s3` child process) against the native client on the same
+    /// cluster: --size PUT/GET (bytes verified), 1 KiB PUT/GET from --small-clients clients,
+    /// and one --s3-big-size PUT/GET with the gateway's peak RSS. Not part of `all`.
+    S3,
     /// disk, put, get, degraded, small, then big in a child process.
     All,
 }
@@ -367,6 +376,13 @@ pub struct BenchArgs {
     /// Bucket the workloads write to (created if missing; objects are removed afterwards).
     #[arg(long, default_value = "dogfs-bench")]
     pub bucket: String,
+    /// The `dogfs-s3` binary the s3 workload runs [default: `dogfs-s3` next to this `dogfs`].
+    #[arg(long, env = "DOGFS_S3_BIN")]
+    pub s3_bin: Option<PathBuf>,
+    /// Object the s3 workload PUTs and GETs through the gateway while sampling its RSS
+    /// (0 skips it).
+    #[arg(long, default_value = "4GiB")]
+    pub s3_big_size: ByteSize,
 }
 
 #[cfg(test)]

@@ -165,6 +165,7 @@ pub async fn connect(cli: &Cli) -> Result<Client, CommandError> {
     let mut cfg = client_config(endpoints, cli.timeout);
     cfg.hedge_min = cli.hedge_min.unwrap_or(cfg.hedge_min);
     cfg.hedge_max = cli.hedge_max.unwrap_or(cfg.hedge_max);
+    cfg.tls = cli.ca.clone().map(dogfs_client::ClientTlsPaths::ca_only);
     Client::connect(cfg)
         .await
         .map(|c| c.with_deadline(deadline))

@@ -14,6 +14,7 @@ use dogfs_core::scheme::ErasureScheme;
 use dogfs_proto::meta as pb;
 use dogfs_proto::meta::admin_service_client::AdminServiceClient;
 use dogfs_proto::meta::meta_service_client::MetaServiceClient;
+use dogfs_security::ClientTls;
 use futures::Stream;
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -58,6 +59,8 @@ impl fmt::Debug for Client {
 
 #[path = "multipart.rs"]
 pub(crate) mod multipart;
+#[path = "object_parts.rs"]
+pub(crate) mod object_parts;
 
 fn names(bucket: &str, key: &str) -> Result<(BucketName, ObjectKey), Error> {
     Ok((BucketName::parse(bucket)?, ObjectKey::parse(key)?))
@@ -77,8 +80,14 @@ impl Client {
             window_bytes: cfg.read_window_bytes,
             hedge: Hedger::new(cfg.hedge_min, cfg.hedge_max),
         };
-        let pool = ChunkPool::new(cfg.connect_timeout);
-        let meta = Meta::new(cfg)?;
+        let tls = match &cfg.tls {
+            Some(paths) => Some(Arc::new(
+                ClientTls::load(paths.clone()).map_err(|e| Error::invalid(format!("TLS: {e}")))?,
+            )),
+            None => None,
+        };
+        let pool = ChunkPool::new(cfg.connect_timeout, tls.clone());
+        let meta = Meta::new(cfg, tls)?;
         let client = Client {
             inner: Arc::new(Inner {
                 meta,

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+pub use dogfs_security::ClientTlsPaths;
+
 use crate::error::Error;
 
 /// Environment variable with the metadata endpoints, comma-separated.
@@ -16,6 +18,8 @@ pub const ENV_MAX_RETRIES: &str = "DOGFS_MAX_RETRIES";
 pub const ENV_HEDGE_MIN_MS: &str = "DOGFS_HEDGE_MIN_MS";
 /// Ceiling of the adaptive hedge delay of shard reads, in milliseconds.
 pub const ENV_HEDGE_MAX_MS: &str = "DOGFS_HEDGE_MAX_MS";
+/// PEM CA bundle of the cluster's TLS: set it to connect over TLS.
+pub const ENV_CA: &str = "DOGFS_CA";
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -51,6 +55,10 @@ pub struct ClientConfig {
     /// Ceiling of the hedge delay: the most a frozen server holding a needed shard costs a
     /// read window.
     pub hedge_max: Duration,
+    /// TLS to metadata and chunk servers: the CA bundle their certificates chain to (and a
+    /// client certificate, when one is given). With it, `host:port` endpoints are `https://`;
+    /// without it, plain text.
+    pub tls: Option<ClientTlsPaths>,
 }
 
 impl ClientConfig {
@@ -69,6 +77,7 @@ impl ClientConfig {
             cluster_map_ttl: Duration::from_secs(30),
             hedge_min: crate::hedge::DEFAULT_HEDGE_MIN,
             hedge_max: crate::hedge::DEFAULT_HEDGE_MAX,
+            tls: None,
         }
     }
 
@@ -115,6 +124,9 @@ impl ClientConfig {
         if let Some(ms) = parse_u64(&get, ENV_HEDGE_MAX_MS)? {
             cfg.hedge_max = Duration::from_millis(ms);
         }
+        if let Some(ca) = get(ENV_CA).filter(|c| !c.trim().is_empty()) {
+            cfg.tls = Some(ClientTlsPaths::ca_only(ca.trim()));
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -140,7 +152,7 @@ impl ClientConfig {
             )));
         }
         for e in &self.endpoints {
-            normalize_endpoint(e)?;
+            normalize_endpoint(e, self.tls.is_some())?;
         }
         Ok(())
     }
@@ -161,10 +173,19 @@ fn parse_u64(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Option
 }
 
 /// `host:port` → `http://host:port`; a URI with a scheme is kept. Checks the result parses.
-pub(crate) fn normalize_endpoint(e: &str) -> Result<String, Error> {
+/// `e` as a URI: a bare `host:port` is `https://` with TLS and `http://` without; an explicit
+/// `https://` needs TLS settings.
+pub(crate) fn normalize_endpoint(e: &str, tls: bool) -> Result<String, Error> {
     let e = e.trim();
+    if e.starts_with("https://") && !tls {
+        return Err(Error::invalid(format!(
+            "endpoint {e:?} is https:// but no CA bundle is set ({ENV_CA} or --ca)"
+        )));
+    }
     let uri = if e.contains("://") {
         e.to_string()
+    } else if tls {
+        format!("https://{e}")
     } else {
         format!("http://{e}")
     };
@@ -173,7 +194,7 @@ pub(crate) fn normalize_endpoint(e: &str) -> Result<String, Error> {
         .map_err(|err| Error::invalid(format!("endpoint {e:?} is not a valid address: {err}")))?;
     if parsed.host().is_none() || parsed.port_u16().is_none() {
         return Err(Error::invalid(format!(
-            "endpoint {e:?} must be host:port or http://host:port"
+            "endpoint {e:?} must be host:port, http://host:port or https://host:port"
         )));
     }
     Ok(uri)
@@ -248,8 +269,20 @@ mod tests {
 
     #[test]
     fn endpoints_are_normalized() {
-        assert_eq!(normalize_endpoint("h:1").unwrap(), "http://h:1");
-        assert_eq!(normalize_endpoint("http://h:1").unwrap(), "http://h:1");
-        assert!(normalize_endpoint("h").is_err());
+        assert_eq!(normalize_endpoint("h:1", false).unwrap(), "http://h:1");
+        assert_eq!(
+            normalize_endpoint("http://h:1", false).unwrap(),
+            "http://h:1"
+        );
+        assert!(normalize_endpoint("h", false).is_err());
+        assert_eq!(normalize_endpoint("h:1", true).unwrap(), "https://h:1");
+        assert_eq!(
+            normalize_endpoint("https://h:1", true).unwrap(),
+            "https://h:1"
+        );
+        let e = normalize_endpoint("https://h:1", false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("DOGFS_CA"), "{e}");
     }
 }

@@ -20,7 +20,8 @@ pub use client::multipart::{
     CompletedPart, MultipartFailure, MultipartUpload, MultipartUploadInfo, PartInfo, PartOptions,
     PartsPage, UploadsPage, UploadsQuery,
 };
-pub use config::ClientConfig;
+pub use client::object_parts::{ObjectPart, ObjectParts};
+pub use config::{ClientConfig, ClientTlsPaths};
 pub use error::{Error, ErrorKind};
 pub use hedge::{DEFAULT_HEDGE_MAX, DEFAULT_HEDGE_MIN};
 pub use types::{

@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 
 use dogfs_proto::meta::GetClusterMapRequest;
 use dogfs_proto::meta::meta_service_client::MetaServiceClient;
+use dogfs_security::{Channels, ClientTls};
 use rand::Rng;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tracing::debug;
 
@@ -57,7 +58,7 @@ pub(crate) struct Meta {
     cfg: ClientConfig,
     endpoints: Vec<String>,
     next: AtomicUsize,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Channels,
     map: Mutex<Option<(Instant, Arc<ClusterMap>)>>,
     /// When reading the map last failed: callers fall back to plain routing for a while
     /// instead of paying a failing call each time.
@@ -128,20 +129,27 @@ fn retryable(status: &Status) -> bool {
 }
 
 impl Meta {
-    pub fn new(cfg: ClientConfig) -> Result<Self, Error> {
+    pub fn new(cfg: ClientConfig, tls: Option<Arc<ClientTls>>) -> Result<Self, Error> {
         cfg.validate()?;
         let endpoints = cfg
             .endpoints
             .iter()
-            .map(|e| normalize_endpoint(e))
+            .map(|e| normalize_endpoint(e, tls.is_some()))
             .collect::<Result<Vec<_>, _>>()?;
+        let connect_timeout = cfg.connect_timeout;
+        let channels = Channels::new(tls, move |e| {
+            e.connect_timeout(connect_timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(20))
+                .keep_alive_timeout(Duration::from_secs(20))
+        });
         // Spread clients over the endpoints instead of all starting at the first.
         let start = rand::rng().random_range(0..endpoints.len());
         Ok(Meta {
             cfg,
             endpoints,
             next: AtomicUsize::new(start),
-            channels: Mutex::default(),
+            channels,
             map: Mutex::default(),
             map_failed: Mutex::default(),
         })
@@ -152,19 +160,14 @@ impl Meta {
     }
 
     fn channel(&self, uri: &str) -> Result<Channel, Error> {
-        let mut map = lock(&self.channels);
-        if let Some(c) = map.get(uri) {
-            return Ok(c.clone());
-        }
-        let c = Endpoint::from_shared(uri.to_string())
-            .map_err(|e| Error::invalid(format!("metadata endpoint {uri:?}: {e}")))?
-            .connect_timeout(self.cfg.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .connect_lazy();
-        map.insert(uri.to_string(), c.clone());
-        Ok(c)
+        self.channels
+            .get(uri)
+            .map_err(|e| Error::invalid(format!("metadata endpoint {uri:?}: {e}")))
+    }
+
+    /// `host:port` (a leader's address) as this client dials it.
+    fn uri_of(&self, addr: &str) -> Result<String, Error> {
+        normalize_endpoint(addr, self.channels.tls().is_some())
     }
 
     fn current_endpoint(&self) -> &str {
@@ -347,7 +350,7 @@ impl Meta {
                 .get(LEADER_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .filter(|v| !v.is_empty())
-                .and_then(|v| normalize_endpoint(v).ok())
+                .and_then(|v| self.uri_of(v).ok())
                 .filter(|l| *l != uri);
             if timed_out || std::error::Error::source(&status).is_some() {
                 // No answer, or no connection: not a node to wait on again in this call.
@@ -431,7 +434,7 @@ impl Meta {
         for g in &resp.groups {
             if g.leader_id.is_some()
                 && !g.leader_address.is_empty()
-                && let Ok(uri) = normalize_endpoint(&g.leader_address)
+                && let Ok(uri) = self.uri_of(&g.leader_address)
             {
                 leaders.insert(g.group_id, uri);
             }

@@ -245,7 +245,7 @@ struct Harness {
 impl Harness {
     fn new(size: u64, segment_size: u64, scheme: ErasureScheme, shard_timeout: Duration) -> Self {
         Harness {
-            pool: ChunkPool::new(Duration::from_secs(2)),
+            pool: ChunkPool::new(Duration::from_secs(2), None),
             cfg: cfg(shard_timeout),
             codec: codec_for(&scheme).unwrap(),
             layout: ObjectLayout::new(size, segment_size, scheme).unwrap(),

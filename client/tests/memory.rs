@@ -207,7 +207,7 @@ async fn memory_bound_of_a_large_put_and_get() {
                 .collect(),
         })
         .collect();
-    let pool = ChunkPool::new(Duration::from_secs(5));
+    let pool = ChunkPool::new(Duration::from_secs(5), None);
     let cfg = DataPlaneConfig {
         shard_timeout: Duration::from_secs(30),
         read_ahead: std::env::var("DOGFS_MEMTEST_READ_AHEAD")

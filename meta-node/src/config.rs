@@ -186,6 +186,10 @@ pub struct MetaConfig {
     )]
     pub rebalance_on_join: bool,
 
+    /// TLS of the gRPC port and of this node's connections (plain text when not given).
+    #[command(flatten)]
+    pub tls: dogfs_security::TlsArgs,
+
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "DOGFS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -227,6 +231,7 @@ impl MetaConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise_addr: None,
+            tls: dogfs_security::TlsArgs::default(),
             data_dir: data_dir.into(),
             partitions: 2,
             ec_k: 4,

@@ -14,6 +14,7 @@
 //!   the server that runs them, its background tasks and HTTP side port
 //!   (`docs/meta-service.md`).
 
+pub mod access;
 pub mod catalog;
 pub mod config;
 pub mod http;

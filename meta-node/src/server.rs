@@ -44,6 +44,8 @@ pub enum ServerError {
     Listener(std::io::Error),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(Box<dogfs_security::args::LoadError>),
 }
 
 /// A running metadata node.
@@ -90,6 +92,18 @@ impl MetaServer {
             ..default_raft_config()
         };
         node_cfg.sync_observer = Some(metrics.sync_observer());
+        if let Some(tls) = config
+            .tls
+            .load()
+            .map_err(|e| ServerError::Tls(Box::new(e)))?
+        {
+            node_cfg.server_tls = Some(tls.server);
+            node_cfg.client_tls = Some(tls.client);
+        } else {
+            tracing::warn!(
+                "no TLS settings: the gRPC port serves plain text, without component checks"
+            );
+        }
         // Lifted by the `vote_guard` task below.
         node_cfg.amnesia_guard = true;
         let mut node = MultiRaft::open(node_cfg, grpc_listener).await?;

@@ -3,8 +3,9 @@
 //! remove, start a rebalance).
 //!
 //! [`Admin`] is the seam: [`GrpcAdmin`] speaks gRPC to a cluster's metadata Service (any
-//! metadata node answers and forwards to the leader); tests put a fake with the same semantics
-//! behind [`Connector`]. The conversions from the wire types live here and nowhere else, so the
+//! metadata node answers and forwards to the leader), over TLS trusting the cluster's CA
+//! bundle when it has `spec.tls`; tests put a fake with the same semantics behind
+//! [`Connector`]. The conversions from the wire types live here and nowhere else, so the
 //! planner ([`crate::scale`]) and the status ([`crate::status`]) only see the types below.
 
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use dogfs_proto::meta as pb;
 use dogfs_proto::meta::admin_service_client::AdminServiceClient;
 use futures::future::BoxFuture;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 use tracing::{Instrument, debug_span};
 
@@ -196,15 +197,15 @@ impl Failure {
     }
 
     fn of(status: &Status) -> Failure {
-        let message = status.message().to_string();
+        let no_leader =
+            status.metadata().get(LEADER_HEADER).is_some() || status.message().contains("leader");
+        // A connection failure's cause (refused, a TLS certificate not trusted) is in the
+        // sources, not in the message.
+        let message = with_sources(status.message(), std::error::Error::source(status));
         match status.code() {
             // Both a dead connection and "no leader" are UNAVAILABLE; only a metadata node
             // names (or fails to name) a leader.
-            Code::Unavailable
-                if status.metadata().get(LEADER_HEADER).is_some() || message.contains("leader") =>
-            {
-                Failure::NoLeader(message)
-            }
+            Code::Unavailable if no_leader => Failure::NoLeader(message),
             Code::Unavailable => Failure::Unreachable(message),
             Code::DeadlineExceeded | Code::Cancelled => Failure::Timeout(CALL_TIMEOUT),
             Code::FailedPrecondition => Failure::Refused(message),
@@ -215,6 +216,20 @@ impl Failure {
             },
         }
     }
+}
+
+/// `message` followed by each source's text that it does not already contain, `a: b: c`.
+fn with_sources(message: &str, mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut text = message.to_string();
+    while let Some(error) = source {
+        let part = error.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = error.source();
+    }
+    text
 }
 
 /// An admin call that failed, named after the call.
@@ -289,33 +304,52 @@ pub async fn observe(admin: &dyn Admin) -> Result<View, Error> {
 }
 
 /// Hands out an [`Admin`] for a cluster; the [`crate::reconcile::Context`] holds one.
+///
+/// `ca` is the PEM CA bundle of the cluster's TLS Secret (`ca.crt`), given exactly when the
+/// cluster has `spec.tls`: the admin API is then reached over TLS, trusting only that bundle.
+/// `None`: plaintext.
 pub trait Connector: Send + Sync + Debug {
-    fn connect(&self, names: &Names) -> Result<Arc<dyn Admin>, Error>;
+    fn connect(&self, names: &Names, ca: Option<&str>) -> Result<Arc<dyn Admin>, Error>;
 }
 
 /// Connects over gRPC to `Names::admin_endpoint`, one lazily connected channel per cluster,
-/// reused across reconciles (tonic reconnects it when it breaks).
+/// reused across reconciles (tonic reconnects it when it breaks) until the endpoint or the CA
+/// bundle changes: a renewed or replaced `ca.crt` gets a new channel at the next reconcile.
+///
+/// The operator is an ordinary TLS client here (no certificate of its own): the admin API is
+/// open to any client that trusts the cluster's CA.
 #[derive(Debug, Default)]
 pub struct GrpcConnector {
-    channels: Mutex<HashMap<String, Channel>>,
+    /// Per cluster (`namespace/name`).
+    channels: Mutex<HashMap<String, Cached>>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    endpoint: String,
+    ca: Option<String>,
+    channel: Channel,
 }
 
 impl Connector for GrpcConnector {
-    fn connect(&self, names: &Names) -> Result<Arc<dyn Admin>, Error> {
-        let endpoint = names.admin_endpoint();
+    fn connect(&self, names: &Names, ca: Option<&str>) -> Result<Arc<dyn Admin>, Error> {
+        let endpoint = names.admin_endpoint(ca.is_some());
+        let key = format!("{}/{}", names.namespace, names.cluster);
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        let channel = match channels.get(&endpoint) {
-            Some(channel) => channel.clone(),
-            None => {
-                let channel = Endpoint::from_shared(endpoint.clone())
-                    .map_err(|e| Error::Endpoint {
+        let channel = match channels.get(&key) {
+            Some(cached) if cached.endpoint == endpoint && cached.ca.as_deref() == ca => {
+                cached.channel.clone()
+            }
+            _ => {
+                let channel = channel(&endpoint, ca)?;
+                channels.insert(
+                    key,
+                    Cached {
                         endpoint: endpoint.clone(),
-                        message: e.to_string(),
-                    })?
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .timeout(CALL_TIMEOUT)
-                    .connect_lazy();
-                channels.insert(endpoint.clone(), channel.clone());
+                        ca: ca.map(str::to_string),
+                        channel: channel.clone(),
+                    },
+                );
                 channel
             }
         };
@@ -324,6 +358,32 @@ impl Connector for GrpcConnector {
             client: AdminServiceClient::new(channel),
         }))
     }
+}
+
+/// A lazily connected channel to `endpoint`; with `ca`, TLS that trusts only that bundle
+/// (the server's certificate must name the endpoint's host, `<c>-meta.<ns>.svc`).
+fn channel(endpoint: &str, ca: Option<&str>) -> Result<Channel, Error> {
+    let bad = |message: String| Error::Endpoint {
+        endpoint: endpoint.to_string(),
+        message,
+    };
+    let mut builder = Endpoint::from_shared(endpoint.to_string())
+        .map_err(|e| bad(with_sources(&e.to_string(), std::error::Error::source(&e))))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(CALL_TIMEOUT);
+    if let Some(ca) = ca {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            // gRPC is HTTP/2 only; do not depend on the server's ALPN answer.
+            .assume_http2(true);
+        builder = builder.tls_config(tls).map_err(|e| {
+            bad(with_sources(
+                "TLS settings from the CA bundle",
+                std::error::Error::source(&e),
+            ))
+        })?;
+    }
+    Ok(builder.connect_lazy())
 }
 
 /// The admin API of one cluster over gRPC.
@@ -549,6 +609,101 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "RemoveNode abc: refused: node abc still holds 3 shards"
+        );
+    }
+
+    /// Stands in for a CA bundle: parses as PEM (so the TLS settings build) but holds no
+    /// usable certificate, so no server is trusted. The tests only look at what the client
+    /// sends first.
+    const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    fn names() -> Names {
+        Names {
+            cluster: "demo".into(),
+            namespace: "storage".into(),
+        }
+    }
+
+    /// The first bytes a client sends to a listener at `endpoint` (with `{port}` in it) when
+    /// it makes a ListNodes call over [`channel`], and how the call failed.
+    async fn first_bytes(endpoint: &str, ca: Option<&str>) -> (Vec<u8>, Failure) {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 16];
+            let n = stream.read(&mut buf).await.unwrap();
+            buf.truncate(n);
+            // Dropping the stream fails the call: no TLS or HTTP/2 answer ever comes.
+            buf
+        });
+        let endpoint = endpoint.replace("{port}", &port.to_string());
+        let mut client = AdminServiceClient::new(channel(&endpoint, ca).unwrap());
+        let failure = call(
+            "ListNodes",
+            &endpoint,
+            client.list_nodes(pb::ListNodesRequest {}),
+        )
+        .await
+        .unwrap_err();
+        (server.await.unwrap(), failure)
+    }
+
+    #[tokio::test]
+    async fn with_a_ca_bundle_the_admin_client_speaks_tls_and_without_it_plaintext() {
+        // A TLS handshake record (0x16) of TLS 1.x (0x03 ..): a ClientHello.
+        let (tls, failure) = first_bytes("https://127.0.0.1:{port}", Some(CA)).await;
+        assert_eq!(&tls[..2], &[0x16, 0x03], "{tls:?}");
+        assert_eq!(failure.reason(), "Unreachable", "{failure}");
+        // The HTTP/2 connection preface, in the clear.
+        let (plain, _) = first_bytes("http://127.0.0.1:{port}", None).await;
+        assert!(plain.starts_with(b"PRI * HTTP/2.0"), "{plain:?}");
+    }
+
+    #[tokio::test]
+    async fn the_connector_dials_https_with_the_ca_and_makes_a_new_channel_when_it_changes() {
+        let connector = GrpcConnector::default();
+        let names = names();
+        let cached = |connector: &GrpcConnector| {
+            let channels = connector.channels.lock().unwrap();
+            assert_eq!(channels.len(), 1, "one channel per cluster");
+            let c = &channels["storage/demo"];
+            (c.endpoint.clone(), c.ca.clone())
+        };
+        connector.connect(&names, None).unwrap();
+        assert_eq!(
+            cached(&connector),
+            ("http://demo-meta.storage.svc:7000".to_string(), None)
+        );
+        connector.connect(&names, Some(CA)).unwrap();
+        assert_eq!(
+            cached(&connector),
+            (
+                "https://demo-meta.storage.svc:7000".to_string(),
+                Some(CA.to_string())
+            )
+        );
+        // A renewed CA (another bundle) replaces the channel rather than adding one.
+        let renewed = format!("{CA}{CA}");
+        connector.connect(&names, Some(&renewed)).unwrap();
+        assert_eq!(cached(&connector).1.as_deref(), Some(renewed.as_str()));
+    }
+
+    #[tokio::test]
+    async fn a_ca_bundle_that_is_not_pem_is_an_endpoint_error() {
+        let error = GrpcConnector::default()
+            .connect(
+                &names(),
+                Some("-----BEGIN CERTIFICATE-----\n%%%\n-----END CERTIFICATE-----\n"),
+            )
+            .unwrap_err();
+        assert_eq!(error.reason(), "BadEndpoint", "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("https://demo-meta.storage.svc:7000"),
+            "{error}"
         );
     }
 

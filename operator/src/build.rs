@@ -32,8 +32,11 @@ pub const HTTP_PORT: i32 = 9100;
 pub const DATA_DIR: &str = "/var/lib/dogfs";
 /// Name of the volume claim template, so pod `<sts>-<i>` has the claim `data-<sts>-<i>`.
 pub const DATA_VOLUME: &str = "data";
-/// Where the TLS Secret is mounted.
+/// Where the TLS Secret is mounted (on the servers all of it; on the S3 gateway only
+/// [`TLS_CA_KEY`]).
 pub const TLS_DIR: &str = "/etc/dogfs/tls";
+/// The TLS Secret's key (and file) holding the CA bundle (cert-manager's layout).
+pub const TLS_CA_KEY: &str = "ca.crt";
 /// Port every S3 gateway pod listens on; the Service maps `spec.s3.service.port` to it, so
 /// changing the Service port does not restart the pods.
 pub const S3_PORT: i32 = 9000;
@@ -194,11 +197,10 @@ impl Names {
     }
     /// Where the operator reaches the admin API: the metadata client Service, which spreads
     /// calls over the metadata nodes (any of them answers, forwarding to the leader).
-    ///
-    /// Always plaintext for now: the servers do not speak TLS yet (docs/kubernetes.md); when
-    /// they do, this becomes `endpoint(tls)` with the CA bundle of the TLS Secret.
-    pub fn admin_endpoint(&self) -> String {
-        self.endpoint(false)
+    /// `https://` with `spec.tls`, trusting the TLS Secret's `ca.crt` (see
+    /// [`crate::admin::GrpcConnector`]).
+    pub fn admin_endpoint(&self, tls: bool) -> String {
+        self.endpoint(tls)
     }
     /// What clients in the cluster dial: the meta client Service.
     pub fn endpoint(&self, tls: bool) -> String {
@@ -253,7 +255,7 @@ pub fn build(cluster: &DogCluster, inputs: &Inputs) -> Result<Desired, Error> {
 
     let mut client_data = BTreeMap::from([("DOGFS_ENDPOINT".to_string(), names.endpoint(tls))]);
     if let Some(ca) = &inputs.ca_bundle {
-        client_data.insert("ca.crt".to_string(), ca.clone());
+        client_data.insert(TLS_CA_KEY.to_string(), ca.clone());
     }
     let s3 = spec.s3.as_ref().filter(|s3| s3.enabled);
     if let Some(s3) = s3 {
@@ -606,7 +608,7 @@ fn stateful_set(
     if let Some(tls) = &spec.tls {
         env_vars.push(env("DOGFS_TLS_CERT", format!("{TLS_DIR}/tls.crt")));
         env_vars.push(env("DOGFS_TLS_KEY", format!("{TLS_DIR}/tls.key")));
-        env_vars.push(env("DOGFS_TLS_CA", format!("{TLS_DIR}/ca.crt")));
+        env_vars.push(env("DOGFS_TLS_CA", format!("{TLS_DIR}/{TLS_CA_KEY}")));
         mounts.push(VolumeMount {
             name: "tls".to_string(),
             mount_path: TLS_DIR.to_string(),
@@ -815,9 +817,10 @@ fn s3_deployment(
 ) -> Deployment {
     let spec = &cluster.spec;
     let mut env_vars = vec![
-        // Plaintext like the operator's own admin client: the gateway has no TLS client
-        // settings, and the servers do not speak TLS yet (docs/kubernetes.md).
-        env("DOGFS_ENDPOINT", names.endpoint(false)),
+        // With spec.tls the servers speak TLS only: the gateway dials `https://` and trusts
+        // the TLS Secret's CA (`DOGFS_CA`, below). It is an ordinary client (no certificate
+        // of its own): the methods it calls are open to any TLS client.
+        env("DOGFS_ENDPOINT", names.endpoint(spec.tls.is_some())),
         env("DOGFS_S3_LISTEN", format!("0.0.0.0:{S3_PORT}")),
     ];
     if let Some(region) = &s3.region {
@@ -860,6 +863,30 @@ fn s3_deployment(
                 }]),
                 // Readable by the pod's group (fsGroup) only.
                 default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    if let Some(tls) = &spec.tls {
+        env_vars.push(env("DOGFS_CA", format!("{TLS_DIR}/{TLS_CA_KEY}")));
+        mounts.push(VolumeMount {
+            name: "tls".to_string(),
+            mount_path: TLS_DIR.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "tls".to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls.secret_name.clone()),
+                // Only the CA bundle: the gateway has no use for the servers' key, so it is
+                // not in its pods at all.
+                items: Some(vec![KeyToPath {
+                    key: TLS_CA_KEY.to_string(),
+                    path: TLS_CA_KEY.to_string(),
+                    ..KeyToPath::default()
+                }]),
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()

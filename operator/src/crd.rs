@@ -271,8 +271,11 @@ fn default_m() -> i32 {
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
     /// Secret of type kubernetes.io/tls with `tls.crt`, `tls.key` and `ca.crt` (the layout
-    /// cert-manager writes). The certificate must cover `*.<cluster>-meta-headless.<ns>.svc`,
-    /// `*.<cluster>-chunk-headless.<ns>.svc` and `<cluster>-meta.<ns>.svc`.
+    /// cert-manager writes), mounted into metadata and chunk pods. The certificate serves both
+    /// ends of mutual TLS, so it needs the URI SANs `spiffe://dogfs/meta` and
+    /// `spiffe://dogfs/chunk`, the DNS names `*.<cluster>-meta-headless.<ns>.svc.cluster.local`,
+    /// `*.<cluster>-chunk-headless.<ns>.svc.cluster.local`, `<cluster>-meta.<ns>.svc` and
+    /// `localhost`, and both server and client auth usages (docs/kubernetes.md, "TLS").
     #[schemars(length(max = 253))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("tls.secretName must not be empty"))]
     pub secret_name: String,

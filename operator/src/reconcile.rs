@@ -64,6 +64,8 @@ pub enum Error {
     ReadTlsSecret { name: String, source: kube::Error },
     #[error("TLS Secret {name} has no ca.crt (or it is not UTF-8)")]
     MissingCaBundle { name: String },
+    #[error("TLS Secret {name}: ca.crt holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
+    BadCaBundle { name: String },
     #[error("building child objects: {0}")]
     Build(#[from] build::Error),
     #[error("applying {kind} {name}: {source}")]
@@ -93,7 +95,9 @@ impl Error {
             Error::ListChunkPods(_) => "list_chunk_pods",
             Error::ListChunkClaims(_) => "list_chunk_claims",
             Error::DeleteChunkClaim { .. } => "delete_chunk_claim",
-            Error::ReadTlsSecret { .. } | Error::MissingCaBundle { .. } => "read_tls_secret",
+            Error::ReadTlsSecret { .. }
+            | Error::MissingCaBundle { .. }
+            | Error::BadCaBundle { .. } => "read_tls_secret",
             Error::Build(_) => "build",
             Error::Apply { .. } => "apply",
             Error::PatchStatus(_) => "patch_status",
@@ -257,7 +261,21 @@ async fn reconcile_inner(cluster: &DogCluster, ctx: &Context) -> Result<(Action,
     let replicas = current_chunk
         .as_ref()
         .map(|s| s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0));
-    let seen = observe(cluster, ctx, &names, &ns, replicas.is_some()).await?;
+    // Before observing: with spec.tls the admin client trusts this bundle, and the client
+    // ConfigMap carries it.
+    let ca_bundle = match &spec.tls {
+        Some(tls) => Some(read_ca_bundle(&ctx.client, &ns, &tls.secret_name).await?),
+        None => None,
+    };
+    let seen = observe(
+        cluster,
+        ctx,
+        &names,
+        &ns,
+        replicas.is_some(),
+        ca_bundle.as_deref(),
+    )
+    .await?;
     let memory = cluster
         .status
         .as_ref()
@@ -278,10 +296,6 @@ async fn reconcile_inner(cluster: &DogCluster, ctx: &Context) -> Result<(Action,
     });
     info!(replicas = plan.replicas, step = ?plan.step, "chunk scaling plan");
 
-    let ca_bundle = match &spec.tls {
-        Some(tls) => Some(read_ca_bundle(&ctx.client, &ns, &tls.secret_name).await?),
-        None => None,
-    };
     let desired = build::build(
         cluster,
         &Inputs {
@@ -404,13 +418,15 @@ async fn admin_outcome(
 }
 
 /// Reads the admin API, and with it the chunk pods and claims, once the chunk StatefulSet
-/// exists (before that no metadata node runs and there is nothing to scale).
+/// exists (before that no metadata node runs and there is nothing to scale). `ca`: the TLS
+/// Secret's CA bundle with spec.tls (the admin API is then reached over TLS).
 async fn observe(
     cluster: &DogCluster,
     ctx: &Context,
     names: &Names,
     ns: &str,
     exists: bool,
+    ca: Option<&str>,
 ) -> Result<Seen, Error> {
     let mut seen = Seen {
         admin: None,
@@ -421,7 +437,7 @@ async fn observe(
     if !exists {
         return Ok(seen);
     }
-    let admin = match ctx.admin.connect(names) {
+    let admin = match ctx.admin.connect(names, ca) {
         Ok(admin) => admin,
         Err(error) => {
             warn!(%error, "admin API");
@@ -802,6 +818,9 @@ where
     }
 }
 
+/// `ca.crt` of the TLS Secret: what the operator's admin client and the gateway trust, and
+/// what the client ConfigMap hands out. A bundle without a certificate would make every TLS
+/// handshake fail with an unknown issuer, so it is refused here, naming the Secret.
 async fn read_ca_bundle(client: &Client, ns: &str, name: &str) -> Result<String, Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let secret = secrets
@@ -811,14 +830,20 @@ async fn read_ca_bundle(client: &Client, ns: &str, name: &str) -> Result<String,
             name: name.to_string(),
             source,
         })?;
-    secret
+    let bundle = secret
         .data
         .as_ref()
-        .and_then(|d| d.get("ca.crt"))
+        .and_then(|d| d.get(build::TLS_CA_KEY))
         .and_then(|b| String::from_utf8(b.0.clone()).ok())
         .ok_or_else(|| Error::MissingCaBundle {
             name: name.to_string(),
-        })
+        })?;
+    if !bundle.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(Error::BadCaBundle {
+            name: name.to_string(),
+        });
+    }
+    Ok(bundle)
 }
 
 /// Patches the status when it changed, and records phase changes as Events.

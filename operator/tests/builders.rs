@@ -340,11 +340,12 @@ fn s3_gateway_runs_dogfs_s3_against_the_metadata_service_with_the_mounted_keys()
     assert_eq!(c.command.as_deref(), Some(&["dogfs-s3".to_string()][..]));
     assert_eq!(c.image.as_deref(), Some("registry.example.com/dogfs:0.1.0"));
     let env = plain_env(&c);
-    // Plaintext, as dogfs-s3 has no TLS client settings; a `host:port` list like the CLI's.
+    // The sample has spec.tls: TLS to the metadata Service, trusting the Secret's CA.
     assert_eq!(
         var(&env, "DOGFS_ENDPOINT"),
-        Some("http://demo-meta.storage.svc:7000")
+        Some("https://demo-meta.storage.svc:7000")
     );
+    assert_eq!(var(&env, "DOGFS_CA"), Some("/etc/dogfs/tls/ca.crt"));
     assert_eq!(var(&env, "DOGFS_S3_LISTEN"), Some("0.0.0.0:9000"));
     assert_eq!(var(&env, "DOGFS_S3_REGION"), Some("eu-west-3"));
     assert_eq!(
@@ -466,4 +467,168 @@ fn turning_s3_on_or_off_restarts_no_server() {
     assert_eq!(off.config, on.config);
     assert_eq!(off.meta, on.meta);
     assert_eq!(off.chunk, on.chunk);
+}
+
+/// The gateway's volume mounted at `path` and the volume itself, if any.
+fn s3_volume_at(
+    d: &Desired,
+    path: &str,
+) -> Option<(
+    k8s_openapi::api::core::v1::VolumeMount,
+    k8s_openapi::api::core::v1::Volume,
+)> {
+    let c = s3_container(d);
+    let mount = c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.mount_path == path)?
+        .clone();
+    let deployment = &d.s3.as_ref().unwrap().deployment;
+    let pod = deployment.spec.as_ref().unwrap().template.spec.as_ref();
+    let volume = pod
+        .unwrap()
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == mount.name)
+        .unwrap()
+        .clone();
+    Some((mount, volume))
+}
+
+fn build_tls(tls: bool) -> Desired {
+    let mut cluster = sample();
+    if !tls {
+        cluster.spec.tls = None;
+    }
+    dogfs_operator::validate::validate(&cluster).unwrap();
+    let inputs = Inputs {
+        chunk_replicas: cluster.spec.chunk.replicas,
+        ca_bundle: tls.then(|| CA.to_string()),
+    };
+    build::build(&cluster, &inputs).unwrap()
+}
+
+#[test]
+fn with_tls_the_gateway_dials_https_and_trusts_only_the_mounted_ca() {
+    let d = build_tls(true);
+    let env = plain_env(&s3_container(&d));
+    assert_eq!(
+        var(&env, "DOGFS_ENDPOINT"),
+        Some("https://demo-meta.storage.svc:7000")
+    );
+    assert_eq!(var(&env, "DOGFS_CA"), Some("/etc/dogfs/tls/ca.crt"));
+    // The gateway is a plain TLS client: no certificate or key of its own, no server
+    // variables.
+    for name in ["DOGFS_TLS_CERT", "DOGFS_TLS_KEY", "DOGFS_TLS_CA"] {
+        assert_eq!(var(&env, name), None, "{name}");
+    }
+    let (mount, volume) = s3_volume_at(&d, "/etc/dogfs/tls").unwrap();
+    assert_eq!(mount.read_only, Some(true));
+    let secret = volume.secret.unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("demo-tls"));
+    // Only ca.crt is projected: the servers' private key never reaches the gateway's pods.
+    let items = secret.items.unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        (items[0].key.as_str(), items[0].path.as_str()),
+        ("ca.crt", "ca.crt")
+    );
+    // The servers still get the whole Secret, as before.
+    let meta = env_of(&d.meta);
+    assert_eq!(var(&meta, "DOGFS_TLS_CERT"), Some("/etc/dogfs/tls/tls.crt"));
+    assert_eq!(var(&meta, "DOGFS_TLS_KEY"), Some("/etc/dogfs/tls/tls.key"));
+    assert_eq!(var(&meta, "DOGFS_TLS_CA"), Some("/etc/dogfs/tls/ca.crt"));
+}
+
+#[test]
+fn without_tls_the_gateway_is_plaintext_with_nothing_mounted() {
+    let d = build_tls(false);
+    let env = plain_env(&s3_container(&d));
+    assert_eq!(
+        var(&env, "DOGFS_ENDPOINT"),
+        Some("http://demo-meta.storage.svc:7000")
+    );
+    assert_eq!(var(&env, "DOGFS_CA"), None);
+    assert!(s3_volume_at(&d, "/etc/dogfs/tls").is_none());
+    let deployment = &d.s3.as_ref().unwrap().deployment;
+    let pod = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    assert!(
+        pod.volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|v| v.name != "tls"),
+        "no TLS volume"
+    );
+    // The client ConfigMap: plaintext endpoint, no CA; the servers: no TLS variables.
+    let client = d.client_config.data.as_ref().unwrap();
+    assert_eq!(
+        client["DOGFS_ENDPOINT"],
+        "http://demo-meta.storage.svc:7000"
+    );
+    assert!(!client.contains_key("ca.crt"));
+    for sts in [&d.meta, &d.chunk] {
+        let env = env_of(sts);
+        assert!(
+            env.iter().all(|(n, _)| !n.starts_with("DOGFS_TLS_")),
+            "{env:?}"
+        );
+    }
+}
+
+#[test]
+fn turning_tls_on_changes_only_what_tls_needs() {
+    let off = build_tls(false);
+    let on = build_tls(true);
+    // Same names, Services and PDBs; the shared ConfigMap (and so its hash) is unchanged.
+    assert_eq!(off.config, on.config);
+    assert_eq!(off.meta_service, on.meta_service);
+    assert_eq!(off.chunk_headless, on.chunk_headless);
+    assert_eq!(
+        off.s3.as_ref().unwrap().service,
+        on.s3.as_ref().unwrap().service
+    );
+    // The gateway's container differs only in the endpoint, DOGFS_CA and the mount.
+    let (mut a, b) = (s3_container(&off), s3_container(&on));
+    let mut env = a.env.take().unwrap();
+    for e in &mut env {
+        if e.name == "DOGFS_ENDPOINT" {
+            e.value = Some("https://demo-meta.storage.svc:7000".into());
+        }
+    }
+    let mounts = a.volume_mounts.take().unwrap();
+    let (b_env, b_mounts) = (b.env.clone().unwrap(), b.volume_mounts.clone().unwrap());
+    assert_eq!(
+        b_env
+            .iter()
+            .filter(|e| !env.contains(e))
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>(),
+        ["DOGFS_CA"]
+    );
+    assert_eq!(
+        b_mounts
+            .iter()
+            .filter(|m| !mounts.contains(m))
+            .map(|m| m.mount_path.as_str())
+            .collect::<Vec<_>>(),
+        ["/etc/dogfs/tls"]
+    );
+    let b_rest = k8s_openapi::api::core::v1::Container {
+        env: None,
+        volume_mounts: None,
+        ..b
+    };
+    assert_eq!(a, b_rest);
 }

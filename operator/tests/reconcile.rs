@@ -668,6 +668,8 @@ async fn update_scales_chunk_down_by_draining_the_highest_ordinal_first() {
     expect_status(&mut handle, &expected).await;
 
     assert_eq!(admin.calls(), [format!("DrainNode {node}")]);
+    // No spec.tls: the admin API is reached in plaintext, no CA handed over.
+    assert_eq!(admin.connections(), [None]);
     assert_eq!(
         finish(task, handle, ctx).await,
         Action::requeue(Duration::from_secs(2))
@@ -861,6 +863,146 @@ async fn tls_copies_the_ca_bundle_into_the_client_config_map() {
     assert_eq!(
         finish(task, handle, ctx).await,
         Action::requeue(Duration::from_secs(300))
+    );
+}
+
+const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n";
+
+/// The TLS Secret `demo-tls` as the API server returns it, with `ca` as its `ca.crt`.
+fn tls_secret(ca: &str) -> Value {
+    use k8s_openapi::ByteString;
+    let secret = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("demo-tls".into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        // Base64 on the wire (k8s-openapi encodes it).
+        data: Some(
+            [("ca.crt", ca), ("tls.crt", "cert"), ("tls.key", "key")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    serde_json::to_value(secret).unwrap()
+}
+
+#[tokio::test]
+async fn tls_admin_client_and_gateway_trust_the_secret_ca() {
+    // A running cluster with its gateway up, and spec.tls.
+    let mut cluster = with_s3(running(example()), true);
+    let gateway = Workload {
+        desired: 2,
+        current: 2,
+        ready: 2,
+        rolled_out: true,
+    };
+    cluster.status = Some(compute(
+        &cluster,
+        &all_up(Some(gateway.clone())),
+        &fixed_clock(),
+    ));
+    cluster.spec.tls = Some(dogfs_operator::crd::TlsSpec {
+        secret_name: "demo-tls".into(),
+    });
+    cluster.metadata.generation = Some(2);
+    let admin = fake(6);
+    let (task, mut handle, ctx) = start_with(cluster.clone(), admin.clone());
+
+    let respond = expect_chunk_lookup(&mut handle).await;
+    reply(respond, StatusCode::OK, &chunk_sts(6, 6));
+    // The CA is read before the admin API is: the admin client needs it.
+    let (_, respond) = expect(
+        &mut handle,
+        Method::GET,
+        &format!("/api/v1/namespaces/{NS}/secrets/demo-tls"),
+    )
+    .await;
+    reply(respond, StatusCode::OK, &tls_secret(TEST_CA));
+    expect_pod_list(&mut handle, 0..6).await;
+    expect_all_children(
+        &mut handle,
+        &cluster,
+        6,
+        Some(TEST_CA.to_string()),
+        sts_status(3, 3),
+        sts_status(6, 6),
+        s3_status(2, 2),
+    )
+    .await;
+    let observed = with_view(all_up(Some(gateway)), admin_view(6).await);
+    let expected = compute(&cluster, &observed, &fixed_clock());
+    assert_eq!(expected.phase, Some(Phase::Running));
+    expect_status(&mut handle, &expected).await;
+    assert_eq!(
+        finish(task, handle, ctx).await,
+        Action::requeue(Duration::from_secs(300))
+    );
+
+    // The connector was handed the Secret's CA: the admin API is reached over TLS.
+    assert_eq!(admin.connections(), [Some(TEST_CA.to_string())]);
+    assert_eq!(
+        names().admin_endpoint(true),
+        "https://demo-meta.default.svc:7000"
+    );
+    // The gateway that went out dials https:// and trusts the mounted ca.crt.
+    let d = build::build(
+        &cluster,
+        &Inputs {
+            chunk_replicas: 6,
+            ca_bundle: Some(TEST_CA.into()),
+        },
+    )
+    .unwrap();
+    let pod = v(&d.s3.unwrap().deployment)["spec"]["template"]["spec"].clone();
+    let env = &pod["containers"][0]["env"];
+    assert!(
+        env.as_array().unwrap().contains(
+            &json!({"name": "DOGFS_ENDPOINT", "value": "https://demo-meta.default.svc:7000"})
+        ),
+        "{env}"
+    );
+    assert!(
+        env.as_array()
+            .unwrap()
+            .contains(&json!({"name": "DOGFS_CA", "value": "/etc/dogfs/tls/ca.crt"})),
+        "{env}"
+    );
+}
+
+#[tokio::test]
+async fn a_tls_secret_without_a_pem_certificate_fails_before_anything_is_applied() {
+    let mut cluster = example();
+    cluster.spec.tls = Some(dogfs_operator::crd::TlsSpec {
+        secret_name: "demo-tls".into(),
+    });
+    let (task, mut handle, ctx) = start(cluster);
+    let respond = expect_chunk_lookup(&mut handle).await;
+    not_found(respond, "demo-chunk");
+    let (_, respond) = expect(
+        &mut handle,
+        Method::GET,
+        &format!("/api/v1/namespaces/{NS}/secrets/demo-tls"),
+    )
+    .await;
+    reply(respond, StatusCode::OK, &tls_secret("not a certificate\n"));
+    let error = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        error,
+        "TLS Secret demo-tls: ca.crt holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    );
+    drop(ctx);
+    let extra = tokio::time::timeout(Duration::from_secs(1), handle.next_request()).await;
+    assert!(
+        !matches!(extra, Ok(Some(_))),
+        "nothing applied after the error"
     );
 }
 

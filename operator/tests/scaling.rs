@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::fake_admin::FakeAdmin;
-use common::world::{NS, Round, World};
+use common::world::{CA, NS, Round, World};
 use dogfs_operator::admin::Failure;
 use dogfs_operator::build::Names;
 use dogfs_operator::crd::{DogCluster, Phase, RetentionPolicy};
@@ -254,6 +254,31 @@ async fn scale_down_8_to_6_drains_waits_shrinks_removes_and_deletes_claims_one_a
     // Every shard is now on the six servers left.
     assert_eq!(world.admin.shards_per_ordinal().values().sum::<usize>(), 72);
     assert_eq!(world.admin.shards_per_ordinal().len(), 6);
+}
+
+#[tokio::test]
+async fn with_tls_every_admin_connection_trusts_the_secret_ca_and_scaling_is_unchanged() {
+    // Without spec.tls: plaintext, no CA at any connect.
+    let mut plain = world(8, 6, RetentionPolicy::Retain);
+    let plain_rounds = run_to_steady(&mut plain, 30).await;
+    let connections = plain.admin.connections();
+    assert_eq!(connections.len(), plain_rounds.len(), "one connect a round");
+    assert!(connections.iter().all(Option::is_none), "{connections:?}");
+
+    // With it: the same steps, every connect handed the TLS Secret's ca.crt.
+    let mut secure = world(8, 6, RetentionPolicy::Retain);
+    secure.cluster.spec.tls = Some(dogfs_operator::crd::TlsSpec {
+        secret_name: "demo-tls".into(),
+    });
+    let rounds = run_to_steady(&mut secure, 30).await;
+    assert_eq!(transcript(&rounds), transcript(&plain_rounds));
+    let connections = secure.admin.connections();
+    assert_eq!(connections.len(), rounds.len(), "one connect a round");
+    assert!(
+        connections.iter().all(|ca| ca.as_deref() == Some(CA)),
+        "{connections:?}"
+    );
+    assert_eq!(secure.chunk_replicas(), Some(6));
 }
 
 #[tokio::test]

@@ -22,11 +22,13 @@ use dogfs_proto::meta::admin_service_client::AdminServiceClient;
 use dogfs_proto::meta::{
     ChunkNode, ClusterStatusRequest, ClusterStatusResponse, ListNodesRequest, NodeState,
 };
+use dogfs_security::ClientTls;
 use rustix::process::{Pid, Signal, kill_process};
 use tempfile::TempDir;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::bins::{self, BinError, Binary};
+use crate::tls::TestTls;
 
 /// Lines of each log shown in an error or on panic.
 const TAIL_LINES: usize = 40;
@@ -104,6 +106,9 @@ pub struct ClusterOptions {
     /// Deadline for `start` and `restart` (a cold debug build of a 3+6 cluster on a loaded
     /// 2-core machine needs tens of seconds).
     pub startup_timeout: Duration,
+    /// TLS on every process: a CA of the cluster's own and component certificates
+    /// ([`Cluster::tls`]); the harness's own calls use it too.
+    pub tls: bool,
 }
 
 impl Default for ClusterOptions {
@@ -122,6 +127,7 @@ impl Default for ClusterOptions {
             meta_env: Vec::new(),
             chunk_env: Vec::new(),
             startup_timeout: Duration::from_secs(90),
+            tls: false,
         }
     }
 }
@@ -265,6 +271,7 @@ pub struct Cluster {
     chunk: Vec<Node>,
     /// Chunk servers' node ids as metadata knows them (32 hex), learned once each served.
     chunk_ids: Vec<Option<String>>,
+    tls: Option<TestTls>,
     // Last field: dropped after the children are killed (see Drop).
     dir: Option<TempDir>,
 }
@@ -276,6 +283,7 @@ fn chunk_slot(
     i: usize,
     peers: &str,
     program: PathBuf,
+    tls: Option<&TestTls>,
 ) -> Result<Node, ClusterError> {
     let (grpc, http) = (free_addr()?, free_addr()?);
     let data_dir = dir.join(format!("chunk-{i}"));
@@ -290,6 +298,9 @@ fn chunk_slot(
     );
     if !peers.is_empty() {
         env.push(("DOGFS_META_ENDPOINTS".to_owned(), peers.to_owned()));
+    }
+    if let Some(tls) = tls {
+        env.extend(tls.env("chunk"));
     }
     env.extend(opts.env.iter().cloned());
     env.extend(opts.chunk_env.iter().cloned());
@@ -328,6 +339,11 @@ impl Cluster {
             .map_err(io("creating the cluster temp dir"))?;
         let logs = dir.path().join("logs");
         std::fs::create_dir_all(&logs).map_err(io("creating logs dir"))?;
+        let tls = if opts.tls {
+            Some(TestTls::create(&dir.path().join("tls"))?)
+        } else {
+            None
+        };
 
         let meta_addrs: Vec<(SocketAddr, SocketAddr)> = (0..opts.meta_nodes)
             .map(|_| Ok((free_addr()?, free_addr()?)))
@@ -361,6 +377,9 @@ impl Cluster {
                 ]
                 .map(|(k, v)| (k.to_owned(), v)),
             );
+            if let Some(tls) = &tls {
+                env.extend(tls.env("meta"));
+            }
             env.extend(opts.env.iter().cloned());
             env.extend(opts.meta_env.iter().cloned());
             meta.push(Node {
@@ -385,6 +404,7 @@ impl Cluster {
                 i,
                 &peers,
                 chunk_bin.clone().unwrap_or_default(),
+                tls.as_ref(),
             )?);
         }
 
@@ -393,6 +413,7 @@ impl Cluster {
             opts,
             meta,
             chunk,
+            tls,
             dir: Some(dir),
         };
         // From here on an error drops `cluster`, which kills whatever was started.
@@ -427,7 +448,14 @@ impl Cluster {
             .map(|n| n.grpc_addr.to_string())
             .collect::<Vec<_>>()
             .join(",");
-        let mut node = chunk_slot(&self.opts, &dir, i, &peers, bins::path_of(Binary::Chunk)?)?;
+        let mut node = chunk_slot(
+            &self.opts,
+            &dir,
+            i,
+            &peers,
+            bins::path_of(Binary::Chunk)?,
+            self.tls.as_ref(),
+        )?;
         node.spawn()?;
         self.chunk.push(node);
         self.chunk_ids.push(None);
@@ -482,6 +510,16 @@ impl Cluster {
             .ok_or(ClusterError::NoMeta)
     }
 
+    /// The cluster's TLS material, when started with `tls`.
+    pub fn tls(&self) -> Option<&TestTls> {
+        self.tls.as_ref()
+    }
+
+    /// TLS for the harness's own calls (CA only, like an SDK user).
+    fn probe_tls(&self) -> Option<&ClientTls> {
+        self.tls.as_ref().map(|t| t.client().as_ref())
+    }
+
     /// Every metadata node's `host:port`, in node-id order (running or not).
     pub fn endpoints(&self) -> Vec<String> {
         self.meta.iter().map(|n| n.grpc_addr.to_string()).collect()
@@ -503,7 +541,7 @@ impl Cluster {
         i: usize,
     ) -> Result<ChunkServiceClient<Channel>, ClusterError> {
         let n = self.node(NodeRef::Chunk(i))?;
-        dogfs_chunk::client::connect(&n.grpc_addr.to_string())
+        dogfs_chunk::client::connect_with(&n.grpc_addr.to_string(), self.probe_tls())
             .await
             .map_err(|e| ClusterError::Io {
                 what: format!("connecting to chunk server {i}"),
@@ -726,7 +764,7 @@ impl Cluster {
             .iter()
             .filter(|n| n.is_running() && !n.is_stopped())
         {
-            match cluster_status_of(n.grpc_addr).await {
+            match cluster_status_of(n.grpc_addr, self.probe_tls()).await {
                 Ok(s) => return Ok(s),
                 Err(e) => last = format!("{:?}: {e}", n.node),
             }
@@ -747,7 +785,7 @@ impl Cluster {
             .iter()
             .filter(|n| n.is_running() && !n.is_stopped())
         {
-            let Ok(s) = cluster_status_of(n.grpc_addr).await else {
+            let Ok(s) = cluster_status_of(n.grpc_addr, self.probe_tls()).await else {
                 continue;
             };
             for g in s.groups.iter().filter(|g| g.group_id == group) {
@@ -812,7 +850,7 @@ impl Cluster {
             .filter(|n| n.is_running() && !n.is_stopped())
         {
             let r = async {
-                let mut c = admin_client(n.grpc_addr).await?;
+                let mut c = admin_client(n.grpc_addr, self.probe_tls()).await?;
                 let mut req = tonic::Request::new(ListNodesRequest {});
                 req.set_timeout(PROBE_CALL);
                 Ok::<_, String>(
@@ -864,7 +902,7 @@ impl Cluster {
         let addr = self.node(NodeRef::Chunk(i))?.grpc_addr;
         let what = format!("chunk server {i} to serve on {addr}");
         loop {
-            let last = match node_info_id(addr).await {
+            let last = match node_info_id(addr, self.probe_tls()).await {
                 Ok(id) => {
                     if let Some(slot) = self.chunk_ids.get_mut(i) {
                         *slot = Some(id);
@@ -887,7 +925,7 @@ impl Cluster {
         let addr = self.node(node)?.grpc_addr;
         let what = format!("{node:?} to answer ClusterStatus on {addr}");
         loop {
-            let last = match cluster_status_of(addr).await {
+            let last = match cluster_status_of(addr, self.probe_tls()).await {
                 Ok(_) => return Ok(()),
                 Err(e) => e,
             };
@@ -1069,9 +1107,10 @@ fn non_ephemeral_range() -> (u16, u16) {
     }
 }
 
-async fn channel(addr: SocketAddr) -> Result<Channel, String> {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
+async fn channel(addr: SocketAddr, tls: Option<&ClientTls>) -> Result<Channel, String> {
+    let uri = dogfs_security::client::uri(&addr.to_string(), tls).map_err(|e| e.to_string())?;
+    let (endpoint, _) = dogfs_security::client::endpoint(&uri, tls).map_err(|e| e.to_string())?;
+    endpoint
         .connect_timeout(PROBE_CONNECT)
         .timeout(PROBE_CALL)
         .connect()
@@ -1079,12 +1118,18 @@ async fn channel(addr: SocketAddr) -> Result<Channel, String> {
         .map_err(|e| format!("connect {addr}: {e}"))
 }
 
-async fn admin_client(addr: SocketAddr) -> Result<AdminServiceClient<Channel>, String> {
-    Ok(AdminServiceClient::new(channel(addr).await?))
+async fn admin_client(
+    addr: SocketAddr,
+    tls: Option<&ClientTls>,
+) -> Result<AdminServiceClient<Channel>, String> {
+    Ok(AdminServiceClient::new(channel(addr, tls).await?))
 }
 
-async fn cluster_status_of(addr: SocketAddr) -> Result<ClusterStatusResponse, String> {
-    let mut c = admin_client(addr).await?;
+async fn cluster_status_of(
+    addr: SocketAddr,
+    tls: Option<&ClientTls>,
+) -> Result<ClusterStatusResponse, String> {
+    let mut c = admin_client(addr, tls).await?;
     c.cluster_status(ClusterStatusRequest {})
         .await
         .map(tonic::Response::into_inner)
@@ -1092,8 +1137,8 @@ async fn cluster_status_of(addr: SocketAddr) -> Result<ClusterStatusResponse, St
 }
 
 /// The chunk server's node id in the registry's spelling (32 hex, no hyphens).
-async fn node_info_id(addr: SocketAddr) -> Result<String, String> {
-    let mut c = ChunkServiceClient::new(channel(addr).await?);
+async fn node_info_id(addr: SocketAddr, tls: Option<&ClientTls>) -> Result<String, String> {
+    let mut c = ChunkServiceClient::new(channel(addr, tls).await?);
     let info = c
         .node_info(NodeInfoRequest {})
         .await

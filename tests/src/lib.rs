@@ -4,5 +4,7 @@
 
 pub mod bins;
 pub mod cluster;
+pub mod tls;
 
 pub use cluster::{Cluster, ClusterError, ClusterOptions, Node, NodeRef};
+pub use tls::TestTls;

@@ -66,7 +66,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["list", "delete"]
-# Read only, to copy ca.crt of a DogCluster's TLS Secret into its client ConfigMap.
+# Read only: ca.crt of a DogCluster's TLS Secret, copied into its client ConfigMap and
+# trusted by the operator's admin client.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]

@@ -49,6 +49,7 @@ use dogfs_core::ids::ShardId;
 use dogfs_core::layout::LayoutError;
 use dogfs_core::scheme::MAX_TOTAL_SHARDS;
 use dogfs_proto::chunk::{GetShardRequest, ReconstructShardRequest, ReconstructShardResponse};
+use dogfs_security::ClientTls;
 use futures::future::join_all;
 use tokio::sync::{Semaphore, mpsc};
 use tonic::Status;
@@ -78,7 +79,7 @@ const WINDOW_BYTES: u64 = 1024 * 1024;
 const DECODE_AHEAD: usize = 2;
 
 /// Settings of the repair service (`--repair-*` flags).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RepairOptions {
     /// Repairs running at once; more get RESOURCE_EXHAUSTED.
     pub concurrency: usize,
@@ -86,6 +87,8 @@ pub struct RepairOptions {
     pub bandwidth: u64,
     /// Longest wait for a source to connect, answer, or send its next message.
     pub source_timeout: Duration,
+    /// TLS to peer chunk servers (this server's certificate as client identity).
+    pub tls: Option<Arc<ClientTls>>,
 }
 
 /// Errors of a repair, named after the step that failed.
@@ -195,7 +198,7 @@ impl Repairer {
             permits: Arc::new(Semaphore::new(limit)),
             limit,
             bucket: (opts.bandwidth > 0).then(|| TokenBucket::new(opts.bandwidth)),
-            peers: PeerPool::new(opts.source_timeout),
+            peers: PeerPool::new(opts.source_timeout, opts.tls.clone()),
             source_timeout: opts.source_timeout,
         }
     }

@@ -2,8 +2,7 @@
 //! with its whole-shard CRC32C computed as it streams, and the pool of channels to peer chunk
 //! servers the streams run on.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -14,15 +13,12 @@ use dogfs_core::transport::{
 };
 use dogfs_proto::chunk::GetShardResponse;
 use dogfs_proto::chunk::chunk_service_client::ChunkServiceClient;
+use dogfs_security::{Channels, ClientTls};
 use prometheus_client::metrics::counter::Counter;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
 use super::throttle::TokenBucket;
-
-/// Peers whose channels are kept. A cluster has far fewer chunk servers; the bound only stops
-/// requests naming ever new addresses from growing the cache without end.
-const MAX_PEERS: usize = 1024;
 
 /// What reading a source needs besides the stream.
 #[derive(Debug)]
@@ -187,43 +183,30 @@ pub(super) fn status_reason(s: &Status) -> String {
 /// repairs (HTTP/2 multiplexes their streams).
 #[derive(Debug)]
 pub(super) struct PeerPool {
-    clients: Mutex<HashMap<String, ChunkServiceClient<Channel>>>,
-    connect_timeout: Duration,
+    channels: Channels,
 }
 
 impl PeerPool {
-    pub(super) fn new(connect_timeout: Duration) -> Self {
-        PeerPool {
-            clients: Mutex::new(HashMap::new()),
-            connect_timeout,
-        }
+    pub(super) fn new(connect_timeout: Duration, tls: Option<Arc<ClientTls>>) -> Self {
+        let channels = Channels::new(tls, move |e| {
+            e.connect_timeout(connect_timeout)
+                .initial_stream_window_size(STREAM_WINDOW_BYTES)
+                .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+                .max_frame_size(MAX_FRAME_BYTES)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(20))
+                .keep_alive_timeout(Duration::from_secs(20))
+        });
+        PeerPool { channels }
     }
 
     pub(super) fn client(&self, addr: &str) -> Result<ChunkServiceClient<Channel>, String> {
-        // A panic elsewhere cannot leave a map of clients inconsistent.
-        let mut clients = self
-            .clients
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(c) = clients.get(addr) {
-            return Ok(c.clone());
-        }
-        if clients.len() >= MAX_PEERS {
-            clients.clear();
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("address {addr:?}: {e}"))?
-            .connect_timeout(self.connect_timeout)
-            .initial_stream_window_size(STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-            .max_frame_size(MAX_FRAME_BYTES)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(20));
-        let client = ChunkServiceClient::new(endpoint.connect_lazy())
+        let channel = self
+            .channels
+            .get(addr)
+            .map_err(|e| format!("address {addr:?}: {e}"))?;
+        Ok(ChunkServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        clients.insert(addr.to_owned(), client.clone());
-        Ok(client)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 }

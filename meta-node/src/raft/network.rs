@@ -12,15 +12,15 @@
 //! - any other transport or codec failure: [`NetworkError`];
 //! - the peer's Raft answered with an error (e.g. a higher vote): [`RemoteError`] — only then.
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use dogfs_proto::raft::RaftRequest;
 use dogfs_proto::raft::raft_service_client::RaftServiceClient;
+use dogfs_security::{Channels, ClientTls};
 use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
@@ -33,7 +33,7 @@ use openraft::raft::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use super::types::TypeConfig;
@@ -53,7 +53,7 @@ pub enum TransportError {
         /// The address.
         addr: String,
         /// The cause.
-        source: tonic::transport::Error,
+        source: dogfs_security::client::ClientTlsError,
     },
     /// The connection pool's lock was poisoned.
     #[error("connection pool lock poisoned")]
@@ -89,56 +89,45 @@ pub enum TransportError {
 }
 
 /// The node's pool of gRPC channels, one per peer address, shared by every group. Channels
-/// connect lazily and reconnect by themselves after a peer comes back.
+/// connect lazily and reconnect by themselves after a peer comes back; over TLS they are
+/// made anew after the certificate files change.
 #[derive(Debug, Clone)]
 pub struct Connections {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
-    connect_timeout: Duration,
+    channels: Channels,
 }
 
 impl Default for Connections {
     fn default() -> Self {
-        Connections::new(Duration::from_secs(1))
+        Connections::new(Duration::from_secs(1), None)
     }
 }
 
 impl Connections {
-    /// An empty pool whose channels give up connecting after `connect_timeout`.
-    pub fn new(connect_timeout: Duration) -> Connections {
-        Connections {
-            channels: Arc::new(Mutex::new(HashMap::new())),
-            connect_timeout,
-        }
+    /// An empty pool whose channels give up connecting after `connect_timeout`, over TLS
+    /// (this node's certificate as client identity) when `tls` is given.
+    pub fn new(connect_timeout: Duration, tls: Option<Arc<ClientTls>>) -> Connections {
+        let channels = Channels::new(tls, move |e| {
+            e.connect_timeout(connect_timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(10))
+        });
+        Connections { channels }
     }
 
     /// The channel to `addr` (`host:port`, or a URI with a scheme), created on first use.
     pub fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
-        let mut map = self.channels.lock().map_err(|_| TransportError::Poisoned)?;
-        if let Some(ch) = map.get(addr) {
-            return Ok(ch.clone());
-        }
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let ch = Endpoint::from_shared(uri)
+        self.channels
+            .get(addr)
             .map_err(|source| TransportError::InvalidAddress {
                 addr: addr.to_string(),
                 source,
-            })?
-            .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .connect_lazy();
-        map.insert(addr.to_string(), ch.clone());
-        Ok(ch)
+            })
     }
 
     /// Number of pooled channels (one per distinct peer address).
     pub fn len(&self) -> usize {
-        self.channels.lock().map(|m| m.len()).unwrap_or(0)
+        self.channels.len()
     }
 
     /// Whether the pool holds no channel.

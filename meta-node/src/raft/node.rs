@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use dogfs_security::{ClientTls, PolicyLayer, ServerTls};
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, Raft, SnapshotPolicy};
 use thiserror::Error;
@@ -151,6 +152,11 @@ pub struct NodeConfig {
     pub reclaim_interval: Duration,
     /// Connect timeout of the peer channels.
     pub connect_timeout: Duration,
+    /// TLS of the listener (with the component policy: Raft and internal calls only from
+    /// metadata nodes); none: plain text.
+    pub server_tls: Option<Arc<ServerTls>>,
+    /// TLS of the node's connections to peers and chunk servers; none: plain text.
+    pub client_tls: Option<Arc<ClientTls>>,
     /// Called with the duration of every WAL `fdatasync` (metrics).
     pub sync_observer: Option<SyncObserver>,
     /// Groups that open with no state (no vote, no log) refuse votes until something lifts
@@ -176,6 +182,8 @@ impl NodeConfig {
             wal: WalConfig::default(),
             reclaim_interval: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(1),
+            server_tls: None,
+            client_tls: None,
             sync_observer: None,
             amnesia_guard: false,
         }
@@ -220,6 +228,7 @@ pub struct MultiRaft {
     handle: RaftHandle,
     addr: SocketAddr,
     listener: Option<tokio::net::TcpListener>,
+    server_tls: Option<Arc<ServerTls>>,
     registry: RaftRegistry,
     wal: Weak<Wal>,
     shutdown: watch::Sender<bool>,
@@ -299,7 +308,7 @@ impl MultiRaft {
         )
         .await??;
 
-        let connections = Connections::new(config.connect_timeout);
+        let connections = Connections::new(config.connect_timeout, config.client_tls.clone());
         let registry = RaftRegistry::new();
         let snapshot_root = dir.join("snapshots");
         let mut groups = BTreeMap::new();
@@ -374,6 +383,7 @@ impl MultiRaft {
             },
             addr,
             listener: Some(listener),
+            server_tls: config.server_tls.clone(),
             registry,
             wal: weak,
             shutdown,
@@ -388,16 +398,31 @@ impl MultiRaft {
         let Some(listener) = self.listener.take() else {
             return;
         };
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let routes = routes.add_service(RaftServer::new(self.registry.clone()).into_service());
         let mut server_rx = self.shutdown.subscribe();
+        let tls = self.server_tls.clone();
         self.server = Some(tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = server_rx.wait_for(|s| *s).await;
-                })
-                .await
+            let shutdown = async move {
+                let _ = server_rx.wait_for(|s| *s).await;
+            };
+            // Certificates give identities only over TLS; plain text was asked for.
+            let policy = tls.as_ref().map(|_| crate::access::policy());
+            let router = tonic::transport::Server::builder()
+                .layer(PolicyLayer::new(policy))
+                .add_routes(routes);
+            match tls {
+                Some(tls) => {
+                    router
+                        .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
+                        .await
+                }
+                None => {
+                    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                }
+            }
         }));
         tracing::info!(node = self.handle.node_id, addr = %self.addr, groups = ?self.registry.group_ids(), "raft node serving");
     }

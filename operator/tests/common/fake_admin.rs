@@ -54,6 +54,8 @@ struct State {
     losses: Vec<String>,
     /// While set, every call fails with this.
     failing: Option<Failure>,
+    /// The CA bundle the operator handed the connector at each connect (`None`: plaintext).
+    connections: Vec<Option<String>>,
 }
 
 /// The fake; clones share the same cluster.
@@ -79,6 +81,7 @@ impl FakeAdmin {
             calls: Vec::new(),
             losses: Vec::new(),
             failing: None,
+            connections: Vec::new(),
         };
         for ordinal in 0..servers {
             state.register(ordinal);
@@ -138,6 +141,11 @@ impl FakeAdmin {
 
     pub fn take_calls(&self) -> Vec<String> {
         std::mem::take(&mut self.lock().calls)
+    }
+
+    /// The CA bundle given with each connect, in order (`None`: a plaintext connection).
+    pub fn connections(&self) -> Vec<Option<String>> {
+        self.lock().connections.clone()
     }
 
     pub fn losses(&self) -> Vec<String> {
@@ -510,7 +518,8 @@ impl Admin for FakeAdmin {
 }
 
 impl Connector for FakeAdmin {
-    fn connect(&self, _names: &Names) -> Result<Arc<dyn Admin>, Error> {
+    fn connect(&self, _names: &Names, ca: Option<&str>) -> Result<Arc<dyn Admin>, Error> {
+        self.lock().connections.push(ca.map(str::to_string));
         Ok(Arc::new(self.clone()))
     }
 }

@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 use super::fake_admin::FakeAdmin;
 
 pub const NS: &str = "default";
+/// `ca.crt` of the TLS Secret `demo-tls`, served when the cluster has `spec.tls`.
+pub const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBworld\n-----END CERTIFICATE-----\n";
 
 #[derive(Debug, Default)]
 struct Model {
@@ -266,6 +268,35 @@ fn handle_request(
                     "status": "Failure", "reason": "NotFound", "code": 404}),
         );
     }
+    // With spec.tls, the operator reads the Secret's CA bundle each round.
+    if *method == Method::GET && path == format!("{core}/secrets/demo-tls") {
+        let tls = m.cluster.as_ref().and_then(|c| c.spec.tls.as_ref());
+        if tls.map(|t| t.secret_name.as_str()) != Some("demo-tls") {
+            m.errors
+                .push("TLS Secret read without spec.tls".to_string());
+        }
+        let secret = k8s_openapi::api::core::v1::Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some("demo-tls".into()),
+                namespace: Some(NS.into()),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/tls".into()),
+            data: Some(
+                [("ca.crt", CA), ("tls.crt", "cert"), ("tls.key", "key")]
+                    .into_iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                        )
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        return respond(StatusCode::OK, &serde_json::to_value(secret).unwrap());
+    }
     if *method == Method::GET && path == format!("{core}/pods") {
         if !query.contains(CHUNK_SELECTOR) {
             m.errors.push(format!("pods listed with {query}"));
@@ -355,11 +386,7 @@ fn apply(m: &mut Model, path: &str, body: Value) -> Response<Body> {
     } else {
         m.chunk_replicas.unwrap_or(0)
     };
-    let ca = cluster
-        .spec
-        .tls
-        .as_ref()
-        .map(|_| "-----BEGIN CERTIFICATE-----\n".to_string());
+    let ca = cluster.spec.tls.as_ref().map(|_| CA.to_string());
     let desired = build::build(
         &cluster,
         &Inputs {
