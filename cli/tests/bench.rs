@@ -253,6 +253,10 @@ fn bench_s3_compares_the_gateway_with_the_native_client() {
             let r = row(&format!("{path} small {op} 1 KiB"));
             assert!(r["ops"].as_u64().unwrap() > 0, "{r}");
         }
+        if op == "put" {
+            let r = row("native put+md5 1.0 MiB");
+            assert_eq!(r["ops"].as_u64(), Some(2), "{r}");
+        }
         let big = row(&format!("s3 big {op} 5.0 MiB"));
         assert!(big["note"].as_str().unwrap().contains("RSS"), "{big}");
     }

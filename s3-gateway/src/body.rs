@@ -7,8 +7,8 @@
 //! so it cannot commit a corrupt one: a mismatch fails the read, the client aborts the
 //! upload, and the failure is kept in the body for the gateway to answer `BadDigest`.
 //!
-//! GET: [`object_stream`] runs the client's `get` into one end of a bounded in-memory pipe
-//! and serves the other end as the response body. The last chunk is held until the `get`
+//! GET: [`object_stream`] runs the client's `get` into a [`ChunkSink`], whose writes become
+//! the response body's chunks (one copy, no pipe between), a bounded number queued. The last chunk is held until the `get`
 //! finished and read the version the headers describe; otherwise the stream fails, so the
 //! client sees a cut connection, never a silently mixed or short object.
 
@@ -27,15 +27,17 @@ use futures::{Stream, StreamExt};
 use s3s::crypto::{Checksum as _, Crc32, Crc32c, Crc64Nvme, Md5, Sha1, Sha256};
 use s3s::dto::StreamingBlob;
 use s3s::{S3Error, S3ErrorCode, TrailingHeaders};
-use tokio::io::{AsyncRead, ReadBuf};
-use tokio::sync::oneshot;
-use tokio_util::io::ReaderStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::PollSender;
 use tracing::{Instrument, debug};
 
-/// Bytes buffered between the client's `get` and the HTTP response.
-const GET_PIPE_BYTES: usize = 1 << 20;
-/// Largest chunk handed to the HTTP layer.
-const GET_CHUNK_BYTES: usize = 256 << 10;
+/// Largest chunk handed to the HTTP layer (a larger write is split).
+const GET_CHUNK_BYTES: usize = 1 << 20;
+/// Chunks queued between the client's `get` and the HTTP response: with the one being sent,
+/// at most ~3 MiB per GET, and a slow HTTP client holds the `get` back.
+const GET_QUEUE: usize = 2;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum BodyError {
@@ -438,7 +440,10 @@ pub(crate) fn object_stream(
     range: Option<Range<u64>>,
     version: String,
 ) -> StreamingBlob {
-    let (writer, reader) = tokio::io::duplex(GET_PIPE_BYTES);
+    let (chunks, reader) = mpsc::channel::<Bytes>(GET_QUEUE);
+    let writer = ChunkSink {
+        tx: PollSender::new(chunks),
+    };
     let (tx, rx) = oneshot::channel::<Result<(), String>>();
     let task = async move {
         let opts = GetOptions {
@@ -460,16 +465,48 @@ pub(crate) fn object_stream(
     };
     tokio::spawn(task.instrument(tracing::Span::current()));
     StreamingBlob::wrap(HeldLast {
-        inner: ReaderStream::with_capacity(reader, GET_CHUNK_BYTES),
+        inner: ReceiverStream::new(reader),
         inner_done: false,
         held: None,
         outcome: Some(rx),
     })
 }
 
-/// Yields the reader's chunks one behind, releasing the last only when the `get` succeeded.
+/// The `AsyncWrite` a GET's `client.get` writes into: each write (up to [`GET_CHUNK_BYTES`])
+/// is copied once into a chunk of the response body. Waits while [`GET_QUEUE`] chunks are
+/// queued; fails once the response body is gone (the HTTP client left), which ends the `get`.
+struct ChunkSink {
+    tx: PollSender<Bytes>,
+}
+
+impl AsyncWrite for ChunkSink {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let gone = |_| io::Error::new(io::ErrorKind::BrokenPipe, "the response body was dropped");
+        ready!(self.tx.poll_reserve(cx)).map_err(gone)?;
+        let n = buf.len().min(GET_CHUNK_BYTES);
+        self.tx
+            .send_item(Bytes::copy_from_slice(&buf[..n]))
+            .map_err(gone)?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.tx.close();
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Yields the `get`'s chunks one behind, releasing the last only when the `get` succeeded.
 struct HeldLast {
-    inner: ReaderStream<tokio::io::DuplexStream>,
+    inner: ReceiverStream<Bytes>,
     inner_done: bool,
     held: Option<Bytes>,
     outcome: Option<oneshot::Receiver<Result<(), String>>>,
@@ -486,20 +523,16 @@ impl Stream for HeldLast {
             }
             if !this.inner_done {
                 match ready!(this.inner.poll_next_unpin(cx)) {
-                    Some(Ok(b)) => {
+                    Some(b) => {
                         if let Some(prev) = this.held.replace(b) {
                             return Poll::Ready(Some(Ok(prev)));
                         }
                         continue;
                     }
-                    Some(Err(e)) => {
-                        this.outcome = None;
-                        return Poll::Ready(Some(Err(e)));
-                    }
                     None => this.inner_done = true,
                 }
             }
-            // The pipe ended: the get has finished (or died).
+            // The sink is gone: the get has finished (or died).
             let Some(rx) = this.outcome.as_mut() else {
                 return Poll::Ready(None);
             };

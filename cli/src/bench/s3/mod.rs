@@ -136,18 +136,27 @@ async fn measure(setup: Setup<'_>, gw: &Gateway) -> Result<S3Run, S3BenchError> 
         Arc::new((0..n).map(|i| format!("bench/s3/native/{i:08}")).collect());
     let gw_keys: Arc<Vec<String>> =
         Arc::new((0..n).map(|i| format!("bench/s3/gateway/{i:08}")).collect());
+    let md5_keys: Arc<Vec<String>> = Arc::new(
+        (0..n)
+            .map(|i| format!("bench/s3/native-md5/{i:08}"))
+            .collect(),
+    );
     stored.extend(native_keys.iter().cloned());
     stored.extend(gw_keys.iter().cloned());
+    stored.extend(md5_keys.iter().cloned());
     info!(
         objects = n,
         size, "s3 bench: PUT native, then through the gateway"
     );
-    let native_put = native_put(client, bucket, &native_keys, size, conc, pattern).await?;
+    let plain_put = native_put(client, bucket, &native_keys, size, conc, pattern, false).await?;
     let s3_put = s3_put(&s3, bucket, &gw_keys, size, conc, pattern).await?;
+    // Where the PUT's floor is: S3's ETag is the MD5 of every byte, which the gateway must
+    // compute however cheap its transport.
+    let (ms, me) = native_put(client, bucket, &md5_keys, size, conc, pattern, true).await?;
     info!("s3 bench: GET native, then through the gateway");
     let native_get = native_get(client, bucket, &native_keys, size, conc, pattern).await?;
     let s3_get = s3_get(&s3, bucket, &gw_keys, size, conc, pattern).await?;
-    for (op, (ns, ne), (gs, ge)) in [("put", native_put, s3_put), ("get", native_get, s3_get)] {
+    for (op, (ns, ne), (gs, ge)) in [("put", plain_put, s3_put), ("get", native_get, s3_get)] {
         let mut native = ns.summarise(&format!("native {op} {sz}"), ne);
         native.note = Some(format!("concurrency {conc}, native client"));
         let mut g = gs.summarise(&format!("s3 {op} {sz}"), ge);
@@ -169,6 +178,23 @@ async fn measure(setup: Setup<'_>, gw: &Gateway) -> Result<S3Run, S3BenchError> 
         run.rows.push(native);
         run.rows.push(g);
     }
+    let mut md5 = ms.summarise(&format!("native put+md5 {sz}"), me);
+    let (plain, gateway) = (run.rows[0].mb_per_s, run.rows[1].mb_per_s);
+    md5.note = Some(format!(
+        "concurrency {conc}, native client computing the S3 ETag (MD5): {:.2} x native; the \
+         gateway is {:.2} x this",
+        if plain > 0.0 {
+            md5.mb_per_s / plain
+        } else {
+            0.0
+        },
+        if md5.mb_per_s > 0.0 {
+            gateway / md5.mb_per_s
+        } else {
+            0.0
+        },
+    ));
+    run.rows.insert(2, md5);
 
     // 2. 1 KiB objects from many clients.
     let clients = args.small_clients;
@@ -242,6 +268,8 @@ fn key_of(keys: &[String], i: u64) -> String {
     keys.get(i as usize).cloned().unwrap_or_default()
 }
 
+/// Native PUTs; with `md5`, each also computes the S3 ETag (`put_with_md5_etag`), the hashing
+/// every PUT through the gateway pays whatever its transport costs.
 async fn native_put(
     client: &Client,
     bucket: &str,
@@ -249,6 +277,7 @@ async fn native_put(
     size: u64,
     concurrency: usize,
     pattern: &Pattern,
+    md5: bool,
 ) -> Result<Timed, S3BenchError> {
     let (client, bucket, keys, pattern) = (
         client.clone(),
@@ -260,20 +289,21 @@ async fn native_put(
         let (client, bucket, pattern) = (client.clone(), bucket.clone(), pattern.clone());
         let key = key_of(&keys, i);
         async move {
-            client
-                .put(
-                    &bucket,
-                    &key,
-                    pattern.reader(size, i),
-                    size,
-                    PutOptions::default(),
-                )
-                .await
-                .map_err(|source| S3BenchError::Native {
-                    op: "PUT",
-                    key,
-                    source,
-                })?;
+            let reader = pattern.reader(size, i);
+            let put = if md5 {
+                client
+                    .put_with_md5_etag(&bucket, &key, reader, size, PutOptions::default())
+                    .await
+            } else {
+                client
+                    .put(&bucket, &key, reader, size, PutOptions::default())
+                    .await
+            };
+            put.map_err(|source| S3BenchError::Native {
+                op: "PUT",
+                key,
+                source,
+            })?;
             Ok(size)
         }
     })
