@@ -293,6 +293,10 @@ pub struct DevArgs {
     /// URL and a key pair (kept in DIR) are printed for aws-cli and boto3.
     #[arg(long, value_name = "ADDR")]
     pub s3: Option<String>,
+    /// TLS on every connection, with a CA and certificates of the cluster's own in DIR/tls
+    /// (kept across restarts); prints the `DOGFS_CA` to export. Without it, plain text.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -332,6 +336,10 @@ pub struct BenchArgs {
     /// neither --endpoint nor DOGFS_ENDPOINT is set).
     #[arg(long)]
     pub dev: bool,
+    /// The temporary cluster serves TLS everywhere (mutual TLS between its servers), and the
+    /// bench's client uses it: run a workload with and without to see what TLS costs.
+    #[arg(long)]
+    pub tls: bool,
     /// Where the temporary cluster and the disk test write [default: a temporary directory
     /// under the current one, removed afterwards].
     #[arg(long)]

@@ -14,6 +14,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_dogfs");
 struct Dev {
     child: Option<Child>,
     endpoint: String,
+    /// `DOGFS_CA` as printed, with `--tls`.
+    ca: Option<String>,
 }
 
 impl Dev {
@@ -50,9 +52,15 @@ impl Dev {
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(ep) = line.strip_prefix("DOGFS_ENDPOINT=") {
+                        // With --tls the CA line comes next.
+                        let ca = flags.contains(&"--tls").then(|| {
+                            let line = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+                            line.strip_prefix("DOGFS_CA=").unwrap().to_owned()
+                        });
                         return Dev {
                             child: Some(child),
                             endpoint: ep.to_owned(),
+                            ca,
                         };
                     }
                 }
@@ -643,4 +651,34 @@ fn admin_drain_remove_undrain_and_rebalance() {
         );
     }
     dev.stop();
+}
+
+/// `dogfs dev --tls`: every server on TLS with a CA of the cluster's own (printed as
+/// `DOGFS_CA`); the CLI with `--ca` writes and reads back exact bytes, without it gets
+/// nothing; a restart keeps the same CA.
+#[test]
+fn dev_tls_serves_clients_that_trust_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start_with(dir.path(), &["--tls"]);
+    let ca = dev.ca.clone().unwrap();
+    let ca_pem = std::fs::read(&ca).unwrap();
+    dev.ok(&["--ca", &ca, "mb", "sec"]);
+    let data = data(3 << 20, 9);
+    let src = dir.path().join("src.bin");
+    std::fs::write(&src, &data).unwrap();
+    dev.ok(&["--ca", &ca, "put", src.to_str().unwrap(), "sec/k"]);
+    assert!(
+        dev.ok(&["--ca", &ca, "cat", "sec/k"]) == data,
+        "cat differs"
+    );
+    let plain = dev.run(&["--timeout", "2s", "cat", "sec/k"]);
+    assert!(!plain.status.success(), "plain text was served");
+    dev.stop();
+    let again = Dev::start_with(dir.path(), &["--tls"]);
+    assert_eq!(std::fs::read(again.ca.as_ref().unwrap()).unwrap(), ca_pem);
+    assert!(
+        again.ok(&["--ca", &ca, "cat", "sec/k"]) == data,
+        "cat after restart"
+    );
+    again.stop();
 }

@@ -2,6 +2,7 @@
 //! for test clusters and `dogfs dev --tls` (the operator's own-CA mode builds on it).
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
@@ -10,6 +11,7 @@ use rcgen::{
 };
 
 use crate::identity::Role;
+use crate::server::TlsPaths;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
@@ -21,6 +23,11 @@ pub enum IssueError {
     Sign {
         subject: String,
         source: rcgen::Error,
+    },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
     },
 }
 
@@ -154,4 +161,78 @@ fn dn(common_name: &str) -> DistinguishedName {
     dn.push(DnType::CommonName, common_name);
     dn.push(DnType::OrganizationName, "DogFS");
     dn
+}
+
+/// The TLS files of a local cluster in one directory: `ca.crt`, and `meta.crt`/`meta.key`,
+/// `chunk.crt`/`chunk.key` for `localhost` and 127.0.0.1 with their roles. Kept across
+/// restarts (clients keep trusting the same `ca.crt`); made anew when any is missing.
+#[derive(Debug, Clone)]
+pub struct LocalClusterFiles {
+    dir: PathBuf,
+}
+
+impl LocalClusterFiles {
+    const KINDS: [(&'static str, Role); 2] = [("meta", Role::Meta), ("chunk", Role::Chunk)];
+
+    pub fn ensure(dir: &Path) -> Result<Self, IssueError> {
+        let files = LocalClusterFiles {
+            dir: dir.to_owned(),
+        };
+        let complete = std::iter::once(files.ca())
+            .chain(Self::KINDS.iter().flat_map(|(n, _)| {
+                let p = files.paths(n);
+                [p.cert, p.key]
+            }))
+            .all(|p| p.is_file());
+        if complete {
+            return Ok(files);
+        }
+        std::fs::create_dir_all(dir).map_err(|source| IssueError::Write {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let ca = Authority::new("dogfs-local-ca")?;
+        for (name, role) in Self::KINDS {
+            let issued = ca.issue(&CertRequest::new(format!("dogfs-{name}")).roles(&[role]))?;
+            let p = files.paths(name);
+            write_file(&p.cert, &issued.cert_pem, false)?;
+            write_file(&p.key, &issued.key_pem, true)?;
+        }
+        // Last: its presence with the others marks a complete set.
+        write_file(&files.ca(), &ca.cert_pem(), false)?;
+        Ok(files)
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// The files of component kind `name` ("meta" or "chunk").
+    pub fn paths(&self, name: &str) -> TlsPaths {
+        TlsPaths {
+            cert: self.dir.join(format!("{name}.crt")),
+            key: self.dir.join(format!("{name}.key")),
+            ca: self.ca(),
+        }
+    }
+}
+
+fn write_file(path: &Path, text: &str, secret: bool) -> Result<(), IssueError> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(if secret { 0o600 } else { 0o644 });
+    }
+    let write = || -> std::io::Result<()> {
+        let mut f = opts.open(path)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()
+    };
+    write().map_err(|source| IssueError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }

@@ -201,6 +201,7 @@ pub async fn run(
     let (dev, endpoints, label) = if use_dev && args.workload != Workload::Disk {
         let mut opts = DevOptions::new(tmp.path().join("cluster"));
         opts.port = Some(0);
+        opts.tls = args.tls;
         opts.chunks = Some(args.chunks);
         if let Some(r) = &relay {
             // A spare server to rebuild on, and failure detection in seconds.
@@ -299,7 +300,11 @@ async fn run_with(
         };
         return finish(out, report);
     }
-    let cfg = crate::commands::client_config(endpoints.clone(), timeout);
+    let mut cfg = crate::commands::client_config(endpoints.clone(), timeout);
+    cfg.tls = dev
+        .as_ref()
+        .and_then(|d| d.ca())
+        .map(|ca| dogfs_client::ClientTlsPaths::ca_only(ca.to_path_buf()));
     let client = match Client::connect(cfg).await {
         Ok(c) => c,
         Err(source) => {
@@ -673,6 +678,7 @@ impl Ctx {
             data_dir: &self.data_dir,
             timeout: self.timeout,
             stored: &mut self.stored,
+            ca: self.dev.as_ref().and_then(|d| d.ca()),
         })
         .await?;
         self.rows.extend(run.rows);

@@ -17,6 +17,8 @@ use dogfs_core::size::ByteSize;
 use dogfs_meta::MetaServer;
 use dogfs_meta::config::MAX_PARTITIONS;
 use dogfs_meta::tasks::preferred_leader;
+use dogfs_security::TlsArgs;
+use dogfs_security::issue::LocalClusterFiles;
 use serde::Serialize;
 use tracing::{info, warn};
 
@@ -35,6 +37,11 @@ pub const LAYOUT_FILE: &str = "dev.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
+    #[error("TLS files in {path}: {source}")]
+    Tls {
+        path: PathBuf,
+        source: dogfs_security::issue::IssueError,
+    },
     #[error("creating {path}: {source}")]
     CreateDir {
         path: PathBuf,
@@ -148,6 +155,8 @@ pub struct DevOptions {
     /// The metadata servers' mover (drains and rebalancing); the service's defaults when
     /// absent (`dogfs bench drain` starts its rebalance itself).
     pub mover: Option<Mover>,
+    /// TLS everywhere, with the files of `DIR/tls` (made on first use).
+    pub tls: bool,
 }
 
 /// Mover settings of the metadata servers, as their `--mover-*` and `--rebalance-*` flags.
@@ -195,6 +204,7 @@ impl DevOptions {
             healing: None,
             chunk_advertise: Vec::new(),
             mover: None,
+            tls: false,
         }
     }
 }
@@ -215,6 +225,7 @@ impl From<&crate::args::DevArgs> for DevOptions {
             healing: None,
             chunk_advertise: Vec::new(),
             mover: None,
+            tls: a.tls,
         }
     }
 }
@@ -227,6 +238,8 @@ pub struct DevCluster {
     metas: Vec<MetaServer>,
     chunk_cfgs: Vec<ChunkConfig>,
     chunks: Vec<Option<ChunkServer>>,
+    /// The cluster's CA when it runs TLS.
+    ca: Option<PathBuf>,
 }
 
 impl DevCluster {
@@ -239,6 +252,17 @@ impl DevCluster {
             source,
         })?;
         let planned = Layout::plan(opts, Layout::load(&dir)?)?;
+        let tls = if opts.tls {
+            let tls_dir = dir.join("tls");
+            Some(
+                LocalClusterFiles::ensure(&tls_dir).map_err(|source| DevError::Tls {
+                    path: tls_dir,
+                    source,
+                })?,
+            )
+        } else {
+            None
+        };
 
         // Bind every metadata listener first: the peer list needs every gRPC port, and a port
         // held here cannot be taken by anyone else meanwhile.
@@ -285,7 +309,10 @@ impl DevCluster {
             .collect();
         let mut metas = Vec::new();
         for (i, (grpc, http)) in meta_grpc.into_iter().zip(meta_http).enumerate() {
-            let cfg = meta_config(i, &peers, &dir, &layout, opts.healing, opts.mover);
+            let mut cfg = meta_config(i, &peers, &dir, &layout, opts.healing, opts.mover);
+            if let Some(t) = &tls {
+                cfg.tls = TlsArgs::from_paths(&t.paths("meta"));
+            }
             match MetaServer::start(cfg, grpc, Some(http)).await {
                 Ok(server) => metas.push(server),
                 Err(source) => {
@@ -301,9 +328,16 @@ impl DevCluster {
 
         let mut cluster = DevCluster {
             chunk_cfgs: (0..layout.chunk_grpc.len())
-                .map(|i| chunk_config(i, &peers, &dir, &layout, opts))
+                .map(|i| {
+                    let mut cfg = chunk_config(i, &peers, &dir, &layout, opts);
+                    if let Some(t) = &tls {
+                        cfg.tls = TlsArgs::from_paths(&t.paths("chunk"));
+                    }
+                    cfg
+                })
                 .collect(),
             chunks: Vec::new(),
+            ca: tls.as_ref().map(LocalClusterFiles::ca),
             dir,
             layout,
             metas,
@@ -324,6 +358,11 @@ impl DevCluster {
         }
         info!(endpoint = %cluster.endpoint(), dir = %cluster.dir.display(), "dev cluster ready");
         Ok(cluster)
+    }
+
+    /// The CA bundle clients need when the cluster runs TLS (a `DOGFS_CA` value).
+    pub fn ca(&self) -> Option<&Path> {
+        self.ca.as_deref()
     }
 
     /// `host:port` of every metadata server, comma-separated (a `DOGFS_ENDPOINT` value).
@@ -475,6 +514,7 @@ impl DevCluster {
     ) -> Result<(), DevError> {
         let deadline = Instant::now() + timeout;
         let mut cfg = dogfs_client::ClientConfig::new(self.endpoints());
+        cfg.tls = self.ca.clone().map(dogfs_client::ClientTlsPaths::ca_only);
         cfg.connect_timeout = Duration::from_secs(2);
         cfg.request_timeout = Duration::from_secs(2);
         // This loop is the retry: one status call must not outlive the deadline.
@@ -526,7 +566,9 @@ pub async fn run(args: &crate::args::DevArgs, out: crate::output::Out) -> Result
     let cluster = DevCluster::start(&opts).await?;
     let endpoint = cluster.endpoint();
     let gateway = match &args.s3 {
-        Some(addr) => Some(s3::DevS3::start(addr, cluster.dir(), cluster.endpoints()).await?),
+        Some(addr) => {
+            Some(s3::DevS3::start(addr, cluster.dir(), cluster.endpoints(), cluster.ca()).await?)
+        }
         None => None,
     };
 
@@ -544,6 +586,8 @@ pub async fn run(args: &crate::args::DevArgs, out: crate::output::Out) -> Result
         layout: &'a Layout,
         #[serde(skip_serializing_if = "Option::is_none")]
         s3: Option<S3Ready<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ca: Option<&'a Path>,
     }
     let printed = out
         .json(&Ready {
@@ -556,8 +600,13 @@ pub async fn run(args: &crate::args::DevArgs, out: crate::output::Out) -> Result
                 access_key: &g.access_key,
                 secret_key: &g.secret_key,
             }),
+            ca: cluster.ca(),
         })
         .and_then(|()| out.line(&format!("DOGFS_ENDPOINT={endpoint}")))
+        .and_then(|()| match cluster.ca() {
+            Some(ca) => out.line(&format!("DOGFS_CA={}", ca.display())),
+            None => Ok(()),
+        })
         .and_then(|()| match &gateway {
             // Lines to export for aws-cli (`aws --endpoint-url $DOGFS_S3_URL s3 ls`).
             Some(g) => out.line(&format!(

@@ -50,6 +50,7 @@ impl DevS3 {
         addr: &str,
         dir: &Path,
         endpoints: Vec<String>,
+        ca: Option<&Path>,
     ) -> Result<DevS3, DevS3Error> {
         let (access_key, secret_key, credentials) = credentials(dir)?;
         let listener = TcpListener::bind(addr)
@@ -62,7 +63,9 @@ impl DevS3 {
             addr: addr.to_owned(),
             source,
         })?;
-        let client = dogfs_client::Client::connect(dogfs_client::ClientConfig::new(endpoints))
+        let mut client_config = dogfs_client::ClientConfig::new(endpoints);
+        client_config.tls = ca.map(dogfs_client::ClientTlsPaths::ca_only);
+        let client = dogfs_client::Client::connect(client_config)
             .await
             .map_err(DevS3Error::Connect)?;
         let config = GatewayConfig {

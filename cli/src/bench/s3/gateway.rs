@@ -98,6 +98,7 @@ impl Gateway {
         bin: &Path,
         dir: &Path,
         endpoints: &[String],
+        ca: Option<&Path>,
     ) -> Result<Gateway, GatewayError> {
         // 128 random bits: the gateway lives as long as this run.
         let secret_key = format!("{:032x}", rand::random::<u128>());
@@ -119,7 +120,11 @@ impl Gateway {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(GatewayError::Port)?;
-        let child = tokio::process::Command::new(bin)
+        let mut command = tokio::process::Command::new(bin);
+        if let Some(ca) = ca {
+            command.arg("--ca").arg(ca);
+        }
+        let child = command
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--endpoint")

@@ -87,6 +87,8 @@ pub struct Setup<'a> {
     pub timeout: Duration,
     /// Keys written, for the bench's cleanup (also when this fails half-way).
     pub stored: &'a mut Vec<String>,
+    /// The cluster's CA when it runs TLS (the gateway connects with it).
+    pub ca: Option<&'a Path>,
 }
 
 #[derive(Debug, Default)]
@@ -104,7 +106,7 @@ pub async fn run(setup: Setup<'_>) -> Result<S3Run, S3BenchError> {
             dir: setup.data_dir.display().to_string(),
             source,
         })?;
-    let gw = Gateway::start(&bin, scratch.path(), setup.endpoints).await?;
+    let gw = Gateway::start(&bin, scratch.path(), setup.endpoints, setup.ca).await?;
     let r = measure(setup, &gw).await;
     gw.stop().await;
     drop(scratch);
