@@ -127,7 +127,8 @@ impl Default for ClusterOptions {
             meta_env: Vec::new(),
             chunk_env: Vec::new(),
             startup_timeout: Duration::from_secs(90),
-            tls: false,
+            // `DOGFS_TEST_TLS=1` runs every suite's clusters on TLS (docs/testing.md).
+            tls: std::env::var_os("DOGFS_TEST_TLS").is_some_and(|v| v == "1"),
         }
     }
 }
@@ -520,6 +521,24 @@ impl Cluster {
         self.tls.as_ref().map(|t| t.client().as_ref())
     }
 
+    /// A connected channel to `addr` (`host:port`) as a client sees it: over TLS trusting the
+    /// cluster's CA when the cluster runs TLS, plain text otherwise.
+    pub async fn channel(&self, addr: &str) -> Result<Channel, ClusterError> {
+        let tls = self.probe_tls();
+        let err = |e: String| ClusterError::Io {
+            what: format!("connecting to {addr}"),
+            source: std::io::Error::other(e),
+        };
+        let uri = dogfs_security::client::uri(addr, tls).map_err(|e| err(e.to_string()))?;
+        let (endpoint, _) =
+            dogfs_security::client::endpoint(&uri, tls).map_err(|e| err(e.to_string()))?;
+        endpoint
+            .connect_timeout(PROBE_CONNECT)
+            .connect()
+            .await
+            .map_err(|e| err(e.to_string()))
+    }
+
     /// Every metadata node's `host:port`, in node-id order (running or not).
     pub fn endpoints(&self) -> Vec<String> {
         self.meta.iter().map(|n| n.grpc_addr.to_string()).collect()
@@ -535,13 +554,16 @@ impl Cluster {
         self.chunk_ids.get(i)?.as_deref()
     }
 
-    /// A ChunkService client for chunk server `i` (shard-stream transport settings).
+    /// A ChunkService client for chunk server `i` (shard-stream transport settings); under TLS
+    /// it presents the metadata nodes' certificate, so every method is open to it.
     pub async fn chunk_client(
         &self,
         i: usize,
     ) -> Result<ChunkServiceClient<Channel>, ClusterError> {
         let n = self.node(NodeRef::Chunk(i))?;
-        dogfs_chunk::client::connect_with(&n.grpc_addr.to_string(), self.probe_tls())
+        // As a metadata node: `ListShards` and deletions are theirs under TLS.
+        let tls = self.tls.as_ref().map(|t| t.as_meta().as_ref());
+        dogfs_chunk::client::connect_with(&n.grpc_addr.to_string(), tls)
             .await
             .map_err(|e| ClusterError::Io {
                 what: format!("connecting to chunk server {i}"),

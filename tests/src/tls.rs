@@ -24,6 +24,9 @@ pub struct TestTls {
     dir: PathBuf,
     /// CA only, no client certificate: what an SDK user holds. Used by the harness's probes.
     client: Arc<ClientTls>,
+    /// The metadata nodes' certificate as client identity: the harness's direct calls to
+    /// chunk servers (`ListShards` is for metadata nodes only).
+    as_meta: Arc<ClientTls>,
 }
 
 impl TestTls {
@@ -37,17 +40,29 @@ impl TestTls {
         write(&dir.join("ca.crt"), &authority.cert_pem())?;
         let client = ClientTls::load(ClientTlsPaths::ca_only(dir.join("ca.crt")))
             .map_err(|e| tls_error("loading the test CA", e))?;
-        let tls = TestTls {
-            authority,
-            dir: dir.to_owned(),
-            client: Arc::new(client),
-        };
-        tls.issue("meta", CertRequest::new("dogfs-meta").roles(&[Role::Meta]))?;
-        tls.issue(
+        let (cert, key) = issue(
+            &authority,
+            dir,
+            "meta",
+            CertRequest::new("dogfs-meta").roles(&[Role::Meta]),
+        )?;
+        issue(
+            &authority,
+            dir,
             "chunk",
             CertRequest::new("dogfs-chunk").roles(&[Role::Chunk]),
         )?;
-        Ok(tls)
+        let as_meta = ClientTls::load(ClientTlsPaths {
+            ca: dir.join("ca.crt"),
+            identity: Some((cert, key)),
+        })
+        .map_err(|e| tls_error("loading the meta certificate", e))?;
+        Ok(TestTls {
+            authority,
+            dir: dir.to_owned(),
+            client: Arc::new(client),
+            as_meta: Arc::new(as_meta),
+        })
     }
 
     pub fn authority(&self) -> &Authority {
@@ -63,17 +78,14 @@ impl TestTls {
         &self.client
     }
 
+    /// The harness's identity for calls only metadata nodes may make.
+    pub fn as_meta(&self) -> &Arc<ClientTls> {
+        &self.as_meta
+    }
+
     /// Issues `req` into `<name>.crt` and `<name>.key`; returns their paths.
     pub fn issue(&self, name: &str, req: CertRequest) -> Result<(PathBuf, PathBuf), ClusterError> {
-        let issued = self
-            .authority
-            .issue(&req)
-            .map_err(|e| tls_error("issuing a test certificate", e))?;
-        let cert = self.dir.join(format!("{name}.crt"));
-        let key = self.dir.join(format!("{name}.key"));
-        write(&cert, &issued.cert_pem)?;
-        write(&key, &issued.key_pem)?;
-        Ok((cert, key))
+        issue(&self.authority, &self.dir, name, req)
     }
 
     /// The `DOGFS_TLS_*` settings of a process using the `<name>` certificate.
@@ -87,6 +99,22 @@ impl TestTls {
         .map(|(k, v)| (k.to_owned(), v.display().to_string()))
         .collect()
     }
+}
+
+fn issue(
+    authority: &Authority,
+    dir: &Path,
+    name: &str,
+    req: CertRequest,
+) -> Result<(PathBuf, PathBuf), ClusterError> {
+    let issued = authority
+        .issue(&req)
+        .map_err(|e| tls_error("issuing a test certificate", e))?;
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    write(&cert, &issued.cert_pem)?;
+    write(&key, &issued.key_pem)?;
+    Ok((cert, key))
 }
 
 fn write(path: &Path, text: &str) -> Result<(), ClusterError> {

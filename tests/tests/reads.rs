@@ -29,9 +29,7 @@ async fn meta(cluster: &Cluster, node: u64) -> MetaServiceClient<Channel> {
         .node(NodeRef::Meta(node as usize))
         .unwrap()
         .grpc_addr();
-    MetaServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
+    MetaServiceClient::new(cluster.channel(&addr.to_string()).await.unwrap())
 }
 
 /// A GetObject the node must serve itself (marked forwarded, so it is never passed on).

@@ -70,6 +70,9 @@ pub fn corpus() -> Vec<(String, Bytes)> {
 /// A client of the cluster's metadata nodes (all of them) with a short shard timeout.
 pub async fn client(cluster: &Cluster, shard_timeout: Duration) -> Client {
     let mut cfg = ClientConfig::new(cluster.endpoints());
+    cfg.tls = cluster
+        .tls()
+        .map(|t| dogfs_client::ClientTlsPaths::ca_only(t.ca_path()));
     cfg.shard_timeout = shard_timeout;
     cfg.connect_timeout = Duration::from_secs(2);
     Client::connect(cfg).await.unwrap()
@@ -174,9 +177,8 @@ pub async fn layout(cluster: &Cluster, bucket: &str, key: &str) -> Vec<pb::Segme
         let mut last = String::new();
         for ep in cluster.endpoints() {
             let r = async {
-                let mut c = MetaServiceClient::connect(format!("http://{ep}"))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let mut c =
+                    MetaServiceClient::new(cluster.channel(&ep).await.map_err(|e| e.to_string())?);
                 c.get_object(pb::GetObjectRequest {
                     bucket: bucket.to_owned(),
                     key: key.to_owned(),
