@@ -74,10 +74,10 @@ fn build(paths: &ClientTlsPaths) -> Result<ClientTlsConfig, ClientTlsError> {
         // gRPC is HTTP/2 only; do not depend on the server's ALPN answer.
         .assume_http2(true);
     if let Some((cert, key)) = &paths.identity {
-        let cert_pem = read(cert)?;
+        let (cert_pem, key_pem) = (read(cert)?, read(key)?);
         pem::certificates_from(cert, &cert_pem)?;
-        pem::private_key(key)?;
-        config = config.identity(Identity::from_pem(cert_pem, read(key)?));
+        pem::private_key_from(key, &key_pem)?;
+        config = config.identity(Identity::from_pem(cert_pem, key_pem));
     }
     Ok(config)
 }

@@ -59,7 +59,12 @@ pub fn certificates_from(
 /// The first private key in `path`.
 pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
     let bytes = read(path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| PemError::ParseKey {
+    private_key_from(path, &bytes)
+}
+
+/// [`private_key`] from bytes already read; `path` only names them in errors.
+pub fn private_key_from(path: &Path, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, PemError> {
+    PrivateKeyDer::from_pem_slice(bytes).map_err(|e| PemError::ParseKey {
         path: path.to_owned(),
         message: e.to_string(),
     })

@@ -524,19 +524,12 @@ impl Cluster {
     /// A connected channel to `addr` (`host:port`) as a client sees it: over TLS trusting the
     /// cluster's CA when the cluster runs TLS, plain text otherwise.
     pub async fn channel(&self, addr: &str) -> Result<Channel, ClusterError> {
-        let tls = self.probe_tls();
-        let err = |e: String| ClusterError::Io {
-            what: format!("connecting to {addr}"),
-            source: std::io::Error::other(e),
-        };
-        let uri = dogfs_security::client::uri(addr, tls).map_err(|e| err(e.to_string()))?;
-        let (endpoint, _) =
-            dogfs_security::client::endpoint(&uri, tls).map_err(|e| err(e.to_string()))?;
-        endpoint
-            .connect_timeout(PROBE_CONNECT)
-            .connect()
+        channel(addr, self.probe_tls(), None)
             .await
-            .map_err(|e| err(e.to_string()))
+            .map_err(|e| ClusterError::Io {
+                what: format!("connecting to {addr}"),
+                source: std::io::Error::other(e),
+            })
     }
 
     /// Every metadata node's `host:port`, in node-id order (running or not).
@@ -1129,12 +1122,21 @@ fn non_ephemeral_range() -> (u16, u16) {
     }
 }
 
-async fn channel(addr: SocketAddr, tls: Option<&ClientTls>) -> Result<Channel, String> {
-    let uri = dogfs_security::client::uri(&addr.to_string(), tls).map_err(|e| e.to_string())?;
-    let (endpoint, _) = dogfs_security::client::endpoint(&uri, tls).map_err(|e| e.to_string())?;
+/// A connected channel to `addr`, over TLS when `tls` is given; each call bounded by
+/// `call_timeout` when given (the harness's probes), unbounded otherwise (tests' own calls).
+async fn channel(
+    addr: &str,
+    tls: Option<&ClientTls>,
+    call_timeout: Option<Duration>,
+) -> Result<Channel, String> {
+    let uri = dogfs_security::client::uri(addr, tls).map_err(|e| e.to_string())?;
+    let (mut endpoint, _) =
+        dogfs_security::client::endpoint(&uri, tls).map_err(|e| e.to_string())?;
+    if let Some(t) = call_timeout {
+        endpoint = endpoint.timeout(t);
+    }
     endpoint
         .connect_timeout(PROBE_CONNECT)
-        .timeout(PROBE_CALL)
         .connect()
         .await
         .map_err(|e| format!("connect {addr}: {e}"))
@@ -1144,7 +1146,9 @@ async fn admin_client(
     addr: SocketAddr,
     tls: Option<&ClientTls>,
 ) -> Result<AdminServiceClient<Channel>, String> {
-    Ok(AdminServiceClient::new(channel(addr, tls).await?))
+    Ok(AdminServiceClient::new(
+        channel(&addr.to_string(), tls, Some(PROBE_CALL)).await?,
+    ))
 }
 
 async fn cluster_status_of(
@@ -1160,7 +1164,7 @@ async fn cluster_status_of(
 
 /// The chunk server's node id in the registry's spelling (32 hex, no hyphens).
 async fn node_info_id(addr: SocketAddr, tls: Option<&ClientTls>) -> Result<String, String> {
-    let mut c = ChunkServiceClient::new(channel(addr, tls).await?);
+    let mut c = ChunkServiceClient::new(channel(&addr.to_string(), tls, Some(PROBE_CALL)).await?);
     let info = c
         .node_info(NodeInfoRequest {})
         .await
