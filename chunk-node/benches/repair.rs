@@ -145,6 +145,7 @@ fn repair(c: &mut Criterion) {
                         total += start.elapsed();
                         assert_eq!(resp.shard.expect("info").size, shard_len);
                         c.delete_shard(DeleteShardRequest {
+                            grant: Default::default(),
                             shard_id: id.to_string(),
                         })
                         .await
@@ -172,6 +173,7 @@ fn repair(c: &mut Criterion) {
                 |(c, id)| async move {
                     let mut c = c.clone();
                     let req = GetShardRequest {
+                        grant: Default::default(),
                         shard_id: id.clone(),
                         offset: 0,
                         length: None,

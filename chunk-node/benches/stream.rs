@@ -248,6 +248,7 @@ fn stream_path(c: &mut Criterion) {
                     put_shard(&mut c, id, &data).await.expect("put");
                     total += start.elapsed();
                     let req = DeleteShardRequest {
+                        grant: Default::default(),
                         shard_id: id.to_string(),
                     };
                     c.delete_shard(req).await.expect("delete");
@@ -266,6 +267,7 @@ fn stream_path(c: &mut Criterion) {
                 // Count and drop, like the raw TCP reader: measure the stream, not a Vec.
                 let mut c = client.clone();
                 let req = GetShardRequest {
+                    grant: Default::default(),
                     shard_id: id.to_string(),
                     offset: 0,
                     length: None,

@@ -100,6 +100,13 @@ pub struct ChunkConfig {
     #[command(flatten)]
     pub tls: dogfs_security::TlsArgs,
 
+    /// File of shard-grant keys, the same as the metadata nodes' (lines of 64 hex
+    /// characters). When set, clients need a grant from the metadata service for every
+    /// PutShard, GetShard, StatShard and DeleteShard (docs/security.md). Re-read when it
+    /// changes. Needs TLS.
+    #[arg(long, env = "DOGFS_GRANT_KEY_FILE")]
+    pub grant_key_file: Option<PathBuf>,
+
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "DOGFS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -126,6 +133,7 @@ impl ChunkConfig {
             repair_bandwidth: ByteSize(0),
             repair_source_timeout_ms: 10_000,
             tls: dogfs_security::TlsArgs::default(),
+            grant_key_file: None,
             log_format: LogFormat::Text,
         }
     }

@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod convert;
 pub mod format;
+pub mod grants;
 pub mod heartbeat;
 pub mod http;
 pub mod metrics;

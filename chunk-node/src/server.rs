@@ -18,6 +18,7 @@ use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 use crate::config::ChunkConfig;
+use crate::grants::GrantCheck;
 use crate::heartbeat::{self, RegistrationError, RegistryError, RegistryOptions};
 use crate::http::{HttpState, router};
 use crate::metrics::Metrics;
@@ -25,6 +26,7 @@ use crate::repair::{RepairOptions, Repairer};
 use crate::scrub;
 use crate::service::ChunkServiceImpl;
 use crate::store::{Store, StoreConfig, StoreError};
+use dogfs_security::GrantKeyFile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -48,6 +50,13 @@ pub enum ServerError {
     Task(#[from] tokio::task::JoinError),
     #[error("TLS: {0}")]
     Tls(Box<dogfs_security::args::LoadError>),
+    #[error(
+        "--grant-key-file needs TLS (--tls-cert, --tls-key, --tls-ca): without certificates \
+         the server cannot tell components, which need no grant, from clients"
+    )]
+    GrantsNeedTls,
+    #[error("{0}")]
+    GrantKey(dogfs_security::grant::KeyFileError),
 }
 
 /// Process exit code when metadata refused this server because it was removed from the
@@ -105,6 +114,13 @@ impl ChunkServer {
             capacity: cfg.capacity.map(|c| c.bytes()),
         };
         let tls = cfg.tls.load().map_err(|e| ServerError::Tls(Box::new(e)))?;
+        let grant_check = match &cfg.grant_key_file {
+            Some(_) if tls.is_none() => return Err(ServerError::GrantsNeedTls),
+            Some(path) => Some(Arc::new(GrantCheck::new(
+                GrantKeyFile::open(path).map_err(ServerError::GrantKey)?,
+            ))),
+            None => None,
+        };
         if tls.is_none() {
             tracing::warn!(
                 "no TLS settings: the gRPC port serves plain text, without component checks"
@@ -135,6 +151,7 @@ impl ChunkServer {
             Arc::clone(&store),
             Arc::clone(&metrics),
             repairer,
+            grant_check,
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -147,6 +164,8 @@ impl ChunkServer {
             // Certificates give identities only over TLS; plain text was asked for.
             let policy = server_tls.as_ref().map(|_| crate::access::policy());
             let router = tonic::transport::Server::builder()
+                .max_concurrent_streams(dogfs_security::server::MAX_CONCURRENT_STREAMS)
+                .http2_max_header_list_size(dogfs_security::server::MAX_HEADER_LIST_BYTES)
                 .initial_stream_window_size(STREAM_WINDOW_BYTES)
                 .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
                 .max_frame_size(MAX_FRAME_BYTES)

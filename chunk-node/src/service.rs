@@ -20,9 +20,11 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, field, info_span, warn};
 
 use crate::convert::{parse_shard_id, shard_info};
+use crate::grants::{self, GrantCheck};
 use crate::metrics::Metrics;
 use crate::repair::Repairer;
 use crate::store::{ShardMeta, ShardWriter, Store, StoreError};
+use dogfs_security::GrantOp;
 
 /// Default and largest page of `ListShards`.
 pub const LIST_DEFAULT: u32 = 1000;
@@ -39,14 +41,21 @@ pub struct ChunkServiceImpl {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     repair: Arc<Repairer>,
+    grants: Option<Arc<GrantCheck>>,
 }
 
 impl ChunkServiceImpl {
-    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, repair: Arc<Repairer>) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        repair: Arc<Repairer>,
+        grants: Option<Arc<GrantCheck>>,
+    ) -> Self {
         Self {
             store,
             metrics,
             repair,
+            grants,
         }
     }
 
@@ -69,6 +78,7 @@ impl ChunkServiceImpl {
 
     async fn put(
         &self,
+        component: bool,
         mut stream: Streaming<PutShardRequest>,
     ) -> Result<PutShardResponse, Status> {
         let header = match stream.message().await {
@@ -89,6 +99,13 @@ impl ChunkServiceImpl {
         };
         let id = parse_shard_id("header.shard_id", &header.shard_id)?;
         tracing::Span::current().record("shard_id", field::display(id));
+        grants::check(
+            self.grants.as_deref(),
+            component,
+            GrantOp::Put,
+            id,
+            &header.grant,
+        )?;
         let store = Arc::clone(&self.store);
         let declared = header.size;
         let writer = blocking(move || store.begin_put(id, declared)).await?;
@@ -191,7 +208,8 @@ impl ChunkService for ChunkServiceImpl {
         &self,
         request: Request<Streaming<PutShardRequest>>,
     ) -> Result<Response<PutShardResponse>, Status> {
-        self.observe("PutShard", self.put(request.into_inner()))
+        let component = grants::is_component(request.extensions());
+        self.observe("PutShard", self.put(component, request.into_inner()))
             .await
     }
 
@@ -202,14 +220,23 @@ impl ChunkService for ChunkServiceImpl {
         request: Request<GetShardRequest>,
     ) -> Result<Response<Self::GetShardStream>, Status> {
         let start = Instant::now();
+        let component = grants::is_component(request.extensions());
         let req = request.into_inner();
         let metrics = Arc::clone(&self.metrics);
         let store = Arc::clone(&self.store);
+        let grant_check = self.grants.clone();
         // The stream's outcome is only known when the reader finishes; the setup is
         // observed here and the stream's end in the reader task.
         let setup = async move {
             let id = parse_shard_id("shard_id", &req.shard_id)?;
             tracing::Span::current().record("shard_id", field::display(id));
+            grants::check(
+                grant_check.as_deref(),
+                component,
+                GrantOp::Get,
+                id,
+                &req.grant,
+            )?;
             let reader = blocking(move || store.reader(id)).await?;
             let size = reader.meta().size;
             let length = req.length.unwrap_or(size.saturating_sub(req.offset));
@@ -275,9 +302,17 @@ impl ChunkService for ChunkServiceImpl {
         request: Request<DeleteShardRequest>,
     ) -> Result<Response<DeleteShardResponse>, Status> {
         let store = Arc::clone(&self.store);
+        let component = grants::is_component(request.extensions());
         self.observe("DeleteShard", async move {
             let id = parse_shard_id("shard_id", &request.get_ref().shard_id)?;
             tracing::Span::current().record("shard_id", field::display(id));
+            grants::check(
+                self.grants.as_deref(),
+                component,
+                GrantOp::Delete,
+                id,
+                &request.get_ref().grant,
+            )?;
             let existed = blocking(move || store.delete(id)).await?;
             Ok(DeleteShardResponse { existed })
         })
@@ -323,9 +358,17 @@ impl ChunkService for ChunkServiceImpl {
         request: Request<StatShardRequest>,
     ) -> Result<Response<StatShardResponse>, Status> {
         let store = Arc::clone(&self.store);
+        let component = grants::is_component(request.extensions());
         self.observe("StatShard", async move {
             let id = parse_shard_id("shard_id", &request.get_ref().shard_id)?;
             tracing::Span::current().record("shard_id", field::display(id));
+            grants::check(
+                self.grants.as_deref(),
+                component,
+                GrantOp::Get,
+                id,
+                &request.get_ref().grant,
+            )?;
             let meta = blocking(move || store.stat(id)).await?;
             Ok(StatShardResponse {
                 shard: Some(shard_info(&meta)),

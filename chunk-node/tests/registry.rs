@@ -511,6 +511,7 @@ async fn heartbeats_name_corrupt_shards_until_deleted_and_report_scrub_progress(
 
     // Repaired elsewhere, GC deletes it here: heartbeats stop naming it.
     c.delete_shard(dogfs_proto::chunk::DeleteShardRequest {
+        grant: Default::default(),
         shard_id: bad_s.clone(),
     })
     .await

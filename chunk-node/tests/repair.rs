@@ -198,6 +198,7 @@ async fn assert_stored(n: &mut Node, id: ShardId, want: &Bytes) {
     let stat = n
         .client
         .stat_shard(StatShardRequest {
+            grant: Default::default(),
             shard_id: id.to_string(),
         })
         .await

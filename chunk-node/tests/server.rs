@@ -139,6 +139,7 @@ async fn put_get_range_delete_list_round_trip() {
     // The first message of a read carries the shard's size and checksum.
     let mut stream = c
         .get_shard(GetShardRequest {
+            grant: Default::default(),
             shard_id: id.to_string(),
             offset: 5,
             length: Some(3),
@@ -154,6 +155,7 @@ async fn put_get_range_delete_list_round_trip() {
     // Stat.
     let st = c
         .stat_shard(StatShardRequest {
+            grant: Default::default(),
             shard_id: id.to_string(),
         })
         .await
@@ -193,6 +195,7 @@ async fn put_get_range_delete_list_round_trip() {
 
     // Delete is idempotent and the shard is gone afterwards.
     let del = |id: ShardId| DeleteShardRequest {
+        grant: Default::default(),
         shard_id: id.to_string(),
     };
     assert!(c.delete_shard(del(id)).await.unwrap().into_inner().existed);
@@ -226,6 +229,7 @@ async fn flipped_byte_on_disk_is_data_loss_never_wrong_bytes() {
     // A whole read fails with DATA_LOSS; the bytes it delivered before failing are correct.
     let mut stream = c
         .get_shard(GetShardRequest {
+            grant: Default::default(),
             shard_id: id.to_string(),
             offset: 0,
             length: None,
@@ -271,6 +275,7 @@ async fn flipped_byte_on_disk_is_data_loss_never_wrong_bytes() {
     std::fs::write(&path, &raw).unwrap();
     assert_code(
         c.stat_shard(StatShardRequest {
+            grant: Default::default(),
             shard_id: id.to_string(),
         })
         .await,
@@ -453,6 +458,7 @@ async fn full_disk_refuses_writes_cleanly() {
 
     // After a delete the space is back.
     c.delete_shard(DeleteShardRequest {
+        grant: Default::default(),
         shard_id: first.to_string(),
     })
     .await
@@ -478,6 +484,7 @@ async fn bad_input_gets_precise_status_and_writes_nothing() {
         "0123456789ABCDEF0123456789ABCDEF",
     ] {
         let header = PutShardHeader {
+            grant: Default::default(),
             shard_id: bad.into(),
             size: 1,
         };
@@ -490,16 +497,19 @@ async fn bad_input_gets_precise_status_and_writes_nothing() {
             "invalid shard id",
         );
         let req = GetShardRequest {
+            grant: Default::default(),
             shard_id: bad.into(),
             offset: 0,
             length: None,
         };
         assert_code(c.get_shard(req).await, Code::InvalidArgument, "shard_id");
         let del = DeleteShardRequest {
+            grant: Default::default(),
             shard_id: bad.into(),
         };
         assert_code(c.delete_shard(del).await, Code::InvalidArgument, "shard id");
         let st = StatShardRequest {
+            grant: Default::default(),
             shard_id: bad.into(),
         };
         assert_code(c.stat_shard(st).await, Code::InvalidArgument, "shard id");
@@ -592,6 +602,7 @@ async fn bad_input_gets_precise_status_and_writes_nothing() {
     let msgs = vec![
         PutShardRequest {
             msg: Some(Msg::Header(PutShardHeader {
+                grant: Default::default(),
                 shard_id: id.to_string(),
                 size: big.len() as u64,
             })),

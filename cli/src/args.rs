@@ -38,6 +38,14 @@ pub struct Cli {
     #[arg(long, global = true, env = "DOGFS_CA")]
     pub ca: Option<std::path::PathBuf>,
 
+    /// Bearer token, for clusters that check tokens (`dogfs admin token create` makes one).
+    #[arg(long, global = true, env = "DOGFS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// File holding the bearer token (e.g. a mounted Secret); --token wins when both are set.
+    #[arg(long, global = true, env = "DOGFS_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+
     /// Machine-readable output: one JSON document per line on stdout.
     #[arg(long, global = true)]
     pub json: bool,
@@ -215,6 +223,49 @@ pub enum AdminCommand {
     /// Move shards from fuller to emptier servers until usage is even.
     #[command(subcommand)]
     Rebalance(RebalanceCommand),
+    /// Bearer tokens: create (printed once), list, revoke. Needs an admin token.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (stdout, the only time it is shown).
+    Create(TokenCreateArgs),
+    /// Every token: id, name, scope, limits, created, expiry, revocation.
+    List,
+    /// Revoke a token by id (the 16 hex characters after `dogfs_`); idempotent.
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// A name for people and logs (e.g. the application using it).
+    #[arg(long)]
+    pub name: String,
+    /// What it may do: read, read-write or admin.
+    #[arg(long, value_parser = parse_scope)]
+    pub scope: dogfs_security::Scope,
+    /// Only this bucket; repeat for more [default: every bucket].
+    #[arg(long = "bucket", value_name = "BUCKET")]
+    pub buckets: Vec<String>,
+    /// Only keys starting with this [default: every key].
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// Lifetime (`90d`, `12h`, `30m`) [default: no expiry].
+    #[arg(long, value_parser = parse_duration)]
+    pub expires: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    /// The token's id, or the whole token.
+    pub id: String,
+}
+
+fn parse_scope(s: &str) -> Result<dogfs_security::Scope, String> {
+    s.parse()
+        .map_err(|e: dogfs_security::token::TokenError| e.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -297,6 +348,11 @@ pub struct DevArgs {
     /// (kept across restarts); prints the `DOGFS_CA` to export. Without it, plain text.
     #[arg(long)]
     pub tls: bool,
+    /// Bearer tokens and shard grants (implies --tls): a bootstrap admin token in
+    /// DIR/auth/admin-token (kept across restarts), printed as `DOGFS_TOKEN` to export.
+    /// Without it, any client may call anything.
+    #[arg(long)]
+    pub auth: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -340,6 +396,10 @@ pub struct BenchArgs {
     /// bench's client uses it: run a workload with and without to see what TLS costs.
     #[arg(long)]
     pub tls: bool,
+    /// The temporary cluster checks tokens and shard grants (and so runs TLS), and the
+    /// bench's client presents the admin token: run with and without to see what they cost.
+    #[arg(long)]
+    pub auth: bool,
     /// Where the temporary cluster and the disk test write [default: a temporary directory
     /// under the current one, removed afterwards].
     #[arg(long)]

@@ -154,6 +154,21 @@ pub fn client_config(endpoints: Vec<String>, timeout: std::time::Duration) -> Cl
     cfg
 }
 
+/// The bearer token of `--token` or `--token-file` (`DOGFS_TOKEN`, `DOGFS_TOKEN_FILE`).
+pub fn token_of(cli: &Cli) -> Result<Option<dogfs_client::Token>, dogfs_client::Error> {
+    if let Some(t) = cli.token.as_deref().filter(|t| !t.trim().is_empty()) {
+        return dogfs_client::Token::new(t, "--token").map(Some);
+    }
+    let Some(path) = &cli.token_file else {
+        return Ok(None);
+    };
+    let what = format!("--token-file {}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| dogfs_client::Error::InvalidInput {
+        message: format!("{what}: reading it: {e}"),
+    })?;
+    dogfs_client::Token::new(&text, &what).map(Some)
+}
+
 /// A client whose operations finish their metadata work before data moves within `--timeout`
 /// of now: a command that moves no data ends by then, whatever the cluster does. Local work
 /// before this (spooling stdin) is not waiting on the cluster and does not count.
@@ -166,6 +181,10 @@ pub async fn connect(cli: &Cli) -> Result<Client, CommandError> {
     cfg.hedge_min = cli.hedge_min.unwrap_or(cfg.hedge_min);
     cfg.hedge_max = cli.hedge_max.unwrap_or(cfg.hedge_max);
     cfg.tls = cli.ca.clone().map(dogfs_client::ClientTlsPaths::ca_only);
+    cfg.token = token_of(cli).map_err(|source| CommandError::Connect {
+        endpoints: joined.clone(),
+        source,
+    })?;
     Client::connect(cfg)
         .await
         .map(|c| c.with_deadline(deadline))

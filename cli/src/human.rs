@@ -5,7 +5,7 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    #[error("invalid duration {0:?}: expected a number with a unit, e.g. 500ms, 30s, 2m, 1h")]
+    #[error("invalid duration {0:?}: expected a number with a unit, e.g. 500ms, 30s, 2m, 1h, 90d")]
     Duration(String),
     #[error(
         "invalid range {0:?}: expected START-END (inclusive byte offsets), START- (to the end) \
@@ -136,7 +136,7 @@ pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Parses `500ms`, `30s`, `2m`, `1h`; a bare number is seconds.
+/// Parses `500ms`, `30s`, `2m`, `1h`, `90d`; a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
     let err = || ParseError::Duration(s.to_owned());
     let t = s.trim();
@@ -150,6 +150,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
         "" | "s" => value,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86_400.0,
         _ => return Err(err()),
     };
     Duration::try_from_secs_f64(secs).map_err(|_| err())

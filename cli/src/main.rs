@@ -88,7 +88,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match &cli.command {
             Command::Dev(args) => dev::run(args, out).await?,
             Command::Bench(args) => {
-                dogfs_cli::bench::run(args, cli.given_endpoints(), cli.timeout, out).await?;
+                let token = commands::token_of(&cli)?;
+                dogfs_cli::bench::run(args, cli.given_endpoints(), token, cli.timeout, out).await?;
             }
             _ => commands::run(&cli).await?,
         }

@@ -20,6 +20,41 @@ pub const ENV_HEDGE_MIN_MS: &str = "DOGFS_HEDGE_MIN_MS";
 pub const ENV_HEDGE_MAX_MS: &str = "DOGFS_HEDGE_MAX_MS";
 /// PEM CA bundle of the cluster's TLS: set it to connect over TLS.
 pub const ENV_CA: &str = "DOGFS_CA";
+/// Bearer token for clusters that check tokens.
+pub const ENV_TOKEN: &str = "DOGFS_TOKEN";
+/// File holding the bearer token (a mounted Secret); `DOGFS_TOKEN` wins when both are set.
+pub const ENV_TOKEN_FILE: &str = "DOGFS_TOKEN_FILE";
+
+/// A bearer token; never printed (its `Debug` shows only its id, when it has one).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// Checks that `s` can travel in a header: 1 to 4096 visible ASCII characters. `source`
+    /// names where it came from, for the error.
+    pub fn new(s: &str, source: &str) -> Result<Token, Error> {
+        let t = s.trim();
+        if t.is_empty() || t.len() > 4096 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::invalid(format!(
+                "{source}: a token is 1 to 4096 visible ASCII characters without spaces"
+            )));
+        }
+        Ok(Token(t.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match dogfs_security::token::parse(&self.0) {
+            Ok(p) => write!(f, "Token({})", p.id),
+            Err(_) => f.write_str("Token(<redacted>)"),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -59,6 +94,9 @@ pub struct ClientConfig {
     /// client certificate, when one is given). With it, `host:port` endpoints are `https://`;
     /// without it, plain text.
     pub tls: Option<ClientTlsPaths>,
+    /// Bearer token sent with every metadata call, for clusters that check tokens
+    /// (`DOGFS_TOKEN`, `--token`).
+    pub token: Option<Token>,
 }
 
 impl ClientConfig {
@@ -78,12 +116,13 @@ impl ClientConfig {
             hedge_min: crate::hedge::DEFAULT_HEDGE_MIN,
             hedge_max: crate::hedge::DEFAULT_HEDGE_MAX,
             tls: None,
+            token: None,
         }
     }
 
     /// `DOGFS_ENDPOINT` (required, comma-separated), `DOGFS_TIMEOUT_MS`,
     /// `DOGFS_SHARD_TIMEOUT_MS`, `DOGFS_MAX_RETRIES`, `DOGFS_HEDGE_MIN_MS`,
-    /// `DOGFS_HEDGE_MAX_MS` (optional).
+    /// `DOGFS_HEDGE_MAX_MS`, `DOGFS_CA`, `DOGFS_TOKEN` or `DOGFS_TOKEN_FILE` (optional).
     pub fn from_env() -> Result<Self, Error> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -126,6 +165,14 @@ impl ClientConfig {
         }
         if let Some(ca) = get(ENV_CA).filter(|c| !c.trim().is_empty()) {
             cfg.tls = Some(ClientTlsPaths::ca_only(ca.trim()));
+        }
+        if let Some(t) = get(ENV_TOKEN).filter(|t| !t.trim().is_empty()) {
+            cfg.token = Some(Token::new(&t, ENV_TOKEN)?);
+        } else if let Some(path) = get(ENV_TOKEN_FILE).filter(|p| !p.trim().is_empty()) {
+            let text = std::fs::read_to_string(path.trim()).map_err(|e| {
+                Error::invalid(format!("{ENV_TOKEN_FILE}={path:?}: reading it: {e}"))
+            })?;
+            cfg.token = Some(Token::new(&text, &format!("{ENV_TOKEN_FILE}={path:?}"))?);
         }
         cfg.validate()?;
         Ok(cfg)

@@ -13,6 +13,7 @@ mod meta;
 mod pool;
 mod put;
 mod report;
+mod tokens;
 mod types;
 
 pub use client::Client;
@@ -21,9 +22,11 @@ pub use client::multipart::{
     PartsPage, UploadsPage, UploadsQuery,
 };
 pub use client::object_parts::{ObjectPart, ObjectParts};
-pub use config::{ClientConfig, ClientTlsPaths};
+pub use config::{ClientConfig, ClientTlsPaths, Token};
+pub use dogfs_proto::meta::{TokenInfo, TokenScope};
 pub use error::{Error, ErrorKind};
 pub use hedge::{DEFAULT_HEDGE_MAX, DEFAULT_HEDGE_MIN};
+pub use tokens::{CreatedToken, TokenRequest};
 pub use types::{
     BucketInfo, GetOptions, ListEntry, ListPage, ListQuery, ObjectInfo, ObjectSummary, Progress,
     PutOptions, Scheme,

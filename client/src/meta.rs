@@ -24,6 +24,9 @@ use dogfs_proto::meta::GetClusterMapRequest;
 use dogfs_proto::meta::meta_service_client::MetaServiceClient;
 use dogfs_security::{Channels, ClientTls};
 use rand::Rng;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tracing::debug;
@@ -34,6 +37,22 @@ use crate::pool::never_sent;
 
 /// Response header naming the leader's gRPC address.
 pub const LEADER_HEADER: &str = "x-dogfs-leader";
+
+/// Adds the client's bearer token (if any) to every call on a metadata channel.
+#[derive(Debug, Clone)]
+pub(crate) struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel to a metadata node, carrying the client's token.
+pub(crate) type MetaChannel = InterceptedService<Channel, Bearer>;
 
 /// Which Raft group serves a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +78,7 @@ pub(crate) struct Meta {
     endpoints: Vec<String>,
     next: AtomicUsize,
     channels: Channels,
+    bearer: Bearer,
     map: Mutex<Option<(Instant, Arc<ClusterMap>)>>,
     /// When reading the map last failed: callers fall back to plain routing for a while
     /// instead of paying a failing call each time.
@@ -143,9 +163,16 @@ impl Meta {
                 .http2_keep_alive_interval(Duration::from_secs(20))
                 .keep_alive_timeout(Duration::from_secs(20))
         });
+        // Checked by `Token::new`: visible ASCII always makes a header value.
+        let bearer = Bearer(
+            cfg.token
+                .as_ref()
+                .and_then(|t| MetadataValue::try_from(format!("Bearer {}", t.as_str())).ok()),
+        );
         // Spread clients over the endpoints instead of all starting at the first.
         let start = rand::rng().random_range(0..endpoints.len());
         Ok(Meta {
+            bearer,
             cfg,
             endpoints,
             next: AtomicUsize::new(start),
@@ -159,10 +186,12 @@ impl Meta {
         &self.cfg
     }
 
-    fn channel(&self, uri: &str) -> Result<Channel, Error> {
-        self.channels
+    fn channel(&self, uri: &str) -> Result<MetaChannel, Error> {
+        let ch = self
+            .channels
             .get(uri)
-            .map_err(|e| Error::invalid(format!("metadata endpoint {uri:?}: {e}")))
+            .map_err(|e| Error::invalid(format!("metadata endpoint {uri:?}: {e}")))?;
+        Ok(InterceptedService::new(ch, self.bearer.clone()))
     }
 
     /// `host:port` (a leader's address) as this client dials it.
@@ -250,7 +279,7 @@ impl Meta {
         f: F,
     ) -> Result<T, Error>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(MetaChannel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         self.attempts(op, what, route, deadline, None, f)
@@ -275,7 +304,7 @@ impl Meta {
         f: F,
     ) -> Written<T>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(MetaChannel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         self.attempts(op, what, route, deadline, Some(consequence), f)
@@ -292,7 +321,7 @@ impl Meta {
         mut f: F,
     ) -> Written<T>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(MetaChannel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let started = Instant::now();

@@ -140,6 +140,7 @@ impl ShardStream {
             msg: Some(Msg::Header(PutShardHeader {
                 shard_id: loc.shard_id.clone(),
                 size,
+                grant: loc.grant.clone(),
             })),
         };
         // Cannot be full: the queue is new.

@@ -42,6 +42,12 @@ pub enum ConfigError {
     #[error("--{flag} must be greater than 0")]
     Zero { flag: &'static str },
     #[error(
+        "--{flag} needs TLS (--tls-cert, --tls-key, --tls-ca): tokens and grants sent in plain \
+         text could be read off the network, and without certificates the servers cannot tell \
+         components from clients"
+    )]
+    NeedsTls { flag: &'static str },
+    #[error(
         "--rebalance-spread-percent {0} is out of range: percentage points above 0 and below 100"
     )]
     Spread(f64),
@@ -190,6 +196,23 @@ pub struct MetaConfig {
     #[command(flatten)]
     pub tls: dogfs_security::TlsArgs,
 
+    /// File holding the bootstrap admin token. When set, every client and admin call needs a
+    /// bearer token (this one, or one created with `dogfs admin token create`); re-read when
+    /// it changes. Needs TLS.
+    #[arg(long, env = "DOGFS_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// File of shard-grant keys (lines of 64 hex characters; the first signs, all verify),
+    /// shared with the chunk servers. When set, every shard location handed to a client
+    /// carries a grant (docs/security.md). Re-read when it changes. Needs TLS.
+    #[arg(long, env = "DOGFS_GRANT_KEY_FILE")]
+    pub grant_key_file: Option<PathBuf>,
+
+    /// Lifetime of the GetShard grants in a GetObject answer (PutShard grants live as long as
+    /// their upload).
+    #[arg(long, env = "DOGFS_GRANT_TTL_SECS", default_value_t = 3600)]
+    pub grant_ttl_secs: u64,
+
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "DOGFS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -232,6 +255,9 @@ impl MetaConfig {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise_addr: None,
             tls: dogfs_security::TlsArgs::default(),
+            auth_token_file: None,
+            grant_key_file: None,
+            grant_ttl_secs: 3600,
             data_dir: data_dir.into(),
             partitions: 2,
             ec_k: 4,
@@ -297,6 +323,7 @@ impl MetaConfig {
             ("orphan-interval-ms", self.orphan_interval_ms),
             ("mover-concurrency", self.mover_concurrency as u64),
             ("mover-interval-ms", self.mover_interval_ms),
+            ("grant-ttl-secs", self.grant_ttl_secs),
         ] {
             if v == 0 {
                 return Err(ConfigError::Zero { flag });
@@ -304,6 +331,17 @@ impl MetaConfig {
         }
         if crate::registry::rebalance::spread_fraction(self.rebalance_spread_percent).is_err() {
             return Err(ConfigError::Spread(self.rebalance_spread_percent));
+        }
+        let tls = self.tls.tls_cert.is_some();
+        if self.auth_token_file.is_some() && !tls {
+            return Err(ConfigError::NeedsTls {
+                flag: "auth-token-file",
+            });
+        }
+        if self.grant_key_file.is_some() && !tls {
+            return Err(ConfigError::NeedsTls {
+                flag: "grant-key-file",
+            });
         }
         if self.down_after_secs <= self.suspect_after_secs {
             return Err(ConfigError::Liveness {

@@ -13,8 +13,11 @@
 //! - [`service`], [`server`], [`tasks`], [`vote_guard`], [`http`], [`metrics`], [`config`]: the gRPC services,
 //!   the server that runs them, its background tasks and HTTP side port
 //!   (`docs/meta-service.md`).
+//! - [`access`] (component certificates), [`auth`] and [`tokens`] (bearer tokens): who may
+//!   call what (`docs/security.md`).
 
 pub mod access;
+pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod http;
@@ -27,6 +30,7 @@ pub mod repair;
 pub mod server;
 pub mod service;
 pub mod tasks;
+pub mod tokens;
 pub mod vote_guard;
 pub mod wal;
 

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::auth::MetaAuthenticator;
 use crate::catalog::CatalogError;
 use crate::config::{ConfigError, MetaConfig};
 use crate::metrics::Metrics;
@@ -24,8 +25,10 @@ use crate::service::admin::AdminSvc;
 use crate::service::internal::InternalSvc;
 use crate::service::meta::MetaSvc;
 use crate::service::registry::RegistrySvc;
-use crate::service::{Core, MAX_MESSAGE_BYTES};
+use crate::service::{Core, FORWARDED_HEADER, MAX_MESSAGE_BYTES};
 use crate::tasks;
+use dogfs_security::token::BootstrapFile;
+use dogfs_security::{AuthLayer, GrantKeyFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -46,6 +49,10 @@ pub enum ServerError {
     Http(std::io::Error),
     #[error("TLS: {0}")]
     Tls(Box<dogfs_security::args::LoadError>),
+    #[error("{0}")]
+    AuthToken(dogfs_security::token::BootstrapFileError),
+    #[error("{0}")]
+    GrantKey(dogfs_security::grant::KeyFileError),
 }
 
 /// A running metadata node.
@@ -128,9 +135,30 @@ impl MetaServer {
             }
         }
 
+        let auth = match &config.auth_token_file {
+            Some(path) => {
+                let bootstrap = BootstrapFile::open(path).map_err(ServerError::AuthToken)?;
+                let a: Arc<dyn dogfs_security::Authenticator> =
+                    Arc::new(MetaAuthenticator::new(bootstrap, node.handle()));
+                Some(a)
+            }
+            None => {
+                tracing::warn!(
+                    "no --auth-token-file: client and admin calls are not authenticated"
+                );
+                None
+            }
+        };
+        let auth = AuthLayer::new(auth, crate::auth::RULES.to_vec(), FORWARDED_HEADER);
+        let grants = config
+            .grant_key_file
+            .as_deref()
+            .map(GrantKeyFile::open)
+            .transpose()
+            .map_err(ServerError::GrantKey)?;
         let grace = Duration::from_secs(config.shutdown_grace_secs);
         let in_flight = config.proposer_in_flight;
-        let (core, queues) = Core::new(config, scheme, node.handle(), metrics);
+        let (core, queues) = Core::new(config, scheme, node.handle(), metrics, grants);
         let core = Arc::new(core);
         let routes = tonic::service::Routes::new(
             MetaServiceServer::new(MetaSvc::new(Arc::clone(&core)))
@@ -146,7 +174,7 @@ impl MetaServer {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );
-        node.serve(routes);
+        node.serve(routes, auth);
 
         let (stop, rx) = watch::channel(false);
         let mut tasks: Vec<JoinHandle<()>> = queues

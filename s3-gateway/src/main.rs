@@ -56,6 +56,16 @@ struct Args {
     #[arg(long, env = "DOGFS_CA")]
     ca: Option<PathBuf>,
 
+    /// The gateway's own bearer token, for clusters that check tokens (read-write, or admin
+    /// to create buckets anywhere); every S3 request is served with it, after the gateway
+    /// checked the request's access key and its limits.
+    #[arg(long, env = "DOGFS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// File holding the gateway's bearer token (a mounted Secret).
+    #[arg(long, env = "DOGFS_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+
     /// How long a metadata call may retry before the request answers ServiceUnavailable.
     #[arg(long, env = "DOGFS_S3_META_DEADLINE_SECS", default_value_t = 15)]
     meta_deadline_secs: u64,
@@ -88,6 +98,15 @@ async fn main() -> anyhow::Result<()> {
     let mut client_config = ClientConfig::new(endpoints);
     client_config.retry_deadline = Duration::from_secs(args.meta_deadline_secs.max(1));
     client_config.tls = args.ca.clone().map(dogfs_client::ClientTlsPaths::ca_only);
+    client_config.token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(dogfs_client::Token::new(t, "--token")?),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --token-file {}", path.display()))?;
+            Some(dogfs_client::Token::new(&text, "--token-file")?)
+        }
+        (None, None) => None,
+    };
     let client = Client::connect(client_config)
         .await
         .context("configuring the DogFS client")?;

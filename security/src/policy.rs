@@ -71,6 +71,15 @@ impl Policy {
     }
 }
 
+/// The roles of the verified client certificate of the connection a request came on (none
+/// over plain text or without a certificate).
+pub fn caller_roles(ext: &http::Extensions) -> Vec<Role> {
+    ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|i| i.peer_certs())
+        .and_then(|c| c.first().map(identity::roles))
+        .unwrap_or_default()
+}
+
 /// Applies a [`Policy`] to every request; with `None` (a plain-text server, which has no
 /// certificates to check) it lets everything through.
 #[derive(Debug, Clone)]

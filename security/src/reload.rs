@@ -72,10 +72,10 @@ impl<T, E: std::fmt::Display> Reloading<T, E> {
                     Ok(v) => {
                         s.value = Arc::new(v);
                         s.generation += 1;
-                        info!(files = ?self.paths, generation = s.generation, "TLS files reloaded");
+                        info!(files = ?self.paths, generation = s.generation, "watched files reloaded");
                     }
                     Err(e) => {
-                        warn!(files = ?self.paths, error = %e, "TLS files changed but do not load; keeping the previous ones");
+                        warn!(files = ?self.paths, error = %e, "watched files changed but do not load; keeping the previous ones");
                     }
                 }
             }

@@ -28,6 +28,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Connections handshaken but not yet taken by the server.
 const READY_QUEUE: usize = 64;
+/// HTTP/2 streams one connection may have open at once (hostile input: a client cannot pin
+/// unbounded server tasks on one connection). Well above what one SDK process opens: its
+/// calls share one connection per server, 256 concurrent in the widest benchmark.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Largest header block a request may send (names, tokens, grants are far smaller).
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -49,6 +49,8 @@ pub enum BinError {
 pub enum Binary {
     Meta,
     Chunk,
+    /// The `dogfs` command-line tool.
+    Cli,
 }
 
 impl Binary {
@@ -56,12 +58,16 @@ impl Binary {
         match self {
             Binary::Meta => "dogfs-meta",
             Binary::Chunk => "dogfs-chunk",
+            Binary::Cli => "dogfs",
         }
     }
 
     fn package(self) -> &'static str {
-        // Package and binary share their names.
-        self.name()
+        match self {
+            Binary::Cli => "dogfs-cli",
+            // Package and binary share their names.
+            other => other.name(),
+        }
     }
 }
 

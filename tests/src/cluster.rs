@@ -27,8 +27,13 @@ use rustix::process::{Pid, Signal, kill_process};
 use tempfile::TempDir;
 use tonic::transport::Channel;
 
+use crate::auth::{Bearer, TestAuth};
 use crate::bins::{self, BinError, Binary};
 use crate::tls::TestTls;
+use tonic::service::interceptor::InterceptedService;
+
+/// A channel as [`Cluster::channel`] gives it: calls carry the admin token under `auth`.
+pub type TestChannel = InterceptedService<Channel, Bearer>;
 
 /// Lines of each log shown in an error or on panic.
 const TAIL_LINES: usize = 40;
@@ -58,6 +63,8 @@ pub enum ClusterError {
     },
     #[error("the cluster has no metadata nodes")]
     NoMeta,
+    #[error("the cluster was started without auth (ClusterOptions.auth)")]
+    NoAuth,
     #[error("{node:?} exited while waiting for {what} ({status})\n{logs}")]
     Exited {
         node: NodeRef,
@@ -109,6 +116,9 @@ pub struct ClusterOptions {
     /// TLS on every process: a CA of the cluster's own and component certificates
     /// ([`Cluster::tls`]); the harness's own calls use it too.
     pub tls: bool,
+    /// Tokens and shard grants (implies `tls`): a bootstrap admin token and a grant key
+    /// ([`Cluster::auth`]); the harness's own calls and [`Cluster::channel`] carry the token.
+    pub auth: bool,
 }
 
 impl Default for ClusterOptions {
@@ -129,6 +139,8 @@ impl Default for ClusterOptions {
             startup_timeout: Duration::from_secs(90),
             // `DOGFS_TEST_TLS=1` runs every suite's clusters on TLS (docs/testing.md).
             tls: std::env::var_os("DOGFS_TEST_TLS").is_some_and(|v| v == "1"),
+            // `DOGFS_TEST_AUTH=1` adds tokens and grants (and TLS) to every suite's clusters.
+            auth: std::env::var_os("DOGFS_TEST_AUTH").is_some_and(|v| v == "1"),
         }
     }
 }
@@ -273,6 +285,9 @@ pub struct Cluster {
     /// Chunk servers' node ids as metadata knows them (32 hex), learned once each served.
     chunk_ids: Vec<Option<String>>,
     tls: Option<TestTls>,
+    auth: Option<TestAuth>,
+    /// The bootstrap token on the harness's own calls (none without `auth`).
+    bearer: Bearer,
     // Last field: dropped after the children are killed (see Drop).
     dir: Option<TempDir>,
 }
@@ -285,6 +300,7 @@ fn chunk_slot(
     peers: &str,
     program: PathBuf,
     tls: Option<&TestTls>,
+    auth: Option<&TestAuth>,
 ) -> Result<Node, ClusterError> {
     let (grpc, http) = (free_addr()?, free_addr()?);
     let data_dir = dir.join(format!("chunk-{i}"));
@@ -302,6 +318,9 @@ fn chunk_slot(
     }
     if let Some(tls) = tls {
         env.extend(tls.env("chunk"));
+    }
+    if let Some(auth) = auth {
+        env.extend(auth.chunk_env());
     }
     env.extend(opts.env.iter().cloned());
     env.extend(opts.chunk_env.iter().cloned());
@@ -340,8 +359,13 @@ impl Cluster {
             .map_err(io("creating the cluster temp dir"))?;
         let logs = dir.path().join("logs");
         std::fs::create_dir_all(&logs).map_err(io("creating logs dir"))?;
-        let tls = if opts.tls {
+        let tls = if opts.tls || opts.auth {
             Some(TestTls::create(&dir.path().join("tls"))?)
+        } else {
+            None
+        };
+        let auth = if opts.auth {
+            Some(TestAuth::create(&dir.path().join("auth"))?)
         } else {
             None
         };
@@ -381,6 +405,9 @@ impl Cluster {
             if let Some(tls) = &tls {
                 env.extend(tls.env("meta"));
             }
+            if let Some(auth) = &auth {
+                env.extend(auth.meta_env());
+            }
             env.extend(opts.env.iter().cloned());
             env.extend(opts.meta_env.iter().cloned());
             meta.push(Node {
@@ -406,6 +433,7 @@ impl Cluster {
                 &peers,
                 chunk_bin.clone().unwrap_or_default(),
                 tls.as_ref(),
+                auth.as_ref(),
             )?);
         }
 
@@ -415,6 +443,8 @@ impl Cluster {
             meta,
             chunk,
             tls,
+            bearer: Bearer::new(auth.as_ref().map(TestAuth::token)),
+            auth,
             dir: Some(dir),
         };
         // From here on an error drops `cluster`, which kills whatever was started.
@@ -456,6 +486,7 @@ impl Cluster {
             &peers,
             bins::path_of(Binary::Chunk)?,
             self.tls.as_ref(),
+            self.auth.as_ref(),
         )?;
         node.spawn()?;
         self.chunk.push(node);
@@ -516,16 +547,50 @@ impl Cluster {
         self.tls.as_ref()
     }
 
+    /// The cluster's token material, when started with `auth`.
+    pub fn auth(&self) -> Option<&TestAuth> {
+        self.auth.as_ref()
+    }
+
+    /// Writes a new bootstrap token (the metadata nodes re-read the file); the harness's
+    /// own calls use it from now on. Returns it.
+    pub fn rotate_admin_token(&mut self) -> Result<String, ClusterError> {
+        let auth = self.auth.as_mut().ok_or(ClusterError::NoAuth)?;
+        let token = auth.rotate_token()?;
+        self.bearer = Bearer::new(Some(&token));
+        Ok(token)
+    }
+
+    /// The bootstrap admin token, when started with `auth`.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.auth.as_ref().map(TestAuth::token)
+    }
+
     /// TLS for the harness's own calls (CA only, like an SDK user).
     fn probe_tls(&self) -> Option<&ClientTls> {
         self.tls.as_ref().map(|t| t.client().as_ref())
     }
 
     /// A connected channel to `addr` (`host:port`) as a client sees it: over TLS trusting the
-    /// cluster's CA when the cluster runs TLS, plain text otherwise.
-    pub async fn channel(&self, addr: &str) -> Result<Channel, ClusterError> {
+    /// cluster's CA when the cluster runs TLS, plain text otherwise; with `auth`, every call
+    /// carries the bootstrap admin token.
+    pub async fn channel(&self, addr: &str) -> Result<TestChannel, ClusterError> {
         channel(addr, self.probe_tls(), None)
             .await
+            .map(|ch| InterceptedService::new(ch, self.bearer.clone()))
+            .map_err(|e| ClusterError::Io {
+                what: format!("connecting to {addr}"),
+                source: std::io::Error::other(e),
+            })
+    }
+
+    /// Like [`Self::channel`], presenting the metadata nodes' certificate under TLS: for
+    /// calls only a metadata node may make (`MetaInternal`, calls marked forwarded).
+    pub async fn meta_channel(&self, addr: &str) -> Result<TestChannel, ClusterError> {
+        let tls = self.tls.as_ref().map(|t| t.as_meta().as_ref());
+        channel(addr, tls, None)
+            .await
+            .map(|ch| InterceptedService::new(ch, self.bearer.clone()))
             .map_err(|e| ClusterError::Io {
                 what: format!("connecting to {addr}"),
                 source: std::io::Error::other(e),
@@ -779,7 +844,7 @@ impl Cluster {
             .iter()
             .filter(|n| n.is_running() && !n.is_stopped())
         {
-            match cluster_status_of(n.grpc_addr, self.probe_tls()).await {
+            match cluster_status_of(n.grpc_addr, self.probe_tls(), &self.bearer).await {
                 Ok(s) => return Ok(s),
                 Err(e) => last = format!("{:?}: {e}", n.node),
             }
@@ -800,7 +865,7 @@ impl Cluster {
             .iter()
             .filter(|n| n.is_running() && !n.is_stopped())
         {
-            let Ok(s) = cluster_status_of(n.grpc_addr, self.probe_tls()).await else {
+            let Ok(s) = cluster_status_of(n.grpc_addr, self.probe_tls(), &self.bearer).await else {
                 continue;
             };
             for g in s.groups.iter().filter(|g| g.group_id == group) {
@@ -865,7 +930,7 @@ impl Cluster {
             .filter(|n| n.is_running() && !n.is_stopped())
         {
             let r = async {
-                let mut c = admin_client(n.grpc_addr, self.probe_tls()).await?;
+                let mut c = admin_client(n.grpc_addr, self.probe_tls(), &self.bearer).await?;
                 let mut req = tonic::Request::new(ListNodesRequest {});
                 req.set_timeout(PROBE_CALL);
                 Ok::<_, String>(
@@ -940,7 +1005,7 @@ impl Cluster {
         let addr = self.node(node)?.grpc_addr;
         let what = format!("{node:?} to answer ClusterStatus on {addr}");
         loop {
-            let last = match cluster_status_of(addr, self.probe_tls()).await {
+            let last = match cluster_status_of(addr, self.probe_tls(), &self.bearer).await {
                 Ok(_) => return Ok(()),
                 Err(e) => e,
             };
@@ -1145,17 +1210,20 @@ async fn channel(
 async fn admin_client(
     addr: SocketAddr,
     tls: Option<&ClientTls>,
-) -> Result<AdminServiceClient<Channel>, String> {
-    Ok(AdminServiceClient::new(
+    bearer: &Bearer,
+) -> Result<AdminServiceClient<TestChannel>, String> {
+    Ok(AdminServiceClient::new(InterceptedService::new(
         channel(&addr.to_string(), tls, Some(PROBE_CALL)).await?,
-    ))
+        bearer.clone(),
+    )))
 }
 
 async fn cluster_status_of(
     addr: SocketAddr,
     tls: Option<&ClientTls>,
+    bearer: &Bearer,
 ) -> Result<ClusterStatusResponse, String> {
-    let mut c = admin_client(addr, tls).await?;
+    let mut c = admin_client(addr, tls, bearer).await?;
     c.cluster_status(ClusterStatusRequest {})
         .await
         .map(tonic::Response::into_inner)

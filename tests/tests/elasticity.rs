@@ -28,8 +28,8 @@ use dogfs_client::Client;
 use dogfs_proto::chunk::NodeInfoRequest;
 use dogfs_proto::meta as pb;
 use dogfs_proto::meta::admin_service_client::AdminServiceClient;
+use dogfs_tests::cluster::TestChannel;
 use dogfs_tests::{Cluster, ClusterOptions, NodeRef};
-use tonic::transport::{Channel, Endpoint};
 
 const BUCKET: &str = "elastic";
 /// k+m of the layouts `check_layouts` checks (RS 4+2).
@@ -79,14 +79,8 @@ fn running_meta(cluster: &Cluster) -> Vec<String> {
         .collect()
 }
 
-fn admin_client(addr: &str) -> AdminServiceClient<Channel> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(10))
-        .connect_lazy();
-    AdminServiceClient::new(channel)
-}
+/// One call's bound: a node that stops answering is tried again elsewhere.
+const ADMIN_CALL: Duration = Duration::from_secs(10);
 
 /// Whether a status is worth retrying on another node (or later).
 fn transient(s: &tonic::Status) -> bool {
@@ -104,17 +98,29 @@ fn transient(s: &tonic::Status) -> bool {
 /// Runs `call` against running metadata nodes until one answers other than transiently.
 async fn admin<T, F, Fut>(cluster: &Cluster, what: &str, call: F) -> Result<T, tonic::Status>
 where
-    F: Fn(AdminServiceClient<Channel>) -> Fut,
+    F: Fn(AdminServiceClient<TestChannel>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
     let end = Instant::now() + ADMIN_RETRY;
     loop {
         let mut last = None;
         for addr in running_meta(cluster) {
-            match call(admin_client(&addr)).await {
-                Ok(r) => return Ok(r.into_inner()),
-                Err(s) if transient(&s) => last = Some(s),
-                Err(s) => return Err(s),
+            // The cluster's channel: its CA under TLS, its admin token under auth.
+            let Ok(channel) = cluster.channel(&addr).await else {
+                last = Some(tonic::Status::unavailable(format!(
+                    "{addr}: cannot connect"
+                )));
+                continue;
+            };
+            match tokio::time::timeout(ADMIN_CALL, call(AdminServiceClient::new(channel))).await {
+                Ok(Ok(r)) => return Ok(r.into_inner()),
+                Ok(Err(s)) if transient(&s) => last = Some(s),
+                Ok(Err(s)) => return Err(s),
+                Err(_) => {
+                    last = Some(tonic::Status::deadline_exceeded(format!(
+                        "{addr}: no answer within {ADMIN_CALL:?}"
+                    )));
+                }
             }
         }
         if Instant::now() >= end {

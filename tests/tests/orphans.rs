@@ -82,15 +82,19 @@ async fn referenced(
     out
 }
 
-async fn meta(cluster: &Cluster) -> MetaServiceClient<tonic::transport::Channel> {
-    MetaServiceClient::connect(format!("http://{}", cluster.endpoints()[0]))
-        .await
-        .unwrap()
+async fn meta(cluster: &Cluster) -> MetaServiceClient<dogfs_tests::cluster::TestChannel> {
+    MetaServiceClient::new(cluster.channel(&cluster.endpoints()[0]).await.unwrap())
 }
 
-/// Writes `len` bytes as shard `id` on the chunk server at `address`.
-async fn put_shard(address: &str, id: &str, len: usize) {
-    let mut c = dogfs_chunk::client::connect(address).await.unwrap();
+/// Writes `len` bytes as shard `id` on the chunk server at `address` (as a component under
+/// TLS: no grant needed).
+async fn put_shard(cluster: &Cluster, address: &str, id: &str, len: usize) {
+    let i = cluster
+        .chunk_endpoints()
+        .iter()
+        .position(|a| a == address)
+        .unwrap_or_else(|| panic!("{address} is not a chunk server of the cluster"));
+    let mut c = cluster.chunk_client(i).await.unwrap();
     let id: ShardId = id.parse().unwrap();
     dogfs_chunk::client::put_shard(&mut c, id, &data(id.as_u128() as u64, len))
         .await
@@ -204,7 +208,7 @@ async fn orphans_are_collected_and_referenced_shards_never_are() {
         .unwrap()
         .into_inner();
     let targets: Vec<&pb::ShardLocation> = begun.segments[0].shards.iter().collect();
-    put_shard(&targets[0].address, &targets[0].shard_id, 65_536).await;
+    put_shard(&cluster, &targets[0].address, &targets[0].shard_id, 65_536).await;
     m.abort_upload(pb::AbortUploadRequest {
         bucket: BUCKET.into(),
         key: "aborted".into(),
@@ -212,7 +216,7 @@ async fn orphans_are_collected_and_referenced_shards_never_are() {
     })
     .await
     .unwrap();
-    put_shard(&targets[1].address, &targets[1].shard_id, 65_536).await;
+    put_shard(&cluster, &targets[1].address, &targets[1].shard_id, 65_536).await;
 
     // A pending upload with one shard written, never committed.
     let pending = m
@@ -227,13 +231,13 @@ async fn orphans_are_collected_and_referenced_shards_never_are() {
         .into_inner();
     let pending_started = Instant::now();
     let p = &pending.segments[0].shards[0];
-    put_shard(&p.address, &p.shard_id, 65_536).await;
+    put_shard(&cluster, &p.address, &p.shard_id, 65_536).await;
     let p_server = cluster.chunk_index(&p.node_id).unwrap();
 
     // An orphan: a shard written directly to a chunk server.
     let orphan = ShardId::random().to_string();
     let orphan_addr = cluster.chunk_endpoints()[0].clone();
-    put_shard(&orphan_addr, &orphan, 10_000).await;
+    put_shard(&cluster, &orphan_addr, &orphan, 10_000).await;
     assert!(inventory(&cluster, 0).await.contains(&orphan));
     let t = Instant::now();
     wait_until!(
@@ -251,7 +255,7 @@ async fn orphans_are_collected_and_referenced_shards_never_are() {
     // first orphan) was already past the grace period, so that round checked the pending
     // shard too — and must have left it.
     let orphan2 = ShardId::random().to_string();
-    put_shard(&orphan_addr, &orphan2, 10_000).await;
+    put_shard(&cluster, &orphan_addr, &orphan2, 10_000).await;
     wait_until!(
         Instant::now() + Duration::from_secs(30),
         "the second orphan to be collected",
@@ -326,9 +330,7 @@ async fn check_shard_refs_rpc(cluster: &Cluster) {
         .unwrap()
         .to_owned();
     for ep in cluster.endpoints() {
-        let mut m = MetaInternalClient::connect(format!("http://{ep}"))
-            .await
-            .unwrap();
+        let mut m = MetaInternalClient::new(cluster.meta_channel(&ep).await.unwrap());
         let mut answers = Vec::new();
         for group_id in 1..=partitions {
             let r = m

@@ -18,18 +18,20 @@ use common::{CELL_SIZE, SEGMENT_SIZE, assert_same, client, data, get_range, layo
 use dogfs_core::names::{BucketName, ObjectKey, partition_of};
 use dogfs_proto::meta as pb;
 use dogfs_proto::meta::meta_service_client::MetaServiceClient;
+use dogfs_tests::cluster::TestChannel;
 use dogfs_tests::{Cluster, ClusterOptions, NodeRef};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Request;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
 
-async fn meta(cluster: &Cluster, node: u64) -> MetaServiceClient<Channel> {
+async fn meta(cluster: &Cluster, node: u64) -> MetaServiceClient<TestChannel> {
     let addr = cluster
         .node(NodeRef::Meta(node as usize))
         .unwrap()
         .grpc_addr();
-    MetaServiceClient::new(cluster.channel(&addr.to_string()).await.unwrap())
+    // As a metadata node: the reads below are marked forwarded, which only a metadata node's
+    // certificate may do when the cluster checks tokens.
+    MetaServiceClient::new(cluster.meta_channel(&addr.to_string()).await.unwrap())
 }
 
 /// A GetObject the node must serve itself (marked forwarded, so it is never passed on).

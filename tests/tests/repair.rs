@@ -226,6 +226,8 @@ async fn read_shard(cluster: &Cluster, i: usize, id: &str) -> Vec<u8> {
             shard_id: id.to_owned(),
             offset: 0,
             length: None,
+            // The harness's chunk client is a component under TLS: no grant needed.
+            grant: Default::default(),
         })
         .await
         .unwrap()

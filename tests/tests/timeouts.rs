@@ -15,7 +15,7 @@ use dogfs_tests::{Cluster, NodeRef};
 
 /// The SDK configured as `dogfs --timeout T` configures it (cli/src/commands.rs).
 fn cli_like(cluster: &Cluster, t: Duration) -> ClientConfig {
-    let mut cfg = ClientConfig::new(cluster.endpoints());
+    let mut cfg = common::config(cluster);
     cfg.connect_timeout = t;
     cfg.request_timeout = t;
     cfg.shard_timeout = t;
@@ -27,9 +27,7 @@ fn cli_like(cluster: &Cluster, t: Duration) -> ClientConfig {
 async fn two_frozen_metadata_nodes_end_a_put_at_its_deadline() {
     let mut cluster = Cluster::start(options(6)).await.unwrap();
     let t = Duration::from_secs(3);
-    let setup = Client::connect(ClientConfig::new(cluster.endpoints()))
-        .await
-        .unwrap();
+    let setup = Client::connect(common::config(&cluster)).await.unwrap();
     setup.create_bucket("frozen").await.unwrap();
     setup
         .put_bytes("frozen", "before", data(1, 100_000))
@@ -69,9 +67,7 @@ async fn two_frozen_metadata_nodes_end_a_put_at_its_deadline() {
     cluster.sigcont(NodeRef::Meta(1)).unwrap();
     // Resumed: the quorum is back; a fresh client writes and reads (the default deadlines
     // cover a new election).
-    let after = Client::connect(ClientConfig::new(cluster.endpoints()))
-        .await
-        .unwrap();
+    let after = Client::connect(common::config(&cluster)).await.unwrap();
     let bytes = data(3, 100_000);
     after
         .put_bytes("frozen", "after", bytes.clone())

@@ -41,6 +41,10 @@ fn tls_options() -> ClusterOptions {
 async fn tls_client(cluster: &Cluster, ca: &Path, retry: Duration) -> Result<Client, String> {
     let mut cfg = ClientConfig::new(cluster.endpoints());
     cfg.tls = Some(ClientTlsPaths::ca_only(ca));
+    // Under `DOGFS_TEST_AUTH=1` the cluster also checks tokens.
+    cfg.token = cluster
+        .admin_token()
+        .map(|t| dogfs_client::Token::new(t, "admin").unwrap());
     cfg.connect_timeout = Duration::from_secs(2);
     cfg.shard_timeout = Duration::from_secs(3);
     cfg.retry_deadline = retry;
@@ -209,6 +213,7 @@ async fn tls_cluster_serves_and_refuses_strangers() {
     let s = ChunkServiceClient::new(anon_chunk.clone())
         .delete_shard(DeleteShardRequest {
             shard_id: "00000000-0000-0000-0000-000000000000".to_owned(),
+            grant: Default::default(),
         })
         .await
         .unwrap_err();

@@ -6,10 +6,12 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use dogfs_client::{Client, ClientConfig};
+use dogfs_client::Client;
 use dogfs_proto::meta::ChunkNode;
 use dogfs_tests::{Cluster, ClusterOptions};
 
@@ -38,9 +40,7 @@ fn not_reported(n: &ChunkNode, min_used: u64) -> Option<String> {
 #[tokio::test]
 async fn list_nodes_reports_usage_and_fresh_heartbeats_after_a_put() {
     let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
-    let client = Client::connect(ClientConfig::new(cluster.endpoints()))
-        .await
-        .unwrap();
+    let client = Client::connect(common::config(&cluster)).await.unwrap();
     client.create_bucket("usage").await.unwrap();
     // 24 MiB in one segment: one 6 MiB shard on each of the six servers, i.e. a shard count
     // of 1 and a few MiB on a disk of many GiB — the smallest change there is to report.

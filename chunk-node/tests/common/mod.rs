@@ -44,6 +44,7 @@ pub async fn assert_nothing_stored(n: &mut Node, id: ShardId) {
     let st = n
         .client
         .stat_shard(StatShardRequest {
+            grant: Default::default(),
             shard_id: id.to_string(),
         })
         .await

@@ -3,9 +3,11 @@
 //!
 //! - [`resolve`]: NODE arguments (id, id prefix, address) to one registered server;
 //! - [`view`]: drain and rebalance figures as text and JSON (also used by `cluster status`);
-//! - [`wait`]: `--wait`, with progress, until a drain is empty or a rebalance done.
+//! - [`wait`]: `--wait`, with progress, until a drain is empty or a rebalance done;
+//! - [`tokens`]: bearer tokens (create, list, revoke).
 
 pub mod resolve;
+pub mod tokens;
 pub mod view;
 pub mod wait;
 
@@ -103,6 +105,7 @@ pub async fn run(cli: &Cli, out: Out, cmd: &AdminCommand) -> Result<(), CommandE
         }
         AdminCommand::Rebalance(RebalanceCommand::Stop) => rebalance_stop(cli, out).await,
         AdminCommand::Rebalance(RebalanceCommand::Status) => rebalance_status(cli, out).await,
+        AdminCommand::Token(t) => tokens::run(cli, out, t).await,
     }
 }
 

@@ -160,6 +160,7 @@ struct Ctx {
 pub async fn run(
     args: &BenchArgs,
     endpoints: Option<Vec<String>>,
+    token: Option<dogfs_client::Token>,
     timeout: Duration,
     out: Out,
 ) -> Result<Report, BenchError> {
@@ -201,7 +202,8 @@ pub async fn run(
     let (dev, endpoints, label) = if use_dev && args.workload != Workload::Disk {
         let mut opts = DevOptions::new(tmp.path().join("cluster"));
         opts.port = Some(0);
-        opts.tls = args.tls;
+        opts.tls = args.tls || args.auth;
+        opts.auth = args.auth;
         opts.chunks = Some(args.chunks);
         if let Some(r) = &relay {
             // A spare server to rebuild on, and failure detection in seconds.
@@ -248,7 +250,18 @@ pub async fn run(
         (None, eps, label)
     };
 
-    let result = run_with(args, dev, relay, endpoints, timeout, tmp.path(), label, out).await;
+    let result = run_with(
+        args,
+        dev,
+        relay,
+        endpoints,
+        token,
+        timeout,
+        tmp.path(),
+        label,
+        out,
+    )
+    .await;
     drop(tmp);
     result
 }
@@ -282,6 +295,7 @@ async fn run_with(
     dev: Option<DevCluster>,
     relay: Option<repair::SharedRelay>,
     endpoints: Vec<String>,
+    token: Option<dogfs_client::Token>,
     timeout: Duration,
     scratch: &Path,
     label: String,
@@ -305,6 +319,14 @@ async fn run_with(
         .as_ref()
         .and_then(|d| d.ca())
         .map(|ca| dogfs_client::ClientTlsPaths::ca_only(ca.to_path_buf()));
+    // A dev cluster's own token; against a given endpoint, the global --token.
+    cfg.token = match &dev {
+        Some(d) => d.client_token().map_err(|source| BenchError::Connect {
+            endpoints: endpoints.join(","),
+            source,
+        })?,
+        None => token,
+    };
     let client = match Client::connect(cfg).await {
         Ok(c) => c,
         Err(source) => {
@@ -679,6 +701,7 @@ impl Ctx {
             timeout: self.timeout,
             stored: &mut self.stored,
             ca: self.dev.as_ref().and_then(|d| d.ca()),
+            token: self.dev.as_ref().and_then(|d| d.token()),
         })
         .await?;
         self.rows.extend(run.rows);

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use auth::DevAuth;
 use dogfs_chunk::{ChunkConfig, ChunkServer};
 use dogfs_core::size::ByteSize;
 use dogfs_meta::MetaServer;
@@ -24,6 +25,7 @@ use tracing::{info, warn};
 
 use crate::cluster::StatusView;
 
+pub mod auth;
 mod config;
 mod layout;
 mod s3;
@@ -37,6 +39,11 @@ pub const LAYOUT_FILE: &str = "dev.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
+    #[error("token files in {path}: {source}")]
+    Auth {
+        path: PathBuf,
+        source: auth::DevAuthError,
+    },
     #[error("TLS files in {path}: {source}")]
     Tls {
         path: PathBuf,
@@ -157,6 +164,8 @@ pub struct DevOptions {
     pub mover: Option<Mover>,
     /// TLS everywhere, with the files of `DIR/tls` (made on first use).
     pub tls: bool,
+    /// Tokens and shard grants (and so TLS), with the files of `DIR/auth`.
+    pub auth: bool,
 }
 
 /// Mover settings of the metadata servers, as their `--mover-*` and `--rebalance-*` flags.
@@ -205,6 +214,7 @@ impl DevOptions {
             chunk_advertise: Vec::new(),
             mover: None,
             tls: false,
+            auth: false,
         }
     }
 }
@@ -225,7 +235,8 @@ impl From<&crate::args::DevArgs> for DevOptions {
             healing: None,
             chunk_advertise: Vec::new(),
             mover: None,
-            tls: a.tls,
+            tls: a.tls || a.auth,
+            auth: a.auth,
         }
     }
 }
@@ -240,6 +251,8 @@ pub struct DevCluster {
     chunks: Vec<Option<ChunkServer>>,
     /// The cluster's CA when it runs TLS.
     ca: Option<PathBuf>,
+    /// The bootstrap admin token when it checks tokens.
+    token: Option<String>,
 }
 
 impl DevCluster {
@@ -252,7 +265,16 @@ impl DevCluster {
             source,
         })?;
         let planned = Layout::plan(opts, Layout::load(&dir)?)?;
-        let tls = if opts.tls {
+        let auth = if opts.auth {
+            let auth_dir = dir.join("auth");
+            Some(DevAuth::ensure(&auth_dir).map_err(|source| DevError::Auth {
+                path: auth_dir,
+                source,
+            })?)
+        } else {
+            None
+        };
+        let tls = if opts.tls || opts.auth {
             let tls_dir = dir.join("tls");
             Some(
                 LocalClusterFiles::ensure(&tls_dir).map_err(|source| DevError::Tls {
@@ -313,6 +335,10 @@ impl DevCluster {
             if let Some(t) = &tls {
                 cfg.tls = TlsArgs::from_paths(&t.paths("meta"));
             }
+            if let Some(a) = &auth {
+                cfg.auth_token_file = Some(a.token_path.clone());
+                cfg.grant_key_file = Some(a.grant_key_path.clone());
+            }
             match MetaServer::start(cfg, grpc, Some(http)).await {
                 Ok(server) => metas.push(server),
                 Err(source) => {
@@ -333,11 +359,15 @@ impl DevCluster {
                     if let Some(t) = &tls {
                         cfg.tls = TlsArgs::from_paths(&t.paths("chunk"));
                     }
+                    if let Some(a) = &auth {
+                        cfg.grant_key_file = Some(a.grant_key_path.clone());
+                    }
                     cfg
                 })
                 .collect(),
             chunks: Vec::new(),
             ca: tls.as_ref().map(LocalClusterFiles::ca),
+            token: auth.map(|a| a.token),
             dir,
             layout,
             metas,
@@ -363,6 +393,19 @@ impl DevCluster {
     /// The CA bundle clients need when the cluster runs TLS (a `DOGFS_CA` value).
     pub fn ca(&self) -> Option<&Path> {
         self.ca.as_deref()
+    }
+
+    /// The bootstrap admin token, when the cluster checks tokens (`--auth`).
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// The bootstrap token as a client setting.
+    pub fn client_token(&self) -> Result<Option<dogfs_client::Token>, dogfs_client::Error> {
+        self.token
+            .as_deref()
+            .map(|t| dogfs_client::Token::new(t, "the dev cluster's admin token"))
+            .transpose()
     }
 
     /// `host:port` of every metadata server, comma-separated (a `DOGFS_ENDPOINT` value).
@@ -515,6 +558,7 @@ impl DevCluster {
         let deadline = Instant::now() + timeout;
         let mut cfg = dogfs_client::ClientConfig::new(self.endpoints());
         cfg.tls = self.ca.clone().map(dogfs_client::ClientTlsPaths::ca_only);
+        cfg.token = self.client_token().map_err(DevError::Connect)?;
         cfg.connect_timeout = Duration::from_secs(2);
         cfg.request_timeout = Duration::from_secs(2);
         // This loop is the retry: one status call must not outlive the deadline.
@@ -566,9 +610,16 @@ pub async fn run(args: &crate::args::DevArgs, out: crate::output::Out) -> Result
     let cluster = DevCluster::start(&opts).await?;
     let endpoint = cluster.endpoint();
     let gateway = match &args.s3 {
-        Some(addr) => {
-            Some(s3::DevS3::start(addr, cluster.dir(), cluster.endpoints(), cluster.ca()).await?)
-        }
+        Some(addr) => Some(
+            s3::DevS3::start(
+                addr,
+                cluster.dir(),
+                cluster.endpoints(),
+                cluster.ca(),
+                cluster.token(),
+            )
+            .await?,
+        ),
         None => None,
     };
 
@@ -588,6 +639,8 @@ pub async fn run(args: &crate::args::DevArgs, out: crate::output::Out) -> Result
         s3: Option<S3Ready<'a>>,
         #[serde(skip_serializing_if = "Option::is_none")]
         ca: Option<&'a Path>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<&'a str>,
     }
     let printed = out
         .json(&Ready {
@@ -601,10 +654,15 @@ pub async fn run(args: &crate::args::DevArgs, out: crate::output::Out) -> Result
                 secret_key: &g.secret_key,
             }),
             ca: cluster.ca(),
+            token: cluster.token(),
         })
         .and_then(|()| out.line(&format!("DOGFS_ENDPOINT={endpoint}")))
         .and_then(|()| match cluster.ca() {
             Some(ca) => out.line(&format!("DOGFS_CA={}", ca.display())),
+            None => Ok(()),
+        })
+        .and_then(|()| match cluster.token() {
+            Some(t) => out.line(&format!("DOGFS_TOKEN={t}")),
             None => Ok(()),
         })
         .and_then(|()| match &gateway {

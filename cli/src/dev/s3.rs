@@ -51,6 +51,7 @@ impl DevS3 {
         dir: &Path,
         endpoints: Vec<String>,
         ca: Option<&Path>,
+        token: Option<&str>,
     ) -> Result<DevS3, DevS3Error> {
         let (access_key, secret_key, credentials) = credentials(dir)?;
         let listener = TcpListener::bind(addr)
@@ -65,6 +66,10 @@ impl DevS3 {
         })?;
         let mut client_config = dogfs_client::ClientConfig::new(endpoints);
         client_config.tls = ca.map(dogfs_client::ClientTlsPaths::ca_only);
+        client_config.token = token
+            .map(|t| dogfs_client::Token::new(t, "the dev cluster's admin token"))
+            .transpose()
+            .map_err(DevS3Error::Connect)?;
         let client = dogfs_client::Client::connect(client_config)
             .await
             .map_err(DevS3Error::Connect)?;

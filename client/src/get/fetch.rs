@@ -120,6 +120,7 @@ pub(super) async fn fetch_watched(
         shard_id: loc.shard_id.clone(),
         offset: range.start,
         length: Some(len),
+        grant: loc.grant.clone(),
     };
     // A refused connection is tried once more on a new connection: the cached one may only
     // be replaying the failure of a connect made while the server was down (`ChunkPool::forget`).

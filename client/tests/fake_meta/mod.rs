@@ -789,4 +789,25 @@ impl AdminService for FakeMeta {
     ) -> Result<Response<dogfs_proto::meta::RebalanceStatusResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn create_token(
+        &self,
+        _r: Request<dogfs_proto::meta::CreateTokenRequest>,
+    ) -> Result<Response<dogfs_proto::meta::CreateTokenResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn list_tokens(
+        &self,
+        _r: Request<dogfs_proto::meta::ListTokensRequest>,
+    ) -> Result<Response<dogfs_proto::meta::ListTokensResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn revoke_token(
+        &self,
+        _r: Request<dogfs_proto::meta::RevokeTokenRequest>,
+    ) -> Result<Response<dogfs_proto::meta::RevokeTokenResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }

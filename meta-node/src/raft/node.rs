@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use dogfs_security::{ClientTls, PolicyLayer, ServerTls};
+use dogfs_security::{AuthLayer, ClientTls, PolicyLayer, ServerTls};
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, Raft, SnapshotPolicy};
 use thiserror::Error;
@@ -265,7 +265,10 @@ impl MultiRaft {
         listener: tokio::net::TcpListener,
     ) -> Result<MultiRaft, NodeError> {
         let mut node = MultiRaft::open(config, listener).await?;
-        node.serve(tonic::service::Routes::default());
+        node.serve(
+            tonic::service::Routes::default(),
+            AuthLayer::new(None, Vec::new(), ""),
+        );
         Ok(node)
     }
 
@@ -394,7 +397,7 @@ impl MultiRaft {
 
     /// Serves the Raft service plus `routes` (the caller's services) on the listener given to
     /// [`MultiRaft::open`]. Does nothing when already serving.
-    pub fn serve(&mut self, routes: tonic::service::Routes) {
+    pub fn serve(&mut self, routes: tonic::service::Routes, auth: AuthLayer) {
         let Some(listener) = self.listener.take() else {
             return;
         };
@@ -408,7 +411,10 @@ impl MultiRaft {
             // Certificates give identities only over TLS; plain text was asked for.
             let policy = tls.as_ref().map(|_| crate::access::policy());
             let router = tonic::transport::Server::builder()
+                .max_concurrent_streams(dogfs_security::server::MAX_CONCURRENT_STREAMS)
+                .http2_max_header_list_size(dogfs_security::server::MAX_HEADER_LIST_BYTES)
                 .layer(PolicyLayer::new(policy))
+                .layer(auth)
                 .add_routes(routes);
             match tls {
                 Some(tls) => {

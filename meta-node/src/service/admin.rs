@@ -401,6 +401,49 @@ impl AdminService for AdminSvc {
         .await
     }
 
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let c = &self.core;
+        let span = tracing::info_span!("rpc", method = "CreateToken", name = %req.get_ref().name, group = Empty);
+        observe(&c.metrics, "CreateToken", span, async move {
+            admin_forward!(c, req, create_token);
+            Ok(Response::new(c.create_token(req.get_ref()).await?))
+        })
+        .await
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let c = &self.core;
+        let span = tracing::info_span!("rpc", method = "ListTokens", group = Empty);
+        observe(&c.metrics, "ListTokens", span, async move {
+            admin_forward!(c, req, list_tokens);
+            Ok(Response::new(pb::ListTokensResponse {
+                tokens: c.list_tokens().await?,
+            }))
+        })
+        .await
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let c = &self.core;
+        let span = tracing::info_span!("rpc", method = "RevokeToken", token = %req.get_ref().id, group = Empty);
+        observe(&c.metrics, "RevokeToken", span, async move {
+            admin_forward!(c, req, revoke_token);
+            Ok(Response::new(pb::RevokeTokenResponse {
+                token: Some(c.revoke_token(&req.get_ref().id).await?),
+            }))
+        })
+        .await
+    }
+
     async fn rebalance_status(
         &self,
         req: Request<pb::RebalanceStatusRequest>,

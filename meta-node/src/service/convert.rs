@@ -152,6 +152,7 @@ pub(crate) fn get_object_response(
                             .get(&sh.node)
                             .map_or(pb::NodeState::Removed, |h| node_state(h.state))
                             as i32,
+                        grant: Default::default(),
                     })
                     .collect(),
             })

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use tracing::field::Empty;
 
 use super::convert::{self, hex_id};
+use super::limits;
 use super::{Core, Route, ServiceError, now_unix, observe, peer_request, with_retries};
 use crate::catalog::{
     self, BeginPut, CatalogError, CommitObject, ListQuery, ObjectBody, PartitionPage, PutInline,
@@ -263,6 +264,7 @@ impl MetaService for MetaSvc {
     ) -> Result<Response<pb::CreateBucketResponse>, Status> {
         let c = &self.core;
         let s = span("CreateBucket", &req.get_ref().bucket, "");
+        limits::bucket_change(&req, &req.get_ref().bucket)?;
         observe(&c.metrics, "CreateBucket", s, async move {
             let name = convert::bucket(&req.get_ref().bucket)?;
             route_or_forward!(c, 0, req, create_bucket);
@@ -285,6 +287,7 @@ impl MetaService for MetaSvc {
     ) -> Result<Response<pb::DeleteBucketResponse>, Status> {
         let c = &self.core;
         let s = span("DeleteBucket", &req.get_ref().bucket, "");
+        limits::bucket_change(&req, &req.get_ref().bucket)?;
         observe(&c.metrics, "DeleteBucket", s, async move {
             let name = convert::bucket(&req.get_ref().bucket)?;
             route_or_forward!(c, 0, req, delete_bucket);
@@ -300,6 +303,7 @@ impl MetaService for MetaSvc {
     ) -> Result<Response<pb::HeadBucketResponse>, Status> {
         let c = &self.core;
         let s = span("HeadBucket", &req.get_ref().bucket, "");
+        limits::bucket(&req, &req.get_ref().bucket)?;
         observe(&c.metrics, "HeadBucket", s, async move {
             let name = convert::bucket(&req.get_ref().bucket)?;
             if !stale(req.get_ref().consistency) {
@@ -325,20 +329,38 @@ impl MetaService for MetaSvc {
         let c = &self.core;
         let s = span("ListBuckets", "", "");
         observe(&c.metrics, "ListBuckets", s, async move {
-            if !stale(req.get_ref().consistency) {
-                route_or_forward!(c, 0, req, list_buckets);
-                c.read_barrier(0).await?;
-            }
-            let buckets = ops::list_buckets(&c.reader(0)?, None, usize::MAX)?;
-            Ok(Response::new(pb::ListBucketsResponse {
-                buckets: buckets
-                    .into_iter()
-                    .map(|b| pb::Bucket {
-                        name: b.name,
-                        created_unix: i64::try_from(b.created_unix).unwrap_or(i64::MAX),
-                    })
-                    .collect(),
-            }))
+            let fresh = !stale(req.get_ref().consistency);
+            let route = if fresh {
+                c.route(0, &req)?
+            } else {
+                Route::Local
+            };
+            let mut buckets: Vec<pb::Bucket> = match route {
+                Route::Forward(ch) => {
+                    c.meta_client(ch)
+                        .list_buckets(peer_request(*req.get_ref()))
+                        .await
+                        .map_err(ServiceError::Remote)?
+                        .into_inner()
+                        .buckets
+                }
+                Route::Local => {
+                    if fresh {
+                        c.read_barrier(0).await?;
+                    }
+                    ops::list_buckets(&c.reader(0)?, None, usize::MAX)?
+                        .into_iter()
+                        .map(|b| pb::Bucket {
+                            name: b.name,
+                            created_unix: i64::try_from(b.created_unix).unwrap_or(i64::MAX),
+                        })
+                        .collect()
+                }
+            };
+            // A token limited to some buckets sees only those (the leader a call was
+            // forwarded to does not know the token, so the filter is applied here).
+            buckets.retain(|b| limits::visible_bucket(&req, &b.name));
+            Ok(Response::new(pb::ListBucketsResponse { buckets }))
         })
         .await
     }
@@ -349,6 +371,7 @@ impl MetaService for MetaSvc {
     ) -> Result<Response<pb::BeginPutResponse>, Status> {
         let c = &self.core;
         let s = span("BeginPut", &req.get_ref().bucket, &req.get_ref().key);
+        limits::key(&req, &req.get_ref().bucket, &req.get_ref().key)?;
         observe(&c.metrics, "BeginPut", s, async move {
             let r = req.get_ref();
             let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
@@ -391,7 +414,7 @@ impl MetaService for MetaSvc {
                 }
             })
             .await?;
-            Ok(Response::new(pb::BeginPutResponse {
+            let mut resp = pb::BeginPutResponse {
                 upload_id: hex_id(upload.upload_id),
                 scheme: Some(convert::scheme_to_pb(&scheme)),
                 segment_size,
@@ -411,7 +434,9 @@ impl MetaService for MetaSvc {
                             .collect(),
                     })
                     .collect(),
-            }))
+            };
+            c.grant_put(resp.expires_unix, &mut resp.segments);
+            Ok(Response::new(resp))
         })
         .await
     }
@@ -422,6 +447,7 @@ impl MetaService for MetaSvc {
     ) -> Result<Response<pb::ReplaceTargetResponse>, Status> {
         let c = &self.core;
         let s = span("ReplaceTarget", &req.get_ref().bucket, &req.get_ref().key);
+        limits::key(&req, &req.get_ref().bucket, &req.get_ref().key)?;
         observe(&c.metrics, "ReplaceTarget", s, async move {
             let r = req.get_ref();
             let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
@@ -502,13 +528,10 @@ impl MetaService for MetaSvc {
                 }
             })
             .await?;
+            let mut target = location(shard, new.0.as_u128(), Some(new.1.as_u128()), &addrs);
+            c.grant_put_one(&mut target);
             Ok(Response::new(pb::ReplaceTargetResponse {
-                target: Some(location(
-                    shard,
-                    new.0.as_u128(),
-                    Some(new.1.as_u128()),
-                    &addrs,
-                )),
+                target: Some(target),
             }))
         })
         .await
@@ -520,6 +543,7 @@ impl MetaService for MetaSvc {
     ) -> Result<Response<pb::CommitObjectResponse>, Status> {
         let c = &self.core;
         let s = span("CommitObject", &req.get_ref().bucket, &req.get_ref().key);
+        limits::key(&req, &req.get_ref().bucket, &req.get_ref().key)?;
         observe(&c.metrics, "CommitObject", s, async move {
             let r = req.get_ref();
             let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
@@ -587,6 +611,7 @@ impl MetaService for MetaSvc {
     ) -> Result<Response<pb::AbortUploadResponse>, Status> {
         let c = &self.core;
         let s = span("AbortUpload", &req.get_ref().bucket, &req.get_ref().key);
+        limits::key(&req, &req.get_ref().bucket, &req.get_ref().key)?;
         observe(&c.metrics, "AbortUpload", s, async move {
             let r = req.get_ref();
             let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
@@ -610,6 +635,7 @@ impl MetaService for MetaSvc {
     ) -> Result<Response<pb::PutInlineObjectResponse>, Status> {
         let c = &self.core;
         let s = span("PutInlineObject", &req.get_ref().bucket, &req.get_ref().key);
+        limits::key(&req, &req.get_ref().bucket, &req.get_ref().key)?;
         observe(&c.metrics, "PutInlineObject", s, async move {
             let r = req.get_ref();
             let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
@@ -670,6 +696,7 @@ impl MetaService for MetaSvc {
     ) -> Result<Response<pb::GetObjectResponse>, Status> {
         let c = &self.core;
         let s = span("GetObject", &req.get_ref().bucket, &req.get_ref().key);
+        limits::key(&req, &req.get_ref().bucket, &req.get_ref().key)?;
         observe(&c.metrics, "GetObject", s, async move {
             let r = req.get_ref();
             let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
@@ -684,7 +711,9 @@ impl MetaService for MetaSvc {
                 ObjectBody::Inline(_) => HashMap::new(),
                 ObjectBody::Segments(_) | ObjectBody::Parts(_) => c.holders()?,
             };
-            Ok(Response::new(convert::get_object_response(v, &addresses)))
+            let mut resp = convert::get_object_response(v, &addresses);
+            c.grant_get(&mut resp.segments);
+            Ok(Response::new(resp))
         })
         .await
     }
@@ -695,6 +724,7 @@ impl MetaService for MetaSvc {
     ) -> Result<Response<pb::HeadObjectResponse>, Status> {
         let c = &self.core;
         let s = span("HeadObject", &req.get_ref().bucket, &req.get_ref().key);
+        limits::key(&req, &req.get_ref().bucket, &req.get_ref().key)?;
         observe(&c.metrics, "HeadObject", s, async move {
             let r = req.get_ref();
             let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
@@ -717,6 +747,7 @@ impl MetaService for MetaSvc {
     ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
         let c = &self.core;
         let s = span("DeleteObject", &req.get_ref().bucket, &req.get_ref().key);
+        limits::key(&req, &req.get_ref().bucket, &req.get_ref().key)?;
         observe(&c.metrics, "DeleteObject", s, async move {
             let r = req.get_ref();
             let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
@@ -745,6 +776,7 @@ impl MetaService for MetaSvc {
     ) -> Result<Response<pb::ListObjectsResponse>, Status> {
         let c = &self.core;
         let s = span("ListObjects", &req.get_ref().bucket, &req.get_ref().prefix);
+        limits::list(&req, &req.get_ref().bucket, &req.get_ref().prefix)?;
         observe(&c.metrics, "ListObjects", s, async move {
             let r = req.get_ref();
             let bucket = convert::bucket(&r.bucket)?;
@@ -798,6 +830,7 @@ impl MetaService for MetaSvc {
             &req.get_ref().bucket,
             &req.get_ref().key,
         );
+        limits::key(&req, &req.get_ref().bucket, &req.get_ref().key)?;
         observe(&c.metrics, "CreateMultipartUpload", s, async move {
             let r = req.get_ref();
             let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
@@ -816,6 +849,7 @@ impl MetaService for MetaSvc {
     ) -> Result<Response<pb::UploadPartResponse>, Status> {
         let c = &self.core;
         let s = span("UploadPart", &req.get_ref().bucket, &req.get_ref().key);
+        limits::key(&req, &req.get_ref().bucket, &req.get_ref().key)?;
         observe(&c.metrics, "UploadPart", s, async move {
             let r = req.get_ref();
             let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
@@ -833,6 +867,7 @@ impl MetaService for MetaSvc {
     ) -> Result<Response<pb::CompletePartResponse>, Status> {
         let c = &self.core;
         let s = span("CompletePart", &req.get_ref().bucket, &req.get_ref().key);
+        limits::key(&req, &req.get_ref().bucket, &req.get_ref().key)?;
         observe(&c.metrics, "CompletePart", s, async move {
             let r = req.get_ref();
             let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
@@ -850,6 +885,7 @@ impl MetaService for MetaSvc {
     ) -> Result<Response<pb::ListPartsResponse>, Status> {
         let c = &self.core;
         let s = span("ListParts", &req.get_ref().bucket, &req.get_ref().key);
+        limits::key(&req, &req.get_ref().bucket, &req.get_ref().key)?;
         observe(&c.metrics, "ListParts", s, async move {
             let r = req.get_ref();
             let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
@@ -871,6 +907,7 @@ impl MetaService for MetaSvc {
             &req.get_ref().bucket,
             &req.get_ref().key,
         );
+        limits::key(&req, &req.get_ref().bucket, &req.get_ref().key)?;
         observe(&c.metrics, "AbortMultipartUpload", s, async move {
             let r = req.get_ref();
             let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
@@ -892,6 +929,7 @@ impl MetaService for MetaSvc {
             &req.get_ref().bucket,
             &req.get_ref().key,
         );
+        limits::key(&req, &req.get_ref().bucket, &req.get_ref().key)?;
         observe(&c.metrics, "CompleteMultipartUpload", s, async move {
             let r = req.get_ref();
             let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);
@@ -919,6 +957,7 @@ impl MetaService for MetaSvc {
             &req.get_ref().bucket,
             &req.get_ref().prefix,
         );
+        limits::list(&req, &req.get_ref().bucket, &req.get_ref().prefix)?;
         observe(&c.metrics, "ListMultipartUploads", s, async move {
             let r = req.get_ref();
             let bucket = convert::bucket(&r.bucket)?;
@@ -981,6 +1020,7 @@ impl MetaService for MetaSvc {
     ) -> Result<Response<pb::ReportShardsResponse>, Status> {
         let c = &self.core;
         let s = span("ReportShards", &req.get_ref().bucket, &req.get_ref().key);
+        limits::key(&req, &req.get_ref().bucket, &req.get_ref().key)?;
         observe(&c.metrics, "ReportShards", s, async move {
             let r = req.get_ref();
             let (bucket, key) = (convert::bucket(&r.bucket)?, convert::key(&r.key)?);

@@ -11,10 +11,13 @@
 
 pub mod admin;
 pub mod convert;
+mod grants;
 pub mod internal;
+mod limits;
 pub mod meta;
 pub mod multipart;
 pub mod registry;
+pub mod tokens;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -64,6 +67,8 @@ pub enum ServiceError {
     Placement(#[from] PlacementError),
     #[error(transparent)]
     Rebalance(#[from] RebalanceError),
+    #[error(transparent)]
+    Tokens(#[from] crate::tokens::TokenStoreError),
     #[error("group {group}: this node is not the leader (leader: {})", leader_addr.as_deref().unwrap_or("unknown, election in progress"))]
     NotLeader {
         group: u64,
@@ -166,6 +171,16 @@ impl From<ServiceError> for Status {
                 | RegistryError::RemoveNotEmpty { .. },
             ) => Status::failed_precondition(msg),
             ServiceError::Rebalance(RebalanceError::Spread { .. }) => Status::invalid_argument(msg),
+            ServiceError::Tokens(crate::tokens::TokenStoreError::Catalog(c)) => {
+                Status::from(ServiceError::Catalog(c))
+            }
+            ServiceError::Tokens(crate::tokens::TokenStoreError::NoSuchToken(_)) => {
+                Status::not_found(msg)
+            }
+            ServiceError::Tokens(crate::tokens::TokenStoreError::Full) => {
+                Status::resource_exhausted(msg)
+            }
+            ServiceError::Tokens(_) => Status::invalid_argument(msg),
             ServiceError::Rebalance(RebalanceError::Catalog(c)) => {
                 Status::from(ServiceError::Catalog(c))
             }
@@ -234,6 +249,8 @@ pub struct Core {
     pub(crate) repair: crate::repair::RepairState,
     /// Drains and rebalancing this node runs as the system group's leader.
     pub(crate) mover: crate::mover::MoverState,
+    /// Shard-grant keys (`--grant-key-file`): locations handed out carry grants.
+    pub(crate) grants: Option<dogfs_security::GrantKeyFile>,
 }
 
 /// A leader's read lease on one group: until `until`, a linearizable read in `term` needs no
@@ -350,6 +367,7 @@ impl Core {
         scheme: ErasureScheme,
         raft: RaftHandle,
         metrics: Arc<Metrics>,
+        grants: Option<dogfs_security::GrantKeyFile>,
     ) -> (Core, Vec<(u64, mpsc::Receiver<Proposal>)>) {
         let repair_concurrency = cfg.repair_concurrency;
         let mover_concurrency = cfg.mover_concurrency;
@@ -373,6 +391,7 @@ impl Core {
             leases: Mutex::new(HashMap::new()),
             repair: crate::repair::RepairState::new(repair_concurrency),
             mover: crate::mover::MoverState::new(mover_concurrency),
+            grants,
         };
         (core, receivers)
     }

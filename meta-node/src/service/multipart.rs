@@ -164,7 +164,7 @@ impl Core {
             }
         })
         .await?;
-        Ok(pb::UploadPartResponse {
+        let mut resp = pb::UploadPartResponse {
             part_upload_id: hex_id(begun.part_upload_id),
             scheme: Some(convert::scheme_to_pb(&scheme)),
             segment_size,
@@ -183,7 +183,9 @@ impl Core {
                         .collect(),
                 })
                 .collect(),
-        })
+        };
+        self.grant_put(resp.expires_unix, &mut resp.segments);
+        Ok(resp)
     }
 
     pub(super) async fn complete_part(

@@ -67,12 +67,22 @@ pub fn corpus() -> Vec<(String, Bytes)> {
     .collect()
 }
 
-/// A client of the cluster's metadata nodes (all of them) with a short shard timeout.
-pub async fn client(cluster: &Cluster, shard_timeout: Duration) -> Client {
+/// The SDK's configuration for the cluster's metadata nodes (all of them): its CA under TLS,
+/// its admin token under auth, the SDK's defaults otherwise.
+pub fn config(cluster: &Cluster) -> ClientConfig {
     let mut cfg = ClientConfig::new(cluster.endpoints());
     cfg.tls = cluster
         .tls()
         .map(|t| dogfs_client::ClientTlsPaths::ca_only(t.ca_path()));
+    cfg.token = cluster
+        .admin_token()
+        .map(|t| dogfs_client::Token::new(t, "the test cluster's admin token").unwrap());
+    cfg
+}
+
+/// A client of the cluster's metadata nodes (all of them) with a short shard timeout.
+pub async fn client(cluster: &Cluster, shard_timeout: Duration) -> Client {
+    let mut cfg = config(cluster);
     cfg.shard_timeout = shard_timeout;
     cfg.connect_timeout = Duration::from_secs(2);
     Client::connect(cfg).await.unwrap()

@@ -99,6 +99,7 @@ impl Gateway {
         dir: &Path,
         endpoints: &[String],
         ca: Option<&Path>,
+        token: Option<&str>,
     ) -> Result<Gateway, GatewayError> {
         // 128 random bits: the gateway lives as long as this run.
         let secret_key = format!("{:032x}", rand::random::<u128>());
@@ -123,6 +124,10 @@ impl Gateway {
         let mut command = tokio::process::Command::new(bin);
         if let Some(ca) = ca {
             command.arg("--ca").arg(ca);
+        }
+        if let Some(t) = token {
+            // In the environment, not argv: other users can read a process's arguments.
+            command.env("DOGFS_TOKEN", t);
         }
         let child = command
             .arg("--listen")

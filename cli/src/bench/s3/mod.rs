@@ -89,6 +89,8 @@ pub struct Setup<'a> {
     pub stored: &'a mut Vec<String>,
     /// The cluster's CA when it runs TLS (the gateway connects with it).
     pub ca: Option<&'a Path>,
+    /// The cluster's admin token when it checks tokens (the gateway presents it).
+    pub token: Option<&'a str>,
 }
 
 #[derive(Debug, Default)]
@@ -106,7 +108,7 @@ pub async fn run(setup: Setup<'_>) -> Result<S3Run, S3BenchError> {
             dir: setup.data_dir.display().to_string(),
             source,
         })?;
-    let gw = Gateway::start(&bin, scratch.path(), setup.endpoints, setup.ca).await?;
+    let gw = Gateway::start(&bin, scratch.path(), setup.endpoints, setup.ca, setup.token).await?;
     let r = measure(setup, &gw).await;
     gw.stop().await;
     drop(scratch);
