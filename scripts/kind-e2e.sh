@@ -15,7 +15,8 @@
 #
 # The CLI calls (`dogfs mb BUCKET`, `dogfs put FILE BUCKET/KEY`, `dogfs get BUCKET/KEY FILE`,
 # docs/cli.md) are in cli_* below. The client pod takes DOGFS_ENDPOINT from the
-# `<cluster>-client` ConfigMap, as an application pod using the SDK would.
+# `<cluster>-client` ConfigMap (endpoint and CA bundle) and its token from the `<cluster>-auth`
+# Secret, as an application pod using the SDK would.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -87,14 +88,17 @@ sed -e "s|^  image: .*|  image: $IMAGE|" -e "s|^  imagePullPolicy: .*|  imagePul
 kube wait -n "$NS" dogcluster/demo --for=condition=Ready --timeout="$TIMEOUT"
 kube get -n "$NS" dogcluster demo
 endpoint="$(kube get -n "$NS" configmap demo-client -o jsonpath='{.data.DOGFS_ENDPOINT}')"
-[ "$endpoint" = "http://demo-meta.$NS.svc:7000" ] || die "unexpected client endpoint $endpoint"
+# Secure by default: TLS from the operator's CA, tokens, NetworkPolicies (docs/kubernetes.md).
+[ "$endpoint" = "https://demo-meta.$NS.svc:7000" ] || die "unexpected client endpoint $endpoint"
 
-log "client pod (env from ConfigMap demo-client)"
+log "client pod (labelled for the NetworkPolicies; endpoint and CA from ConfigMap demo-client, token from Secret demo-auth)"
 kube apply -n "$NS" -f - <<YAML
 apiVersion: v1
 kind: Pod
 metadata:
   name: dogfs-client
+  labels:
+    dogfs.io/client: demo
 spec:
   restartPolicy: Never
   securityContext:
@@ -105,9 +109,25 @@ spec:
       image: $IMAGE
       imagePullPolicy: Never
       command: ["sleep", "infinity"]
-      envFrom:
-        - configMapRef:
-            name: demo-client
+      env:
+        - name: DOGFS_ENDPOINT
+          valueFrom:
+            configMapKeyRef: {name: demo-client, key: DOGFS_ENDPOINT}
+        - name: DOGFS_CA
+          value: /etc/dogfs/client/ca.crt
+        - name: DOGFS_TOKEN
+          valueFrom:
+            secretKeyRef: {name: demo-auth, key: token}
+      volumeMounts:
+        - name: client
+          mountPath: /etc/dogfs/client
+          readOnly: true
+  volumes:
+    - name: client
+      configMap:
+        name: demo-client
+        items:
+          - {key: ca.crt, path: ca.crt}
 YAML
 kube wait -n "$NS" pod/dogfs-client --for=condition=Ready --timeout=120s
 

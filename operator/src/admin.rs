@@ -16,6 +16,9 @@ use std::time::Duration;
 use dogfs_proto::meta as pb;
 use dogfs_proto::meta::admin_service_client::AdminServiceClient;
 use futures::future::BoxFuture;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 use tracing::{Instrument, debug_span};
@@ -305,11 +308,55 @@ pub async fn observe(admin: &dyn Admin) -> Result<View, Error> {
 
 /// Hands out an [`Admin`] for a cluster; the [`crate::reconcile::Context`] holds one.
 ///
-/// `ca` is the PEM CA bundle of the cluster's TLS Secret (`ca.crt`), given exactly when the
-/// cluster has `spec.tls`: the admin API is then reached over TLS, trusting only that bundle.
-/// `None`: plaintext.
+/// `ca` is the cluster's CA bundle, given exactly when the cluster has TLS: the admin API is
+/// then reached over TLS, trusting only that bundle. `None`: plaintext. `token`: the bootstrap
+/// admin token, sent as `authorization: Bearer` on every call when the cluster has auth.
 pub trait Connector: Send + Sync + Debug {
-    fn connect(&self, names: &Names, ca: Option<&str>) -> Result<Arc<dyn Admin>, Error>;
+    fn connect(
+        &self,
+        names: &Names,
+        ca: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<Arc<dyn Admin>, Error>;
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself.
+        f.debug_tuple("Bearer").field(&self.0.is_some()).finish()
+    }
+}
+
+impl Bearer {
+    /// `None` sends no header; a token that is not a valid header value is an error.
+    pub fn new(token: Option<&str>) -> Result<Bearer, Error> {
+        token
+            .map(|t| {
+                format!("Bearer {t}")
+                    .parse::<MetadataValue<Ascii>>()
+                    .map_err(|_| Error::Endpoint {
+                        endpoint: String::new(),
+                        message: "the admin token is not a valid header value".to_string(),
+                    })
+            })
+            .transpose()
+            .map(Bearer)
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }
 
 /// Connects over gRPC to `Names::admin_endpoint`, one lazily connected channel per cluster,
@@ -332,7 +379,13 @@ struct Cached {
 }
 
 impl Connector for GrpcConnector {
-    fn connect(&self, names: &Names, ca: Option<&str>) -> Result<Arc<dyn Admin>, Error> {
+    fn connect(
+        &self,
+        names: &Names,
+        ca: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<Arc<dyn Admin>, Error> {
+        let bearer = Bearer::new(token)?;
         let endpoint = names.admin_endpoint(ca.is_some());
         let key = format!("{}/{}", names.namespace, names.cluster);
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
@@ -355,7 +408,7 @@ impl Connector for GrpcConnector {
         };
         Ok(Arc::new(GrpcAdmin {
             endpoint,
-            client: AdminServiceClient::new(channel),
+            client: AdminServiceClient::with_interceptor(channel, bearer),
         }))
     }
 }
@@ -390,7 +443,7 @@ fn channel(endpoint: &str, ca: Option<&str>) -> Result<Channel, Error> {
 #[derive(Debug, Clone)]
 pub struct GrpcAdmin {
     endpoint: String,
-    client: AdminServiceClient<Channel>,
+    client: AdminServiceClient<InterceptedService<Channel, Bearer>>,
 }
 
 /// Runs one call with [`CALL_TIMEOUT`] (also when the channel's own timeout does not fire,
@@ -671,12 +724,14 @@ mod tests {
             let c = &channels["storage/demo"];
             (c.endpoint.clone(), c.ca.clone())
         };
-        connector.connect(&names, None).unwrap();
+        connector.connect(&names, None, None).unwrap();
         assert_eq!(
             cached(&connector),
             ("http://demo-meta.storage.svc:7000".to_string(), None)
         );
-        connector.connect(&names, Some(CA)).unwrap();
+        connector
+            .connect(&names, Some(CA), Some("dogfs_test-token-0123456789"))
+            .unwrap();
         assert_eq!(
             cached(&connector),
             (
@@ -686,8 +741,24 @@ mod tests {
         );
         // A renewed CA (another bundle) replaces the channel rather than adding one.
         let renewed = format!("{CA}{CA}");
-        connector.connect(&names, Some(&renewed)).unwrap();
+        connector.connect(&names, Some(&renewed), None).unwrap();
         assert_eq!(cached(&connector).1.as_deref(), Some(renewed.as_str()));
+    }
+
+    #[test]
+    fn the_bearer_interceptor_adds_the_token_to_every_call_and_hides_it() {
+        let mut bearer = Bearer::new(Some("dogfs_secret-token-123")).unwrap();
+        let request = bearer.call(tonic::Request::new(())).unwrap();
+        assert_eq!(
+            request.metadata().get("authorization").unwrap(),
+            "Bearer dogfs_secret-token-123"
+        );
+        assert!(!format!("{bearer:?}").contains("secret"));
+        let mut none = Bearer::new(None).unwrap();
+        let request = none.call(tonic::Request::new(())).unwrap();
+        assert!(request.metadata().get("authorization").is_none());
+        // A newline cannot go into a header.
+        assert!(Bearer::new(Some("bad\ntoken")).is_err());
     }
 
     #[tokio::test]
@@ -696,6 +767,7 @@ mod tests {
             .connect(
                 &names(),
                 Some("-----BEGIN CERTIFICATE-----\n%%%\n-----END CERTIFICATE-----\n"),
+                None,
             )
             .unwrap_err();
         assert_eq!(error.reason(), "BadEndpoint", "{error}");

@@ -23,7 +23,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
-use crate::crd::{DogCluster, MANAGER, RepairSpec, RetentionPolicy, S3Spec, StorageSpec};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+
+use crate::auth::{self, AUTH_DIR, GRANT_KEY, TOKEN_KEY};
+use crate::certs::{self, Component};
+use crate::crd::{DogCluster, MANAGER, RepairSpec, RetentionPolicy, S3Spec, StorageSpec, TlsMode};
+use crate::netpol;
 
 pub const META_GRPC_PORT: i32 = 7000;
 pub const CHUNK_GRPC_PORT: i32 = 7100;
@@ -63,7 +68,8 @@ pub enum Error {
 pub struct Inputs {
     /// Chunk StatefulSet replicas for this round (decided by [`crate::scale::plan`]).
     pub chunk_replicas: i32,
-    /// PEM CA bundle for the client ConfigMap, read from the TLS Secret.
+    /// PEM CA bundle for the client ConfigMap: read from the TLS Secret, or the operator's
+    /// CA bundle. `None` with TLS off, or while cert-manager has not issued yet.
     pub ca_bundle: Option<String>,
 }
 
@@ -82,6 +88,8 @@ pub struct Desired {
     pub chunk_pdb: PodDisruptionBudget,
     /// The S3 gateway, when `spec.s3.enabled`.
     pub s3: Option<S3Gateway>,
+    /// `<c>-meta` and `<c>-chunk`; empty when `networkPolicy.enabled` is false.
+    pub network_policies: Vec<NetworkPolicy>,
 }
 
 /// The S3 gateway's objects, applied in this order (the Service first, so the client
@@ -132,6 +140,23 @@ impl Names {
     }
     pub fn client_config(&self) -> String {
         format!("{}-client", self.cluster)
+    }
+    /// The operator's CA (`OperatorCA` mode): certificate and key, kept across reconciles.
+    pub fn ca_secret(&self) -> String {
+        format!("{}-ca", self.cluster)
+    }
+    /// A component's TLS Secret in the `OperatorCA` and cert-manager modes (`meta`, `chunk`,
+    /// `gateway`); cert-manager's `Certificate` has the same name.
+    pub fn tls_secret(&self, component: &str) -> String {
+        format!("{}-{component}-tls", self.cluster)
+    }
+    /// The generated auth Secret (bootstrap token and shard-grant key).
+    pub fn auth_secret(&self) -> String {
+        format!("{}-auth", self.cluster)
+    }
+    /// The NetworkPolicy of one server role (`meta` or `chunk`), named like its StatefulSet.
+    pub fn network_policy(&self, component: &str) -> String {
+        format!("{}-{component}", self.cluster)
     }
     /// The S3 gateway's Deployment, Service and PodDisruptionBudget.
     pub fn s3(&self) -> String {
@@ -197,7 +222,7 @@ impl Names {
     }
     /// Where the operator reaches the admin API: the metadata client Service, which spreads
     /// calls over the metadata nodes (any of them answers, forwarding to the leader).
-    /// `https://` with `spec.tls`, trusting the TLS Secret's `ca.crt` (see
+    /// `https://` with TLS, trusting the cluster's CA bundle (see
     /// [`crate::admin::GrpcConnector`]).
     pub fn admin_endpoint(&self, tls: bool) -> String {
         self.endpoint(tls)
@@ -243,7 +268,7 @@ pub fn build(cluster: &DogCluster, inputs: &Inputs) -> Result<Desired, Error> {
     let names = Names::of(cluster)?;
     let owner = owner_reference(cluster)?;
     let spec = &cluster.spec;
-    let tls = spec.tls.is_some();
+    let tls = spec.tls_mode().is_enabled();
 
     let config_data = shared_config(cluster, &names);
     let config_hash = format!("{:016x}", fnv1a(&config_data));
@@ -300,10 +325,15 @@ pub fn build(cluster: &DogCluster, inputs: &Inputs) -> Result<Desired, Error> {
             deployment: s3_deployment(cluster, &names, &owner, s3),
             pdb: pdb(&names, &owner, names.s3(), S3_COMPONENT),
         }),
+        network_policies: if spec.network_policy_enabled() {
+            netpol::network_policies(cluster, &names, &owner)
+        } else {
+            Vec::new()
+        },
     })
 }
 
-fn owner_reference(cluster: &DogCluster) -> Result<OwnerReference, Error> {
+pub fn owner_reference(cluster: &DogCluster) -> Result<OwnerReference, Error> {
     let mut owner = cluster
         .controller_owner_ref(&())
         .ok_or(Error::MissingMetadata("uid"))?;
@@ -364,7 +394,7 @@ fn fnv1a(data: &BTreeMap<String, String>) -> u64 {
 }
 
 /// Labels that select one role's pods; also part of every object's labels.
-fn selector_labels(names: &Names, component: &str) -> BTreeMap<String, String> {
+pub(crate) fn selector_labels(names: &Names, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), "dogfs".to_string()),
         (
@@ -378,7 +408,7 @@ fn selector_labels(names: &Names, component: &str) -> BTreeMap<String, String> {
     ])
 }
 
-fn labels(names: &Names, component: &str) -> BTreeMap<String, String> {
+pub(crate) fn labels(names: &Names, component: &str) -> BTreeMap<String, String> {
     let mut labels = selector_labels(names, component);
     labels.insert("app.kubernetes.io/part-of".to_string(), "dogfs".to_string());
     labels.insert(
@@ -388,7 +418,12 @@ fn labels(names: &Names, component: &str) -> BTreeMap<String, String> {
     labels
 }
 
-fn metadata(names: &Names, name: String, component: &str, owner: &OwnerReference) -> ObjectMeta {
+pub(crate) fn metadata(
+    names: &Names,
+    name: String,
+    component: &str,
+    owner: &OwnerReference,
+) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: Some(names.namespace.clone()),
@@ -605,7 +640,15 @@ fn stateful_set(
         empty_dir: Some(EmptyDirVolumeSource::default()),
         ..Volume::default()
     }];
-    if let Some(tls) = &spec.tls {
+    let tls_secret = match spec.tls_mode() {
+        TlsMode::Disabled => None,
+        TlsMode::Secret(name) => Some(name.to_string()),
+        TlsMode::CertManager(_) | TlsMode::OperatorCa => Some(names.tls_secret(match role {
+            Role::Meta => Component::Meta.as_str(),
+            Role::Chunk => Component::Chunk.as_str(),
+        })),
+    };
+    if let Some(secret) = tls_secret {
         env_vars.push(env("DOGFS_TLS_CERT", format!("{TLS_DIR}/tls.crt")));
         env_vars.push(env("DOGFS_TLS_KEY", format!("{TLS_DIR}/tls.key")));
         env_vars.push(env("DOGFS_TLS_CA", format!("{TLS_DIR}/{TLS_CA_KEY}")));
@@ -618,24 +661,53 @@ fn stateful_set(
         volumes.push(Volume {
             name: "tls".to_string(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(tls.secret_name.clone()),
+                secret_name: Some(secret),
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()
         });
     }
-    if let Some(auth) = &spec.auth {
-        env_vars.push(EnvVar {
-            name: "DOGFS_AUTH_TOKEN".to_string(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: auth.secret_name.clone(),
-                    key: "token".to_string(),
-                    ..SecretKeySelector::default()
-                }),
-                ..EnvVarSource::default()
+    if let Some(secret) = auth::secret_name(cluster, names) {
+        // Files, not variables: the servers re-read them when the Secret changes (rotation
+        // without a restart). Chunk servers only verify grants, so they get only the key.
+        let keys: &[&str] = match role {
+            Role::Meta => &[TOKEN_KEY, GRANT_KEY],
+            Role::Chunk => &[GRANT_KEY],
+        };
+        if role == Role::Meta {
+            env_vars.push(env(
+                "DOGFS_AUTH_TOKEN_FILE",
+                format!("{AUTH_DIR}/{TOKEN_KEY}"),
+            ));
+        }
+        env_vars.push(env(
+            "DOGFS_GRANT_KEY_FILE",
+            format!("{AUTH_DIR}/{GRANT_KEY}"),
+        ));
+        mounts.push(VolumeMount {
+            name: "auth".to_string(),
+            mount_path: AUTH_DIR.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "auth".to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret),
+                items: Some(
+                    keys.iter()
+                        .map(|k| KeyToPath {
+                            key: k.to_string(),
+                            path: k.to_string(),
+                            ..KeyToPath::default()
+                        })
+                        .collect(),
+                ),
+                // Readable by the pod's group (fsGroup) only.
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
             }),
-            ..EnvVar::default()
+            ..Volume::default()
         });
     }
 
@@ -820,7 +892,10 @@ fn s3_deployment(
         // With spec.tls the servers speak TLS only: the gateway dials `https://` and trusts
         // the TLS Secret's CA (`DOGFS_CA`, below). It is an ordinary client (no certificate
         // of its own): the methods it calls are open to any TLS client.
-        env("DOGFS_ENDPOINT", names.endpoint(spec.tls.is_some())),
+        env(
+            "DOGFS_ENDPOINT",
+            names.endpoint(spec.tls_mode().is_enabled()),
+        ),
         env("DOGFS_S3_LISTEN", format!("0.0.0.0:{S3_PORT}")),
     ];
     if let Some(region) = &s3.region {
@@ -868,7 +943,30 @@ fn s3_deployment(
             ..Volume::default()
         });
     }
-    if let Some(tls) = &spec.tls {
+    let tls_volume = match spec.tls_mode() {
+        TlsMode::Disabled => None,
+        // Only the CA bundle: the given Secret's key is the servers', so it is not in the
+        // gateway's pods at all.
+        TlsMode::Secret(name) => Some(SecretVolumeSource {
+            secret_name: Some(name.to_string()),
+            items: Some(vec![KeyToPath {
+                key: TLS_CA_KEY.to_string(),
+                path: TLS_CA_KEY.to_string(),
+                ..KeyToPath::default()
+            }]),
+            ..SecretVolumeSource::default()
+        }),
+        // Its own certificate (role gateway), presented as a client certificate.
+        TlsMode::CertManager(_) | TlsMode::OperatorCa => {
+            env_vars.push(env("DOGFS_TLS_CERT", format!("{TLS_DIR}/tls.crt")));
+            env_vars.push(env("DOGFS_TLS_KEY", format!("{TLS_DIR}/tls.key")));
+            Some(SecretVolumeSource {
+                secret_name: Some(certs::secret_for(names, None, Component::Gateway)),
+                ..SecretVolumeSource::default()
+            })
+        }
+    };
+    if let Some(source) = tls_volume {
         env_vars.push(env("DOGFS_CA", format!("{TLS_DIR}/{TLS_CA_KEY}")));
         mounts.push(VolumeMount {
             name: "tls".to_string(),
@@ -878,29 +976,18 @@ fn s3_deployment(
         });
         volumes.push(Volume {
             name: "tls".to_string(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(tls.secret_name.clone()),
-                // Only the CA bundle: the gateway has no use for the servers' key, so it is
-                // not in its pods at all.
-                items: Some(vec![KeyToPath {
-                    key: TLS_CA_KEY.to_string(),
-                    path: TLS_CA_KEY.to_string(),
-                    ..KeyToPath::default()
-                }]),
-                ..SecretVolumeSource::default()
-            }),
+            secret: Some(source),
             ..Volume::default()
         });
     }
-    if let Some(auth) = &spec.auth {
-        // The gateway is a DogFS client; with bearer tokens it presents the cluster's token
-        // like the servers do (the same variable, read once the security work lands).
+    if let Some(secret) = auth::secret_name(cluster, names) {
+        // The gateway is a DogFS client: it presents the cluster's admin token.
         env_vars.push(EnvVar {
-            name: "DOGFS_AUTH_TOKEN".to_string(),
+            name: "DOGFS_TOKEN".to_string(),
             value_from: Some(EnvVarSource {
                 secret_key_ref: Some(SecretKeySelector {
-                    name: auth.secret_name.clone(),
-                    key: "token".to_string(),
+                    name: secret,
+                    key: TOKEN_KEY.to_string(),
                     ..SecretKeySelector::default()
                 }),
                 ..EnvVarSource::default()

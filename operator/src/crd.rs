@@ -71,13 +71,20 @@ pub struct DogClusterSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("erasure is immutable"))]
     pub erasure: ErasureSpec,
 
-    /// TLS for every gRPC connection; plaintext when unset.
+    /// TLS for every gRPC connection. Unset: on, with certificates from the operator's own CA
+    /// (`mode: OperatorCA`); plain text only with `mode: Disabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
 
-    /// Bearer-token authentication for clients and the admin API; none when unset.
+    /// Bearer-token authentication for clients and the admin API, and the shard-grant key.
+    /// Unset: on, with a token and key the operator generates into `<cluster>-auth`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
+
+    /// NetworkPolicies letting only the cluster's components and labelled clients reach the
+    /// gRPC ports. Unset: on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
 
     /// What happens to the PersistentVolumeClaims of removed pods.
     #[serde(default)]
@@ -266,29 +273,177 @@ fn default_m() -> i32 {
     2
 }
 
-/// TLS material for servers and clients.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// TLS material for servers and clients: at most one of `secretName`, `issuerRef` and
+/// `mode`. None of them (or no `tls` at all) is `mode: OperatorCA`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "[has(self.secretName), has(self.issuerRef), has(self.mode)].filter(x, x).size() <= 1"
+).message("tls: give at most one of secretName, issuerRef and mode"))]
 pub struct TlsSpec {
     /// Secret of type kubernetes.io/tls with `tls.crt`, `tls.key` and `ca.crt` (the layout
-    /// cert-manager writes), mounted into metadata and chunk pods. The certificate serves both
-    /// ends of mutual TLS, so it needs the URI SANs `spiffe://dogfs/meta` and
-    /// `spiffe://dogfs/chunk`, the DNS names `*.<cluster>-meta-headless.<ns>.svc.cluster.local`,
+    /// cert-manager writes), mounted into metadata and chunk pods (the gateway gets only
+    /// `ca.crt`). The certificate serves both ends of mutual TLS, so it needs the URI SANs
+    /// `spiffe://dogfs/meta` and `spiffe://dogfs/chunk`, the DNS names
+    /// `*.<cluster>-meta-headless.<ns>.svc.cluster.local`,
     /// `*.<cluster>-chunk-headless.<ns>.svc.cluster.local`, `<cluster>-meta.<ns>.svc` and
     /// `localhost`, and both server and client auth usages (docs/kubernetes.md, "TLS").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("tls.secretName must not be empty"))]
-    pub secret_name: String,
+    pub secret_name: Option<String>,
+
+    /// A cert-manager Issuer or ClusterIssuer: the operator creates a cert-manager
+    /// `Certificate` per component (meta, chunk, gateway), written to
+    /// `<cluster>-{meta,chunk,gateway}-tls`; cert-manager issues and renews them. The issuer
+    /// must fill `ca.crt` (a CA issuer does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+
+    /// `OperatorCA` (what an empty `tls` means): the operator keeps a CA in `<cluster>-ca` and
+    /// issues and renews per-component certificates itself. `Disabled`: plain text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<TlsModeSpec>,
 }
 
-/// Bearer-token authentication.
+/// The operator-managed TLS modes.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsModeSpec {
+    #[serde(rename = "OperatorCA")]
+    #[schemars(rename = "OperatorCA")]
+    OperatorCa,
+    Disabled,
+}
+
+/// A cert-manager issuer in the cluster's namespace (`Issuer`) or cluster-wide
+/// (`ClusterIssuer`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[serde(default)]
+    pub kind: IssuerKind,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IssuerKind {
+    #[default]
+    Issuer,
+    ClusterIssuer,
+}
+
+impl IssuerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssuerKind::Issuer => "Issuer",
+            IssuerKind::ClusterIssuer => "ClusterIssuer",
+        }
+    }
+}
+
+/// How a cluster's TLS is provided, resolved from [`TlsSpec`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode<'a> {
+    /// Plain text, asked for explicitly.
+    Disabled,
+    /// One given Secret for every component.
+    Secret(&'a str),
+    /// cert-manager issues per-component Secrets.
+    CertManager(&'a IssuerRef),
+    /// The operator's own CA issues per-component Secrets.
+    OperatorCa,
+}
+
+impl TlsMode<'_> {
+    pub fn is_enabled(self) -> bool {
+        self != TlsMode::Disabled
+    }
+}
+
+/// Bearer-token authentication and shard grants.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthSpec {
-    /// Secret holding the token under the key `token`.
+    /// Off: no bearer tokens and no shard grants (anyone who reaches the ports may call the
+    /// client and admin APIs).
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+
+    /// Secret with the bootstrap admin token under `token` (16 to 1024 visible ASCII
+    /// characters) and the shard-grant key file under `grant.key` (lines of 64 hex
+    /// characters; the first signs, all verify). Unset: the operator generates
+    /// `<cluster>-auth` once and keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("auth.secretName must not be empty"))]
-    pub secret_name: String,
+    pub secret_name: Option<String>,
+}
+
+impl Default for AuthSpec {
+    fn default() -> Self {
+        AuthSpec {
+            enabled: true,
+            secret_name: None,
+        }
+    }
+}
+
+fn enabled() -> bool {
+    true
+}
+
+/// NetworkPolicies for the metadata and chunk pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Off: no NetworkPolicies (existing ones the operator made are deleted).
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+
+    /// Who may reach the metrics and health port (9100) besides the kubelet; unset: every pod
+    /// in the cluster's namespace. E.g. a Prometheus in another namespace:
+    /// `[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_from: Option<Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        NetworkPolicySpec {
+            enabled: true,
+            metrics_from: None,
+        }
+    }
+}
+
+impl DogClusterSpec {
+    /// The TLS mode in force (an empty or absent `tls` is the operator's own CA).
+    pub fn tls_mode(&self) -> TlsMode<'_> {
+        let Some(tls) = &self.tls else {
+            return TlsMode::OperatorCa;
+        };
+        if let Some(secret) = &tls.secret_name {
+            return TlsMode::Secret(secret);
+        }
+        if let Some(issuer) = &tls.issuer_ref {
+            return TlsMode::CertManager(issuer);
+        }
+        match tls.mode {
+            Some(TlsModeSpec::Disabled) => TlsMode::Disabled,
+            Some(TlsModeSpec::OperatorCa) | None => TlsMode::OperatorCa,
+        }
+    }
+
+    /// Whether bearer tokens and shard grants are on (the default).
+    pub fn auth_enabled(&self) -> bool {
+        self.auth.as_ref().is_none_or(|a| a.enabled)
+    }
+
+    /// Whether the operator applies NetworkPolicies (the default).
+    pub fn network_policy_enabled(&self) -> bool {
+        self.network_policy.as_ref().is_none_or(|n| n.enabled)
+    }
 }
 
 /// Longest `repair.afterSeconds`: 7 days. A server down longer than that is not coming back

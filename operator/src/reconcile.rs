@@ -15,6 +15,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ObjectReference, PersistentVolumeClaim, Pod, Secret, Service,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -29,8 +30,10 @@ use serde::de::DeserializeOwned;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::admin::{self, Admin, Connector, GrpcConnector};
+use crate::auth;
 use crate::build::{self, Inputs, Names};
-use crate::crd::{DogCluster, DogClusterStatus, MANAGER, Phase, RetentionPolicy};
+use crate::certs::{self, TlsState};
+use crate::crd::{DogCluster, DogClusterStatus, MANAGER, Phase, RetentionPolicy, TlsMode};
 use crate::metrics::Metrics;
 use crate::scale::{self, Step};
 use crate::status::{self, AdminObserved, Observed, Scaling, Workload};
@@ -44,6 +47,9 @@ const RESYNC: Duration = Duration::from_secs(300);
 pub const SCALING_POLL: Duration = Duration::from_secs(10);
 /// After a scaling step acted, the next step follows soon.
 pub const NEXT_STEP: Duration = Duration::from_secs(2);
+/// While certificates are pending (cert-manager has not issued, or is not installed), look
+/// again this often: no watch tells the operator when cert-manager writes the Secret.
+pub const TLS_PENDING_POLL: Duration = Duration::from_secs(30);
 /// First retry after an error; doubles per consecutive failure up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -68,6 +74,10 @@ pub enum Error {
     BadCaBundle { name: String },
     #[error("building child objects: {0}")]
     Build(#[from] build::Error),
+    #[error("TLS certificates: {0}")]
+    Certificates(#[from] certs::Error),
+    #[error("auth: {0}")]
+    Auth(#[from] auth::Error),
     #[error("applying {kind} {name}: {source}")]
     Apply {
         kind: String,
@@ -99,6 +109,8 @@ impl Error {
             | Error::MissingCaBundle { .. }
             | Error::BadCaBundle { .. } => "read_tls_secret",
             Error::Build(_) => "build",
+            Error::Certificates(_) => "certificates",
+            Error::Auth(_) => "auth_secret",
             Error::Apply { .. } => "apply",
             Error::PatchStatus(_) => "patch_status",
             Error::ReadS3Deployment { .. } => "read_s3_deployment",
@@ -112,7 +124,8 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    /// Condition timestamps; tests pin it.
+    /// Condition timestamps, and "now" for certificate issue and renewal; tests pin or move
+    /// it.
     pub clock: fn() -> Time,
     /// Hands out the admin API of a cluster; tests put a fake behind it.
     pub admin: Arc<dyn Connector>,
@@ -261,19 +274,34 @@ async fn reconcile_inner(cluster: &DogCluster, ctx: &Context) -> Result<(Action,
     let replicas = current_chunk
         .as_ref()
         .map(|s| s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0));
-    // Before observing: with spec.tls the admin client trusts this bundle, and the client
-    // ConfigMap carries it.
-    let ca_bundle = match &spec.tls {
-        Some(tls) => Some(read_ca_bundle(&ctx.client, &ns, &tls.secret_name).await?),
-        None => None,
-    };
+    // Before observing: with TLS the admin client trusts this bundle, and the client
+    // ConfigMap carries it; with auth the admin client sends the token.
+    let tls = ensure_tls(cluster, ctx, &names, &ns, &now).await?;
+    for event in &tls.events {
+        info!(reason = event.reason, note = %event.note, "certificates");
+        publish(
+            cluster,
+            ctx,
+            EventType::Normal,
+            event.reason,
+            "Certificates",
+            event.note.clone(),
+        )
+        .await;
+    }
+    let token = auth::ensure(&ctx.client, cluster, &names).await?;
+    let ca_bundle = tls.bundle.clone();
     let seen = observe(
         cluster,
         ctx,
         &names,
         &ns,
         replicas.is_some(),
-        ca_bundle.as_deref(),
+        &Access {
+            tls: spec.tls_mode().is_enabled(),
+            ca: ca_bundle.as_deref(),
+            token: token.as_deref(),
+        },
     )
     .await?;
     let memory = cluster
@@ -318,6 +346,16 @@ async fn reconcile_inner(cluster: &DogCluster, ctx: &Context) -> Result<(Action,
     let chunk = apply(&ctx.client, &ns, &desired.chunk).await?;
     apply(&ctx.client, &ns, &desired.meta_pdb).await?;
     apply(&ctx.client, &ns, &desired.chunk_pdb).await?;
+    if spec.network_policy_enabled() {
+        for policy in &desired.network_policies {
+            apply(&ctx.client, &ns, policy).await?;
+        }
+    } else {
+        // Switched off: remove the ones an earlier reconcile made (gone already is fine).
+        for component in ["meta", "chunk"] {
+            delete::<NetworkPolicy>(&ctx.client, &ns, &names.network_policy(component)).await?;
+        }
+    }
     let s3 = match &desired.s3 {
         Some(gateway) => {
             apply(&ctx.client, &ns, &gateway.service).await?;
@@ -340,6 +378,7 @@ async fn reconcile_inner(cluster: &DogCluster, ctx: &Context) -> Result<(Action,
         admin: admin_observed,
         scaling: done.scaling,
         s3,
+        tls: spec.tls_mode().is_enabled().then(|| tls.condition.clone()),
     };
     let status = status::compute(cluster, &observed, &now);
     report(cluster, ctx, status).await?;
@@ -358,6 +397,8 @@ async fn reconcile_inner(cluster: &DogCluster, ctx: &Context) -> Result<(Action,
         Action::requeue(NEXT_STEP)
     } else if plan.step.is_scaling() || busy || plan.replicas != spec.chunk.replicas {
         Action::requeue(SCALING_POLL)
+    } else if spec.tls_mode().is_enabled() && !tls.condition.0 {
+        Action::requeue(TLS_PENDING_POLL)
     } else {
         Action::requeue(RESYNC)
     };
@@ -417,16 +458,54 @@ async fn admin_outcome(
     admin_observed
 }
 
+/// How the operator reaches a cluster's admin API.
+struct Access<'a> {
+    /// The cluster has TLS: without a CA bundle (not issued yet) the API is not called.
+    tls: bool,
+    ca: Option<&'a str>,
+    token: Option<&'a str>,
+}
+
+/// The TLS step for the cluster's mode: certificates made or read, the CA bundle, the
+/// `TLSReady` condition.
+async fn ensure_tls(
+    cluster: &DogCluster,
+    ctx: &Context,
+    names: &Names,
+    ns: &str,
+    now: &Time,
+) -> Result<TlsState, Error> {
+    Ok(match cluster.spec.tls_mode() {
+        TlsMode::Disabled => {
+            TlsState::pending("Disabled", "plain text (tls.mode: Disabled)".into())
+        }
+        TlsMode::Secret(name) => TlsState::ready(
+            read_ca_bundle(&ctx.client, ns, name).await?,
+            "Secret",
+            format!("certificate from Secret {name}"),
+            Vec::new(),
+        ),
+        TlsMode::CertManager(issuer) => {
+            let owner = build::owner_reference(cluster)?;
+            certs::ensure_cert_manager(&ctx.client, names, &owner, issuer).await?
+        }
+        TlsMode::OperatorCa => {
+            let owner = build::owner_reference(cluster)?;
+            let now = std::time::SystemTime::from(now.0);
+            certs::ensure_operator_ca(&ctx.client, names, &owner, now).await?
+        }
+    })
+}
+
 /// Reads the admin API, and with it the chunk pods and claims, once the chunk StatefulSet
-/// exists (before that no metadata node runs and there is nothing to scale). `ca`: the TLS
-/// Secret's CA bundle with spec.tls (the admin API is then reached over TLS).
+/// exists (before that no metadata node runs and there is nothing to scale).
 async fn observe(
     cluster: &DogCluster,
     ctx: &Context,
     names: &Names,
     ns: &str,
     exists: bool,
-    ca: Option<&str>,
+    access: &Access<'_>,
 ) -> Result<Seen, Error> {
     let mut seen = Seen {
         admin: None,
@@ -437,7 +516,17 @@ async fn observe(
     if !exists {
         return Ok(seen);
     }
-    let admin = match ctx.admin.connect(names, ca) {
+    if access.tls && access.ca.is_none() {
+        seen.observed = Some(AdminObserved {
+            view: None,
+            error: Some((
+                "TLSPending".to_string(),
+                "no CA bundle yet (see TLSReady): the admin API is not called".to_string(),
+            )),
+        });
+        return Ok(seen);
+    }
+    let admin = match ctx.admin.connect(names, access.ca, access.token) {
         Ok(admin) => admin,
         Err(error) => {
             warn!(%error, "admin API");

@@ -25,6 +25,8 @@ pub const DRAINING: &str = "Draining";
 pub const REBALANCING: &str = "Rebalancing";
 /// Whether the metadata service's admin API answered in the last reconcile.
 pub const ADMIN_REACHABLE: &str = "AdminReachable";
+/// Certificates in place for the TLS mode (absent with `tls.mode: Disabled`).
+pub const TLS_READY: &str = "TLSReady";
 /// `Progressing` reason while a scale-down is refused.
 pub const SCALE_DOWN_REFUSED: &str = "ScaleDownRefused";
 
@@ -131,6 +133,8 @@ pub struct Observed {
     pub scaling: Scaling,
     /// The S3 gateway's Deployment; `None` when the gateway is not enabled.
     pub s3: Option<Workload>,
+    /// `TLSReady`: status, reason, message; `None` with TLS disabled (no condition).
+    pub tls: Option<(bool, String, String)>,
 }
 
 /// The phase and conditions for a valid spec, given what was observed.
@@ -266,6 +270,13 @@ pub fn compute(cluster: &DogCluster, observed: &Observed, now: &Time) -> DogClus
                 now,
             ),
         );
+    }
+    match &observed.tls {
+        Some((ready, reason, message)) => set_condition(
+            &mut status.conditions,
+            condition(TLS_READY, *ready, reason, message, generation, now),
+        ),
+        None => status.conditions.retain(|c| c.type_ != TLS_READY),
     }
     if let Some(view) = view {
         admin_fields(&mut status, view, names.as_ref(), generation, now);

@@ -148,20 +148,55 @@ pub fn validate(cluster: &DogCluster) -> Result<(), InvalidSpec> {
         );
     }
 
-    if let Some(tls) = &spec.tls
-        && !is_dns_subdomain(&tls.secret_name)
-    {
+    if let Some(tls) = &spec.tls {
+        let given = [
+            tls.secret_name.is_some().then_some("secretName"),
+            tls.issuer_ref.is_some().then_some("issuerRef"),
+            tls.mode.is_some().then_some("mode"),
+        ];
+        let given: Vec<&str> = given.into_iter().flatten().collect();
+        if given.len() > 1 {
+            fail(
+                "spec.tls",
+                format!(
+                    "give at most one of secretName, issuerRef and mode, not {}",
+                    given.join(" and ")
+                ),
+            );
+        }
+        if let Some(secret) = &tls.secret_name
+            && !is_dns_subdomain(secret)
+        {
+            fail(
+                "spec.tls.secretName",
+                format!("{secret:?} is not a valid Secret name"),
+            );
+        }
+        if let Some(issuer) = &tls.issuer_ref
+            && !is_dns_subdomain(&issuer.name)
+        {
+            fail(
+                "spec.tls.issuerRef.name",
+                format!("{:?} is not a valid issuer name", issuer.name),
+            );
+        }
+    }
+    // `dogfs-meta` refuses tokens and grants without TLS (they would cross the network in
+    // plain text), so the combination must stop here rather than crash-loop every pod.
+    if spec.auth_enabled() && matches!(spec.tls_mode(), crate::crd::TlsMode::Disabled) {
         fail(
-            "spec.tls.secretName",
-            format!("{:?} is not a valid Secret name", tls.secret_name),
+            "spec.auth",
+            "tokens and shard grants need TLS: with tls.mode Disabled, set auth.enabled: false"
+                .to_string(),
         );
     }
     if let Some(auth) = &spec.auth
-        && !is_dns_subdomain(&auth.secret_name)
+        && let Some(secret) = &auth.secret_name
+        && !is_dns_subdomain(secret)
     {
         fail(
             "spec.auth.secretName",
-            format!("{:?} is not a valid Secret name", auth.secret_name),
+            format!("{secret:?} is not a valid Secret name"),
         );
     }
 
@@ -617,5 +652,58 @@ mod tests {
         let mut c = cluster(spec());
         c.metadata.name = Some("a".repeat(MAX_NAME_LEN + 1));
         assert_eq!(fields(&c), ["metadata.name"]);
+    }
+
+    #[test]
+    fn tls_modes_are_exclusive_and_names_checked() {
+        use crate::crd::{AuthSpec, IssuerKind, IssuerRef, TlsModeSpec, TlsSpec};
+        let mut c = cluster(spec());
+        c.spec.tls = Some(TlsSpec {
+            secret_name: Some("t".into()),
+            issuer_ref: Some(IssuerRef {
+                name: "ca".into(),
+                kind: IssuerKind::Issuer,
+            }),
+            mode: Some(TlsModeSpec::Disabled),
+        });
+        assert_eq!(fields(&c), ["spec.tls"]);
+        let message = validate(&c).unwrap_err().to_string();
+        assert!(
+            message.contains("not secretName and issuerRef and mode"),
+            "{message}"
+        );
+        c.spec.tls = Some(TlsSpec {
+            issuer_ref: Some(IssuerRef {
+                name: "Not_A_Name".into(),
+                kind: IssuerKind::ClusterIssuer,
+            }),
+            ..TlsSpec::default()
+        });
+        assert_eq!(fields(&c), ["spec.tls.issuerRef.name"]);
+        c.spec.tls = None;
+        c.spec.auth = Some(AuthSpec {
+            enabled: true,
+            secret_name: Some("UPPER".into()),
+        });
+        assert_eq!(fields(&c), ["spec.auth.secretName"]);
+        // Tokens without TLS: refused, naming the way out.
+        c.spec.auth = None;
+        c.spec.tls = Some(TlsSpec {
+            mode: Some(TlsModeSpec::Disabled),
+            ..TlsSpec::default()
+        });
+        assert_eq!(fields(&c), ["spec.auth"]);
+        assert!(
+            validate(&c)
+                .unwrap_err()
+                .to_string()
+                .contains("auth.enabled: false"),
+            "{c:?}"
+        );
+        c.spec.auth = Some(AuthSpec {
+            enabled: false,
+            secret_name: None,
+        });
+        assert_eq!(fields(&c), Vec::<String>::new());
     }
 }

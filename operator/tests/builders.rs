@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use dogfs_operator::build::{self, Desired, Inputs};
-use dogfs_operator::crd::DogCluster;
+use dogfs_operator::crd::{AuthSpec, DogCluster, NetworkPolicySpec, TlsModeSpec, TlsSpec};
 use kube::Resource;
 use serde::Serialize;
 
@@ -60,6 +60,8 @@ fn rendered(d: &Desired) -> Vec<(String, String)> {
         one(&s3.service),
         one(&s3.deployment),
         one(&s3.pdb),
+        one(&d.network_policies[0]),
+        one(&d.network_policies[1]),
     ]
 }
 
@@ -499,11 +501,26 @@ fn s3_volume_at(
     Some((mount, volume))
 }
 
+/// The sample with `tls.secretName: demo-tls`, or with `tls.mode: Disabled` (tokens off in
+/// both).
 fn build_tls(tls: bool) -> Desired {
     let mut cluster = sample();
-    if !tls {
-        cluster.spec.tls = None;
-    }
+    cluster.spec.tls = Some(if tls {
+        TlsSpec {
+            secret_name: Some("demo-tls".into()),
+            ..TlsSpec::default()
+        }
+    } else {
+        TlsSpec {
+            mode: Some(TlsModeSpec::Disabled),
+            ..TlsSpec::default()
+        }
+    });
+    // Tokens need TLS; off in both, so the two differ only in TLS.
+    cluster.spec.auth = Some(dogfs_operator::crd::AuthSpec {
+        enabled: false,
+        secret_name: None,
+    });
     dogfs_operator::validate::validate(&cluster).unwrap();
     let inputs = Inputs {
         chunk_replicas: cluster.spec.chunk.replicas,
@@ -631,4 +648,278 @@ fn turning_tls_on_changes_only_what_tls_needs() {
         ..b
     };
     assert_eq!(a, b_rest);
+}
+
+/// The pod's volume with `name`, from a StatefulSet.
+fn sts_volume(
+    sts: &k8s_openapi::api::apps::v1::StatefulSet,
+    name: &str,
+) -> Option<k8s_openapi::api::core::v1::Volume> {
+    let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    pod.volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == name)
+        .cloned()
+}
+
+fn items(volume: &k8s_openapi::api::core::v1::Volume) -> Vec<String> {
+    volume
+        .secret
+        .as_ref()
+        .unwrap()
+        .items
+        .iter()
+        .flatten()
+        .map(|i| i.key.clone())
+        .collect()
+}
+
+#[test]
+fn operator_ca_pods_mount_their_own_component_certificates() {
+    // The sample leaves tls unset: the operator's CA.
+    let d = desired();
+    for (sts, secret) in [(&d.meta, "demo-meta-tls"), (&d.chunk, "demo-chunk-tls")] {
+        let tls = sts_volume(sts, "tls").unwrap();
+        let source = tls.secret.as_ref().unwrap();
+        assert_eq!(source.secret_name.as_deref(), Some(secret));
+        assert!(
+            source.items.is_none(),
+            "the whole Secret: tls.crt, tls.key, ca.crt"
+        );
+        let env = env_of(sts);
+        assert_eq!(var(&env, "DOGFS_TLS_CERT"), Some("/etc/dogfs/tls/tls.crt"));
+        assert_eq!(var(&env, "DOGFS_TLS_CA"), Some("/etc/dogfs/tls/ca.crt"));
+    }
+    // The gateway has a certificate of its own (role gateway) and trusts the bundle.
+    let env = plain_env(&s3_container(&d));
+    assert_eq!(var(&env, "DOGFS_CA"), Some("/etc/dogfs/tls/ca.crt"));
+    assert_eq!(var(&env, "DOGFS_TLS_CERT"), Some("/etc/dogfs/tls/tls.crt"));
+    assert_eq!(var(&env, "DOGFS_TLS_KEY"), Some("/etc/dogfs/tls/tls.key"));
+    let (_, volume) = s3_volume_at(&d, "/etc/dogfs/tls").unwrap();
+    assert_eq!(
+        volume.secret.unwrap().secret_name.as_deref(),
+        Some("demo-gateway-tls")
+    );
+    // The client ConfigMap: https and the bundle.
+    let client = d.client_config.data.as_ref().unwrap();
+    assert_eq!(
+        client["DOGFS_ENDPOINT"],
+        "https://demo-meta.storage.svc:7000"
+    );
+    assert_eq!(client["ca.crt"], CA);
+}
+
+#[test]
+fn a_renewed_bundle_changes_only_the_client_config_map() {
+    // Renewals and CA rotation patch Secrets; the pod templates never name a certificate, so
+    // nothing restarts. Only the client ConfigMap carries the bundle.
+    let cluster = sample();
+    let build_with = |ca: &str| {
+        build::build(
+            &cluster,
+            &Inputs {
+                chunk_replicas: 6,
+                ca_bundle: Some(ca.to_string()),
+            },
+        )
+        .unwrap()
+    };
+    let (a, b) = (build_with(CA), build_with(&format!("{CA}{CA}")));
+    assert_eq!(a.meta, b.meta);
+    assert_eq!(a.chunk, b.chunk);
+    assert_eq!(a.s3, b.s3);
+    assert_eq!(a.config, b.config);
+    assert_ne!(a.client_config, b.client_config);
+}
+
+#[test]
+fn auth_files_reach_the_servers_and_the_token_the_gateway() {
+    let d = desired();
+    let meta = sts_volume(&d.meta, "auth").unwrap();
+    assert_eq!(
+        meta.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("demo-auth")
+    );
+    assert_eq!(items(&meta), ["token", "grant.key"]);
+    assert_eq!(meta.secret.as_ref().unwrap().default_mode, Some(0o440));
+    let env = env_of(&d.meta);
+    assert_eq!(
+        var(&env, "DOGFS_AUTH_TOKEN_FILE"),
+        Some("/etc/dogfs/auth/token")
+    );
+    assert_eq!(
+        var(&env, "DOGFS_GRANT_KEY_FILE"),
+        Some("/etc/dogfs/auth/grant.key")
+    );
+    // Chunk servers verify grants only: the key, never the admin token.
+    let chunk = sts_volume(&d.chunk, "auth").unwrap();
+    assert_eq!(items(&chunk), ["grant.key"]);
+    let env = env_of(&d.chunk);
+    assert_eq!(
+        var(&env, "DOGFS_GRANT_KEY_FILE"),
+        Some("/etc/dogfs/auth/grant.key")
+    );
+    assert!(env.iter().all(|(n, _)| n != "DOGFS_AUTH_TOKEN_FILE"));
+    // The gateway presents the token as a client; nobody gets the old DOGFS_AUTH_TOKEN.
+    let gateway = s3_container(&d);
+    let token = gateway
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "DOGFS_TOKEN")
+        .unwrap();
+    let from = token
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (from.name.as_str(), from.key.as_str()),
+        ("demo-auth", "token")
+    );
+    for env in [env_of(&d.meta), env_of(&d.chunk), plain_env(&gateway)] {
+        assert!(env.iter().all(|(n, _)| n != "DOGFS_AUTH_TOKEN"), "{env:?}");
+    }
+
+    // A given Secret is used as is; auth off mounts and sets nothing.
+    let mut cluster = sample();
+    cluster.spec.auth = Some(AuthSpec {
+        enabled: true,
+        secret_name: Some("my-auth".into()),
+    });
+    let inputs = Inputs {
+        chunk_replicas: 6,
+        ca_bundle: Some(CA.into()),
+    };
+    let given = build::build(&cluster, &inputs).unwrap();
+    let volume = sts_volume(&given.meta, "auth").unwrap();
+    assert_eq!(
+        volume.secret.unwrap().secret_name.as_deref(),
+        Some("my-auth")
+    );
+    cluster.spec.auth = Some(AuthSpec {
+        enabled: false,
+        secret_name: None,
+    });
+    let off = build::build(&cluster, &inputs).unwrap();
+    assert!(sts_volume(&off.meta, "auth").is_none());
+    assert!(sts_volume(&off.chunk, "auth").is_none());
+    for env in [env_of(&off.meta), env_of(&off.chunk)] {
+        assert!(
+            env.iter()
+                .all(|(n, _)| n != "DOGFS_GRANT_KEY_FILE" && n != "DOGFS_AUTH_TOKEN_FILE")
+        );
+    }
+    assert!(
+        plain_env(&s3_container(&off))
+            .iter()
+            .all(|(n, _)| n != "DOGFS_TOKEN")
+    );
+}
+
+#[test]
+fn network_policies_admit_the_components_the_operator_and_labelled_clients() {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let d = desired();
+    assert_eq!(d.network_policies.len(), 2);
+    for (policy, grpc, operator) in [
+        (&d.network_policies[0], 7000, true),
+        (&d.network_policies[1], 7100, false),
+    ] {
+        let spec = policy.spec.as_ref().unwrap();
+        assert_eq!(
+            spec.policy_types.as_deref(),
+            Some(&["Ingress".to_string()][..])
+        );
+        let rules = spec.ingress.as_ref().unwrap();
+        assert_eq!(rules.len(), 2);
+        let ports = |i: usize| -> Vec<IntOrString> {
+            rules[i]
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.port.clone())
+                .collect()
+        };
+        assert_eq!(ports(0), [IntOrString::Int(grpc)]);
+        assert_eq!(ports(1), [IntOrString::Int(9100)]);
+        let from = rules[0].from.as_ref().unwrap();
+        let labels: Vec<_> = from
+            .iter()
+            .map(|p| {
+                p.pod_selector
+                    .as_ref()
+                    .unwrap()
+                    .match_labels
+                    .clone()
+                    .unwrap()
+            })
+            .collect();
+        for component in ["meta", "chunk", "s3"] {
+            assert!(
+                labels
+                    .iter()
+                    .any(|l| l.get("app.kubernetes.io/component").map(String::as_str)
+                        == Some(component)
+                        && l["app.kubernetes.io/instance"] == "demo"),
+                "{component}"
+            );
+        }
+        assert!(
+            labels
+                .iter()
+                .any(|l| l.get("dogfs.io/client").map(String::as_str) == Some("demo"))
+        );
+        // The operator, from any namespace, reaches only the metadata (admin) port.
+        let from_operator = from.iter().any(|p| {
+            p.namespace_selector.is_some()
+                && p.pod_selector
+                    .as_ref()
+                    .unwrap()
+                    .match_labels
+                    .as_ref()
+                    .unwrap()["app.kubernetes.io/name"]
+                    == "dogfs-operator"
+        });
+        assert_eq!(from_operator, operator);
+    }
+    // Default metrics peers: the namespace. Off: no policies.
+    let mut cluster = sample();
+    cluster.spec.network_policy = None;
+    let inputs = Inputs {
+        chunk_replicas: 6,
+        ca_bundle: Some(CA.into()),
+    };
+    let d = build::build(&cluster, &inputs).unwrap();
+    let metrics = d.network_policies[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .ingress
+        .as_ref()
+        .unwrap()[1]
+        .from
+        .clone()
+        .unwrap();
+    assert_eq!(metrics.len(), 1);
+    assert_eq!(
+        metrics[0].pod_selector,
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector::default())
+    );
+    assert!(metrics[0].namespace_selector.is_none());
+    cluster.spec.network_policy = Some(NetworkPolicySpec {
+        enabled: false,
+        metrics_from: None,
+    });
+    assert!(
+        build::build(&cluster, &inputs)
+            .unwrap()
+            .network_policies
+            .is_empty()
+    );
 }

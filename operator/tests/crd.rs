@@ -67,6 +67,21 @@ fn examples_pass_every_cel_rule() {
 }
 
 #[test]
+fn each_tls_mode_alone_is_valid() {
+    for tls in [
+        json!({}),
+        json!({"mode": "OperatorCA"}),
+        json!({"mode": "Disabled"}),
+        json!({"secretName": "demo-tls"}),
+        json!({"issuerRef": {"name": "ca", "kind": "ClusterIssuer"}}),
+    ] {
+        let spec = json!({"image": "x", "tls": tls, "auth": {"enabled": false},
+                          "networkPolicy": {"enabled": true}});
+        assert_eq!(errors(object(spec), None), Vec::<String>::new(), "{tls}");
+    }
+}
+
+#[test]
 fn minimal_spec_is_valid_with_defaults() {
     assert_eq!(
         errors(object(json!({"image": "dogfs:dev"})), None),
@@ -118,6 +133,22 @@ fn cel_rejects_what_validation_rejects() {
             // In range for the default 4+2, not for the spec's own 3+2.
             json!({"image": "x", "erasure": {"k": 3, "m": 2}, "repair": {"minWriteShards": 6}}),
             "repair.minWriteShards must be in erasure.k + 1 ..= erasure.k + erasure.m",
+        ),
+        (
+            json!({"image": "x", "tls": {"secretName": "t", "mode": "Disabled"}}),
+            "tls: give at most one of secretName, issuerRef and mode",
+        ),
+        (
+            json!({"image": "x", "tls": {"secretName": "t", "issuerRef": {"name": "ca"}}}),
+            "tls: give at most one of secretName, issuerRef and mode",
+        ),
+        (
+            json!({"image": "x", "tls": {"secretName": ""}}),
+            "tls.secretName must not be empty",
+        ),
+        (
+            json!({"image": "x", "auth": {"secretName": ""}}),
+            "auth.secretName must not be empty",
         ),
     ];
     for (spec, message) in cases {

@@ -46,6 +46,7 @@ fn example() -> DogCluster {
     cluster.metadata.namespace = Some(NS.to_string());
     cluster.metadata.uid = Some("5d3c8f1e-0000-4000-8000-000000000001".to_string());
     cluster.metadata.generation = Some(1);
+    common::without_tls_and_auth(&mut cluster);
     cluster
 }
 
@@ -311,6 +312,22 @@ async fn expect_server_children(
         None,
     )
     .await;
+    expect_network_policies(handle, d).await;
+}
+
+/// The NetworkPolicies `demo-meta` and `demo-chunk` (on by default).
+async fn expect_network_policies(handle: &mut Handle, d: &build::Desired) {
+    let networking = format!("/apis/networking.k8s.io/v1/namespaces/{NS}");
+    assert_eq!(d.network_policies.len(), 2);
+    for (name, policy) in ["demo-meta", "demo-chunk"].iter().zip(&d.network_policies) {
+        expect_apply(
+            handle,
+            &format!("{networking}/networkpolicies/{name}"),
+            &v(policy),
+            None,
+        )
+        .await;
+    }
 }
 
 /// The gateway's Service, Deployment (answered with `status`) and PDB, in that order.
@@ -559,6 +576,7 @@ async fn update_scales_chunk_up_and_rolls_out_a_new_image() {
     assert_eq!(event["related"]["name"], "demo-chunk");
     expect_event(&mut handle, "Normal", "Scaling").await;
     let observed = Observed {
+        tls: None,
         meta: Workload {
             desired: 3,
             current: 3,
@@ -627,6 +645,7 @@ async fn update_scales_chunk_down_by_draining_the_highest_ordinal_first() {
     let mut view = admin_view(8).await;
     view.nodes[7].state = admin::NodeState::Draining;
     let observed = Observed {
+        tls: None,
         meta: Workload {
             desired: 3,
             current: 3,
@@ -798,9 +817,7 @@ async fn apply_failure_is_an_error_and_retries_back_off() {
 #[tokio::test]
 async fn tls_copies_the_ca_bundle_into_the_client_config_map() {
     let mut cluster = example();
-    cluster.spec.tls = Some(dogfs_operator::crd::TlsSpec {
-        secret_name: "demo-tls".into(),
-    });
+    cluster.spec.tls = common::tls_secret("demo-tls");
     let (task, mut handle, ctx) = start(cluster.clone());
 
     let respond = expect_chunk_lookup(&mut handle).await;
@@ -857,6 +874,7 @@ async fn tls_copies_the_ca_bundle_into_the_client_config_map() {
             ready: 0,
             rolled_out: false,
         },
+        tls: secret_tls(),
         ..Observed::default()
     };
     expect_status(&mut handle, &compute(&cluster, &observed, &fixed_clock())).await;
@@ -905,9 +923,7 @@ async fn tls_admin_client_and_gateway_trust_the_secret_ca() {
         &all_up(Some(gateway.clone())),
         &fixed_clock(),
     ));
-    cluster.spec.tls = Some(dogfs_operator::crd::TlsSpec {
-        secret_name: "demo-tls".into(),
-    });
+    cluster.spec.tls = common::tls_secret("demo-tls");
     cluster.metadata.generation = Some(2);
     let admin = fake(6);
     let (task, mut handle, ctx) = start_with(cluster.clone(), admin.clone());
@@ -933,7 +949,8 @@ async fn tls_admin_client_and_gateway_trust_the_secret_ca() {
         s3_status(2, 2),
     )
     .await;
-    let observed = with_view(all_up(Some(gateway)), admin_view(6).await);
+    let mut observed = with_view(all_up(Some(gateway)), admin_view(6).await);
+    observed.tls = secret_tls();
     let expected = compute(&cluster, &observed, &fixed_clock());
     assert_eq!(expected.phase, Some(Phase::Running));
     expect_status(&mut handle, &expected).await;
@@ -976,9 +993,7 @@ async fn tls_admin_client_and_gateway_trust_the_secret_ca() {
 #[tokio::test]
 async fn a_tls_secret_without_a_pem_certificate_fails_before_anything_is_applied() {
     let mut cluster = example();
-    cluster.spec.tls = Some(dogfs_operator::crd::TlsSpec {
-        secret_name: "demo-tls".into(),
-    });
+    cluster.spec.tls = common::tls_secret("demo-tls");
     let (task, mut handle, ctx) = start(cluster);
     let respond = expect_chunk_lookup(&mut handle).await;
     not_found(respond, "demo-chunk");
@@ -1029,7 +1044,17 @@ fn all_up(s3: Option<Workload>) -> Observed {
         admin: None,
         scaling: Scaling::default(),
         s3,
+        tls: None,
     }
+}
+
+/// `TLSReady` with `tls.secretName: demo-tls`.
+fn secret_tls() -> Option<(bool, String, String)> {
+    Some((
+        true,
+        "Secret".to_string(),
+        "certificate from Secret demo-tls".to_string(),
+    ))
 }
 
 fn with_view(mut observed: Observed, view: admin::View) -> Observed {

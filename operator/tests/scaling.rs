@@ -33,6 +33,7 @@ fn cluster(running: i32, target: i32, retention: RetentionPolicy) -> DogCluster 
     cluster.metadata.namespace = Some(NS.to_string());
     cluster.metadata.uid = Some("5d3c8f1e-0000-4000-8000-000000000001".to_string());
     cluster.metadata.generation = Some(1);
+    common::without_tls_and_auth(&mut cluster);
     cluster.spec.chunk.replicas = running;
     let ready = |n| Workload {
         desired: n,
@@ -267,9 +268,7 @@ async fn with_tls_every_admin_connection_trusts_the_secret_ca_and_scaling_is_unc
 
     // With it: the same steps, every connect handed the TLS Secret's ca.crt.
     let mut secure = world(8, 6, RetentionPolicy::Retain);
-    secure.cluster.spec.tls = Some(dogfs_operator::crd::TlsSpec {
-        secret_name: "demo-tls".into(),
-    });
+    secure.cluster.spec.tls = common::tls_secret("demo-tls");
     let rounds = run_to_steady(&mut secure, 30).await;
     assert_eq!(transcript(&rounds), transcript(&plain_rounds));
     let connections = secure.admin.connections();

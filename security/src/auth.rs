@@ -12,14 +12,11 @@
 //! role, and is refused otherwise (the header alone proves nothing).
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use futures::future::{Either, Ready, ready};
 use tonic::Status;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-use tower::{Layer, Service};
 
-use crate::identity::{self, Role};
+use crate::gate::{Gate, GateLayer};
+use crate::identity::Role;
 use crate::token::{self, Action, Identity};
 
 /// Calls under `prefix` perform `action`.
@@ -75,26 +72,19 @@ pub fn identity_of(ext: &http::Extensions) -> Option<&Identity> {
 }
 
 /// What the layer decided for one request.
-fn decide<B>(
+fn decide(
     auth: &dyn Authenticator,
     rules: &[AuthRule],
     forwarded_header: &str,
-    req: &http::Request<B>,
+    path: &str,
+    headers: &http::HeaderMap,
+    ext: &http::Extensions,
 ) -> Result<Option<Identity>, Status> {
-    let path = req.uri().path();
     let Some(rule) = rules.iter().find(|r| path.starts_with(r.prefix)) else {
         return Ok(None);
     };
-    if req.headers().contains_key(forwarded_header) {
-        let certs = req
-            .extensions()
-            .get::<TlsConnectInfo<TcpConnectInfo>>()
-            .and_then(|i| i.peer_certs());
-        let is_meta = certs
-            .as_deref()
-            .and_then(|c| c.first())
-            .is_some_and(|leaf| identity::roles(leaf).contains(&Role::Meta));
-        if is_meta {
+    if headers.contains_key(forwarded_header) {
+        if crate::policy::caller_roles(ext).contains(&Role::Meta) {
             return Ok(None);
         }
         return Err(Status::unauthenticated(format!(
@@ -102,8 +92,7 @@ fn decide<B>(
              node's certificate"
         )));
     }
-    let header = req
-        .headers()
+    let header = headers
         .get(http::header::AUTHORIZATION)
         .ok_or(AuthError::Missing)?;
     let value = header.to_str().map_err(|_| AuthError::NotBearer)?;
@@ -115,12 +104,9 @@ fn decide<B>(
     Ok(Some(identity))
 }
 
-/// Applies token authentication; with `None` (a server without tokens) it lets everything
-/// through.
+/// Token authentication as a [`Gate`]: the authenticator and the method rules.
 #[derive(Debug, Clone)]
-pub struct AuthLayer {
-    inner: Option<Arc<AuthConfig>>,
-}
+pub struct AuthGate(Arc<AuthConfig>);
 
 #[derive(Debug)]
 struct AuthConfig {
@@ -129,67 +115,45 @@ struct AuthConfig {
     forwarded_header: &'static str,
 }
 
-impl AuthLayer {
+impl Gate for AuthGate {
+    fn admit(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+        ext: &mut http::Extensions,
+    ) -> Result<(), Status> {
+        let c = &self.0;
+        if let Some(identity) = decide(
+            c.auth.as_ref(),
+            &c.rules,
+            c.forwarded_header,
+            path,
+            headers,
+            ext,
+        )? {
+            ext.insert(identity);
+        }
+        Ok(())
+    }
+}
+
+/// Applies token authentication; with no authenticator (a server without tokens) it lets
+/// everything through.
+pub type AuthLayer = GateLayer<AuthGate>;
+
+impl GateLayer<AuthGate> {
     pub fn new(
         auth: Option<Arc<dyn Authenticator>>,
         rules: Vec<AuthRule>,
         forwarded_header: &'static str,
     ) -> Self {
-        AuthLayer {
-            inner: auth.map(|auth| {
-                Arc::new(AuthConfig {
-                    auth,
-                    rules,
-                    forwarded_header,
-                })
-            }),
-        }
-    }
-}
-
-impl<S> Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        AuthService {
-            inner,
-            config: self.inner.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct AuthService<S> {
-    inner: S,
-    config: Option<Arc<AuthConfig>>,
-}
-
-impl<S, B, RB> Service<http::Request<B>> for AuthService<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<RB>>,
-    RB: Default,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Either<Ready<Result<S::Response, S::Error>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        if let Some(c) = &self.config {
-            match decide(c.auth.as_ref(), &c.rules, c.forwarded_header, &req) {
-                Ok(Some(identity)) => {
-                    req.extensions_mut().insert(identity);
-                }
-                Ok(None) => {}
-                Err(status) => {
-                    tracing::info!(path = req.uri().path(), code = ?status.code(), message = status.message(), "call refused: token");
-                    return Either::Left(ready(Ok(status.into_http())));
-                }
-            }
-        }
-        Either::Right(self.inner.call(req))
+        GateLayer::with(auth.map(|auth| {
+            AuthGate(Arc::new(AuthConfig {
+                auth,
+                rules,
+                forwarded_header,
+            }))
+        }))
     }
 }
 
@@ -240,7 +204,16 @@ mod tests {
     #[test]
     fn tokens_decide_by_rule_and_scope() {
         let a = One("secret-token-0123".into(), Scope::Read);
-        let d = |r: &http::Request<()>| decide(&a, RULES, "x-fwd", r);
+        let d = |r: &http::Request<()>| {
+            decide(
+                &a,
+                RULES,
+                "x-fwd",
+                r.uri().path(),
+                r.headers(),
+                r.extensions(),
+            )
+        };
         let ok = d(&req("/svc/Get", Some("Bearer secret-token-0123"), false)).unwrap();
         assert_eq!(ok.unwrap().scope, Scope::Read);
         let e = d(&req("/svc/Put", Some("Bearer secret-token-0123"), false)).unwrap_err();

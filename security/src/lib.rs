@@ -5,7 +5,7 @@
 //! - [`client`]: the matching client side (a CA bundle, and for components their own
 //!   certificate), also reloaded.
 //! - [`identity`]: the component roles a certificate carries (`spiffe://dogfs/<role>` URI SANs).
-//! - [`policy`]: which roles may call which gRPC methods, as a tower layer on the server.
+//! - [`policy`]: which roles may call which gRPC methods, as a [`gate`] on the server.
 //! - [`token`]: bearer tokens, scopes and limits; [`auth`] checks them on a server.
 //! - [`grant`]: shard grants the metadata service signs and chunk servers verify.
 //! - [`issue`]: a CA and certificates issued in-process (test clusters, `dogfs dev --tls`).
@@ -16,6 +16,7 @@ pub mod args;
 pub mod auth;
 pub mod channels;
 pub mod client;
+pub mod gate;
 pub mod grant;
 pub mod identity;
 pub mod issue;
@@ -29,6 +30,7 @@ pub use args::{ComponentTls, TlsArgs};
 pub use auth::{AuthError, AuthLayer, AuthRule, Authenticator};
 pub use channels::Channels;
 pub use client::{ClientTls, ClientTlsPaths};
+pub use gate::{Gate, GateLayer};
 pub use grant::{GrantError, GrantKeyFile, GrantKeys, Op as GrantOp};
 pub use identity::Role;
 pub use policy::{Policy, PolicyLayer, Rule};

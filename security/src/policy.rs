@@ -4,14 +4,12 @@
 //! the rules on a TLS server, reading the verified client certificate of the connection.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use futures::future::{Either, Ready, ready};
 use rustls_pki_types::CertificateDer;
 use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-use tower::{Layer, Service};
 
+use crate::gate::{Gate, GateLayer};
 use crate::identity::{self, Role};
 
 /// Methods under `prefix` (e.g. `/dogfs.raft.v1.RaftService/`) need one of `roles`.
@@ -71,69 +69,37 @@ impl Policy {
     }
 }
 
+fn peer_certs(ext: &http::Extensions) -> Option<Arc<Vec<CertificateDer<'static>>>> {
+    ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|i| i.peer_certs())
+}
+
 /// The roles of the verified client certificate of the connection a request came on (none
 /// over plain text or without a certificate).
 pub fn caller_roles(ext: &http::Extensions) -> Vec<Role> {
-    ext.get::<TlsConnectInfo<TcpConnectInfo>>()
-        .and_then(|i| i.peer_certs())
+    peer_certs(ext)
         .and_then(|c| c.first().map(identity::roles))
         .unwrap_or_default()
 }
 
+impl Gate for Policy {
+    fn admit(
+        &self,
+        path: &str,
+        _headers: &http::HeaderMap,
+        ext: &mut http::Extensions,
+    ) -> Result<(), Status> {
+        self.check(path, peer_certs(ext).as_deref().map(Vec::as_slice))
+    }
+}
+
 /// Applies a [`Policy`] to every request; with `None` (a plain-text server, which has no
 /// certificates to check) it lets everything through.
-#[derive(Debug, Clone)]
-pub struct PolicyLayer {
-    policy: Option<Policy>,
-}
+pub type PolicyLayer = GateLayer<Policy>;
 
-impl PolicyLayer {
+impl GateLayer<Policy> {
     pub fn new(policy: Option<Policy>) -> Self {
-        PolicyLayer { policy }
-    }
-}
-
-impl<S> Layer<S> for PolicyLayer {
-    type Service = PolicyService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        PolicyService {
-            inner,
-            policy: self.policy.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct PolicyService<S> {
-    inner: S,
-    policy: Option<Policy>,
-}
-
-impl<S, B, RB> Service<http::Request<B>> for PolicyService<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<RB>>,
-    RB: Default,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Either<Ready<Result<S::Response, S::Error>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if let Some(policy) = &self.policy {
-            let certs = req
-                .extensions()
-                .get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(|i| i.peer_certs());
-            if let Err(status) = policy.check(req.uri().path(), certs.as_deref().map(|c| &c[..])) {
-                tracing::info!(path = req.uri().path(), code = ?status.code(), "call refused by the component policy");
-                return Either::Left(ready(Ok(status.into_http())));
-            }
-        }
-        Either::Right(self.inner.call(req))
+        GateLayer::with(policy)
     }
 }
 

@@ -66,11 +66,23 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["list", "delete"]
-# Read only: ca.crt of a DogCluster's TLS Secret, copied into its client ConfigMap and
-# trusted by the operator's admin client.
+# spec.tls and spec.auth: read a given TLS or auth Secret (its ca.crt and token); create and
+# patch (server-side apply, merge) the operator's own: <c>-ca, <c>-{meta,chunk,gateway}-tls
+# (issued and renewed in place) and <c>-auth (generated once, never regenerated). No list or
+# watch: the operator reads Secrets by name only, never the namespace's others.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "create", "patch"]
+# spec.networkPolicy: the <c>-meta and <c>-chunk NetworkPolicies (server-side apply; deleted
+# when switched off).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch", "delete"]
+# spec.tls.issuerRef: a cert-manager Certificate per component. Harmless without cert-manager
+# (the operator then reports TLSReady=False, CertManagerMissing).
+- apiGroups: ["cert-manager.io"]
+  resources: ["certificates"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

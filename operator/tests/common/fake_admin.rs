@@ -56,6 +56,8 @@ struct State {
     failing: Option<Failure>,
     /// The CA bundle the operator handed the connector at each connect (`None`: plaintext).
     connections: Vec<Option<String>>,
+    /// The admin token each connect was given.
+    tokens: Vec<Option<String>>,
 }
 
 /// The fake; clones share the same cluster.
@@ -82,6 +84,7 @@ impl FakeAdmin {
             losses: Vec::new(),
             failing: None,
             connections: Vec::new(),
+            tokens: Vec::new(),
         };
         for ordinal in 0..servers {
             state.register(ordinal);
@@ -146,6 +149,10 @@ impl FakeAdmin {
     /// The CA bundle given with each connect, in order (`None`: a plaintext connection).
     pub fn connections(&self) -> Vec<Option<String>> {
         self.lock().connections.clone()
+    }
+
+    pub fn tokens(&self) -> Vec<Option<String>> {
+        self.lock().tokens.clone()
     }
 
     pub fn losses(&self) -> Vec<String> {
@@ -518,8 +525,16 @@ impl Admin for FakeAdmin {
 }
 
 impl Connector for FakeAdmin {
-    fn connect(&self, _names: &Names, ca: Option<&str>) -> Result<Arc<dyn Admin>, Error> {
-        self.lock().connections.push(ca.map(str::to_string));
+    fn connect(
+        &self,
+        _names: &Names,
+        ca: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<Arc<dyn Admin>, Error> {
+        let mut state = self.lock();
+        state.connections.push(ca.map(str::to_string));
+        state.tokens.push(token.map(str::to_string));
+        drop(state);
         Ok(Arc::new(self.clone()))
     }
 }

@@ -271,7 +271,7 @@ fn handle_request(
     // With spec.tls, the operator reads the Secret's CA bundle each round.
     if *method == Method::GET && path == format!("{core}/secrets/demo-tls") {
         let tls = m.cluster.as_ref().and_then(|c| c.spec.tls.as_ref());
-        if tls.map(|t| t.secret_name.as_str()) != Some("demo-tls") {
+        if tls.and_then(|t| t.secret_name.as_deref()) != Some("demo-tls") {
             m.errors
                 .push("TLS Secret read without spec.tls".to_string());
         }
@@ -386,7 +386,7 @@ fn apply(m: &mut Model, path: &str, body: Value) -> Response<Body> {
     } else {
         m.chunk_replicas.unwrap_or(0)
     };
-    let ca = cluster.spec.tls.as_ref().map(|_| CA.to_string());
+    let ca = cluster.spec.tls_mode().is_enabled().then(|| CA.to_string());
     let desired = build::build(
         &cluster,
         &Inputs {
@@ -406,6 +406,8 @@ fn apply(m: &mut Model, path: &str, body: Value) -> Response<Body> {
         serde_json::to_value(&desired.chunk).unwrap(),
         serde_json::to_value(&desired.meta_pdb).unwrap(),
         serde_json::to_value(&desired.chunk_pdb).unwrap(),
+        serde_json::to_value(&desired.network_policies[0]).unwrap(),
+        serde_json::to_value(&desired.network_policies[1]).unwrap(),
     ];
     if !all.contains(&body) {
         m.errors.push(format!("{path}: not what the builders make"));
