@@ -54,6 +54,10 @@ pub struct CredentialEntry {
     /// The buckets the key may touch; absent: every bucket.
     #[serde(default)]
     pub buckets: Option<Vec<String>>,
+    /// A DogFS token (`dogfs admin token create`) the key's requests are made with, so the
+    /// cluster checks the key's rights too; absent: the gateway's own token.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +77,7 @@ struct Key {
     identity: String,
     scope: Scope,
     buckets: Option<BTreeSet<String>>,
+    token: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -104,6 +109,7 @@ impl Credentials {
                 identity: e.identity,
                 scope: e.scope,
                 buckets: e.buckets.map(|b| b.into_iter().collect()),
+                token: e.token.filter(|t| !t.trim().is_empty()),
             };
             if keys.insert(e.access_key.clone(), key).is_some() {
                 return Err(CredentialsError::Duplicate(e.access_key));
@@ -112,6 +118,14 @@ impl Credentials {
         Ok(Credentials {
             keys: Arc::new(keys),
         })
+    }
+
+    /// The access keys that have a DogFS token of their own, with it.
+    pub fn tokens(&self) -> Vec<(&str, &str)> {
+        self.keys
+            .iter()
+            .filter_map(|(k, v)| v.token.as_deref().map(|t| (k.as_str(), t)))
+            .collect()
     }
 
     pub fn parse_yaml(text: &str, path: &str) -> Result<Self, CredentialsError> {

@@ -18,11 +18,12 @@ impl DogS3 {
         &self,
         req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let client = self.client_for(req.credentials.as_ref());
         let caller = caller_of(req.credentials.as_ref());
         let prefix = req.input.prefix.clone().unwrap_or_default();
-        let buckets = match self.client.list_buckets().await {
+        let buckets = match client.list_buckets().await {
             Ok(b) => b,
-            Err(e) => return Err(s3_error(&self.client, Subject::Service, e).await),
+            Err(e) => return Err(s3_error(client, Subject::Service, e).await),
         };
         let buckets = buckets
             .into_iter()
@@ -49,11 +50,12 @@ impl DogS3 {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let client = self.client_for(req.credentials.as_ref());
         let bucket = req.input.bucket;
         let span = info_span!("create_bucket", bucket = %bucket);
-        let result = self.client.create_bucket(&bucket).instrument(span).await;
+        let result = client.create_bucket(&bucket).instrument(span).await;
         if let Err(e) = result {
-            return Err(s3_error(&self.client, Subject::Bucket(&bucket), e).await);
+            return Err(s3_error(client, Subject::Bucket(&bucket), e).await);
         }
         info!(bucket = %bucket, "bucket created");
         Ok(S3Response::new(CreateBucketOutput {
@@ -65,9 +67,10 @@ impl DogS3 {
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        let client = self.client_for(req.credentials.as_ref());
         let bucket = req.input.bucket;
-        if let Err(e) = self.client.delete_bucket(&bucket).await {
-            return Err(s3_error(&self.client, Subject::Bucket(&bucket), e).await);
+        if let Err(e) = client.delete_bucket(&bucket).await {
+            return Err(s3_error(client, Subject::Bucket(&bucket), e).await);
         }
         info!(bucket = %bucket, "bucket deleted");
         Ok(S3Response::new(DeleteBucketOutput {}))
@@ -77,9 +80,10 @@ impl DogS3 {
         &self,
         req: S3Request<HeadBucketInput>,
     ) -> S3Result<S3Response<HeadBucketOutput>> {
+        let client = self.client_for(req.credentials.as_ref());
         let bucket = req.input.bucket;
-        if let Err(e) = self.client.head_bucket(&bucket).await {
-            return Err(s3_error(&self.client, Subject::Bucket(&bucket), e).await);
+        if let Err(e) = client.head_bucket(&bucket).await {
+            return Err(s3_error(client, Subject::Bucket(&bucket), e).await);
         }
         Ok(S3Response::new(HeadBucketOutput {
             bucket_region: Some(self.region.clone()),
@@ -91,9 +95,10 @@ impl DogS3 {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        let client = self.client_for(req.credentials.as_ref());
         let bucket = req.input.bucket;
-        if let Err(e) = self.client.head_bucket(&bucket).await {
-            return Err(s3_error(&self.client, Subject::Bucket(&bucket), e).await);
+        if let Err(e) = client.head_bucket(&bucket).await {
+            return Err(s3_error(client, Subject::Bucket(&bucket), e).await);
         }
         // S3 answers an empty LocationConstraint for us-east-1.
         let location = (self.region != "us-east-1")

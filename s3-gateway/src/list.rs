@@ -3,7 +3,7 @@
 //! `delimiter` the gateway rolls up itself (the metadata service lists uploads by prefix only).
 
 use dogfs_client::{
-    ListEntry, ListPage, ListQuery, MultipartUploadInfo, ObjectSummary, UploadsQuery,
+    Client, ListEntry, ListPage, ListQuery, MultipartUploadInfo, ObjectSummary, UploadsQuery,
 };
 use s3s::dto::{
     CommonPrefix, ETag, EncodingType, ListMultipartUploadsInput, ListMultipartUploadsOutput,
@@ -154,11 +154,11 @@ struct UploadsListing {
 }
 
 impl DogS3 {
-    async fn page(&self, bucket: &str, q: &ListQuery) -> S3Result<ListPage> {
+    async fn page(&self, client: &Client, bucket: &str, q: &ListQuery) -> S3Result<ListPage> {
         let span = info_span!("list", bucket, prefix = %q.prefix, delimiter = %q.delimiter);
-        match self.client.list_page(bucket, q).instrument(span).await {
+        match client.list_page(bucket, q).instrument(span).await {
             Ok(p) => Ok(p),
-            Err(e) => Err(s3_error(&self.client, Subject::Bucket(bucket), e).await),
+            Err(e) => Err(s3_error(client, Subject::Bucket(bucket), e).await),
         }
     }
 
@@ -166,6 +166,7 @@ impl DogS3 {
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let client = self.client_for(req.credentials.as_ref());
         let input = req.input;
         let enc = Encoder::new(input.encoding_type.as_ref())?;
         let max = max_keys(input.max_keys)?;
@@ -176,7 +177,7 @@ impl DogS3 {
             max_keys: Some(max),
             continuation_token: input.continuation_token.clone().filter(|t| !t.is_empty()),
         };
-        let page = self.page(&input.bucket, &q).await?;
+        let page = self.page(client, &input.bucket, &q).await?;
         let key_count = i32::try_from(page.entries.len()).unwrap_or(MAX_KEYS);
         let (contents, prefixes) = split(page.entries, enc);
         Ok(S3Response::new(ListObjectsV2Output {
@@ -200,6 +201,7 @@ impl DogS3 {
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
+        let client = self.client_for(req.credentials.as_ref());
         let input = req.input;
         let enc = Encoder::new(input.encoding_type.as_ref())?;
         let max = max_keys(input.max_keys)?;
@@ -213,7 +215,7 @@ impl DogS3 {
             max_keys: Some(max),
             continuation_token: None,
         };
-        let page = self.page(&input.bucket, &q).await?;
+        let page = self.page(client, &input.bucket, &q).await?;
         // The next marker is the last name listed; S3 sends it only with a delimiter (clients
         // use the last key otherwise), which this follows.
         let next_marker = (page.truncated && !q.delimiter.is_empty())
@@ -239,6 +241,7 @@ impl DogS3 {
         &self,
         req: S3Request<ListObjectVersionsInput>,
     ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        let client = self.client_for(req.credentials.as_ref());
         let input = req.input;
         let enc = Encoder::new(input.encoding_type.as_ref())?;
         let max = max_keys(input.max_keys)?;
@@ -252,7 +255,7 @@ impl DogS3 {
             max_keys: Some(max),
             continuation_token: None,
         };
-        let page = self.page(&input.bucket, &q).await?;
+        let page = self.page(client, &input.bucket, &q).await?;
         let next_key_marker = page
             .truncated
             .then(|| page.entries.last().map(|e| e.name().to_owned()))
@@ -298,18 +301,18 @@ impl DogS3 {
 
     async fn uploads_page(
         &self,
+        client: &Client,
         bucket: &str,
         q: &UploadsQuery,
     ) -> S3Result<dogfs_client::UploadsPage> {
         let span = info_span!("list_multipart_uploads", bucket, prefix = %q.prefix);
-        match self
-            .client
+        match client
             .list_multipart_uploads(bucket, q)
             .instrument(span)
             .await
         {
             Ok(p) => Ok(p),
-            Err(e) => Err(s3_error(&self.client, Subject::Bucket(bucket), e).await),
+            Err(e) => Err(s3_error(client, Subject::Bucket(bucket), e).await),
         }
     }
 
@@ -318,6 +321,7 @@ impl DogS3 {
     /// metadata service, seeking past each common prefix rather than reading its uploads.
     async fn uploads_rolled_up(
         &self,
+        client: &Client,
         bucket: &str,
         mut q: UploadsQuery,
         delimiter: &str,
@@ -335,7 +339,7 @@ impl DogS3 {
         }
         q.max_uploads = Some(MAX_PAGE.unsigned_abs());
         'pages: loop {
-            let page = self.uploads_page(bucket, &q).await?;
+            let page = self.uploads_page(client, bucket, &q).await?;
             let last_key = page.uploads.last().map(|u| u.key.clone());
             for u in page.uploads {
                 let cp = rolled_up(&u.key, &q.prefix, delimiter);
@@ -387,6 +391,7 @@ impl DogS3 {
         &self,
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let client = self.client_for(req.credentials.as_ref());
         let input = req.input;
         let enc = Encoder::new(input.encoding_type.as_ref())?;
         let max = page_size(input.max_uploads, "max-uploads")?;
@@ -405,7 +410,7 @@ impl DogS3 {
             max_uploads: max,
         };
         let listing = if delimiter.is_empty() {
-            let page = self.uploads_page(&bucket, &query).await?;
+            let page = self.uploads_page(client, &bucket, &query).await?;
             UploadsListing {
                 uploads: page.uploads,
                 prefixes: Vec::new(),
@@ -415,7 +420,7 @@ impl DogS3 {
             }
         } else {
             let max = max.unwrap_or(MAX_PAGE.unsigned_abs());
-            self.uploads_rolled_up(&bucket, query, &delimiter, max)
+            self.uploads_rolled_up(client, &bucket, query, &delimiter, max)
                 .await?
         };
         let uploads = listing

@@ -10,8 +10,8 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use dogfs_client::{
-    CompletedPart, Error, ErrorKind, GetOptions, MultipartFailure, MultipartUpload, ObjectInfo,
-    PartInfo, PartOptions,
+    Client, CompletedPart, Error, ErrorKind, GetOptions, MultipartFailure, MultipartUpload,
+    ObjectInfo, PartInfo, PartOptions,
 };
 use s3s::dto::{
     AbortMultipartUploadInput, AbortMultipartUploadOutput, CompleteMultipartUploadInput,
@@ -98,6 +98,7 @@ impl DogS3 {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let client = self.client_for(req.credentials.as_ref());
         let input = req.input;
         let (bucket, key) = (input.bucket, input.key);
         let headers = ObjectHeaders {
@@ -110,15 +111,14 @@ impl DogS3 {
             user: input.metadata,
         };
         let span = info_span!("create_multipart_upload", bucket = %bucket, key = %key);
-        let upload = match self
-            .client
+        let upload = match client
             .create_multipart(&bucket, &key, headers.to_put_options())
             .instrument(span)
             .await
         {
             Ok(u) => u,
             Err(e) => {
-                return Err(s3_error(&self.client, Subject::Object(&bucket, &key), e).await);
+                return Err(s3_error(client, Subject::Object(&bucket, &key), e).await);
             }
         };
         debug!(bucket = %bucket, key = %key, upload_id = %upload.upload_id, "multipart upload created");
@@ -134,6 +134,7 @@ impl DogS3 {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
+        let client = self.client_for(req.credentials.as_ref());
         let input = req.input;
         let number = part_number(input.part_number)?;
         let size = body_size(input.content_length, &req.headers)?;
@@ -161,13 +162,12 @@ impl DogS3 {
             if size == 0 {
                 body.verify_empty().await.map_err(|e| e.to_s3())?;
                 Ok::<_, S3Error>(
-                    self.client
+                    client
                         .upload_part_with(&upload, number, tokio::io::empty(), 0, opts)
                         .await,
                 )
             } else {
-                Ok(self
-                    .client
+                Ok(client
                     .upload_part_with(&upload, number, body, size, opts)
                     .await)
             }
@@ -203,6 +203,7 @@ impl DogS3 {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let client = self.client_for(req.credentials.as_ref());
         let input = req.input;
         let number = part_number(input.part_number)?;
         let (src_bucket, src_key, src_version) = match &input.copy_source {
@@ -226,7 +227,7 @@ impl DogS3 {
         };
         for attempt in 1..=COPY_ATTEMPTS {
             let src = self
-                .info(&src_bucket, &src_key)
+                .info(client, &src_bucket, &src_key)
                 .instrument(span.clone())
                 .await?;
             // As CopyObject: a copy's failed condition is always 412.
@@ -243,7 +244,7 @@ impl DogS3 {
                 None => 0..src.size,
             };
             let (read, part) = self
-                .copy_into_part(&src, range, &upload, number)
+                .copy_into_part(client, &src, range, &upload, number)
                 .instrument(span.clone())
                 .await?;
             if read == src.version_id {
@@ -275,6 +276,7 @@ impl DogS3 {
     /// MD5 ETag as the bytes pass); returns the source version read and the part.
     async fn copy_into_part(
         &self,
+        client: &Client,
         src: &ObjectInfo,
         range: Range<u64>,
         upload: &MultipartUpload,
@@ -283,8 +285,7 @@ impl DogS3 {
         let len = range.end - range.start;
         if len == 0 {
             let empty = tokio::io::empty();
-            return match self
-                .client
+            return match client
                 .upload_part_with(upload, number, empty, 0, PartOptions::default())
                 .await
             {
@@ -297,10 +298,8 @@ impl DogS3 {
             range: Some(range),
             ..GetOptions::default()
         };
-        let get = self.client.get(&src.bucket, &src.key, writer, opts);
-        let put = self
-            .client
-            .upload_part_with(upload, number, reader, len, PartOptions::default());
+        let get = client.get(&src.bucket, &src.key, writer, opts);
+        let put = client.upload_part_with(upload, number, reader, len, PartOptions::default());
         match tokio::join!(get, put) {
             (Ok(read), Ok(part)) => Ok((read.version_id, part)),
             // A write error of the pipe only says the part upload stopped reading (an unknown
@@ -308,9 +307,7 @@ impl DogS3 {
             (Err(e), Err(pe)) if e.kind() == ErrorKind::Io => {
                 Err(multipart_error(self, upload, pe).await)
             }
-            (Err(e), _) => {
-                Err(s3_error(&self.client, Subject::Object(&src.bucket, &src.key), e).await)
-            }
+            (Err(e), _) => Err(s3_error(client, Subject::Object(&src.bucket, &src.key), e).await),
             (Ok(_), Err(e)) => Err(multipart_error(self, upload, e).await),
         }
     }
@@ -319,6 +316,7 @@ impl DogS3 {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let client = self.client_for(req.credentials.as_ref());
         let input = req.input;
         if input.if_match.is_some() || input.if_none_match.is_some() {
             return Err(s3_error!(
@@ -356,8 +354,7 @@ impl DogS3 {
         }
         let span = info_span!("complete_multipart_upload", bucket = %upload.bucket,
             key = %upload.key, upload_id = %upload.upload_id, parts = parts.len());
-        let info = match self
-            .client
+        let info = match client
             .complete_multipart(&upload, &parts)
             .instrument(span)
             .await
@@ -379,6 +376,7 @@ impl DogS3 {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let client = self.client_for(req.credentials.as_ref());
         let input = req.input;
         if input.if_match_initiated_time.is_some() {
             return Err(s3_error!(
@@ -389,7 +387,7 @@ impl DogS3 {
         let upload = MultipartUpload::new(input.bucket, input.key, input.upload_id);
         let span = info_span!("abort_multipart_upload", bucket = %upload.bucket,
             key = %upload.key, upload_id = %upload.upload_id);
-        match self.client.abort_multipart(&upload).instrument(span).await {
+        match client.abort_multipart(&upload).instrument(span).await {
             Ok(()) => Ok(S3Response::new(AbortMultipartUploadOutput::default())),
             Err(e) => Err(multipart_error(self, &upload, e).await),
         }
@@ -399,6 +397,7 @@ impl DogS3 {
         &self,
         req: S3Request<ListPartsInput>,
     ) -> S3Result<S3Response<ListPartsOutput>> {
+        let client = self.client_for(req.credentials.as_ref());
         let input = req.input;
         let max = page_size(input.max_parts, "max-parts")?;
         let marker = match input.part_number_marker {
@@ -414,8 +413,7 @@ impl DogS3 {
         let upload = MultipartUpload::new(input.bucket, input.key, input.upload_id);
         let span = info_span!("list_parts", bucket = %upload.bucket, key = %upload.key,
             upload_id = %upload.upload_id);
-        let page = match self
-            .client
+        let page = match client
             .list_parts(&upload, marker, max)
             .instrument(span)
             .await

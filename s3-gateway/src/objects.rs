@@ -1,7 +1,7 @@
 //! PutObject, GetObject, HeadObject, DeleteObject, DeleteObjects, CopyObject.
 
 use bytes::Bytes;
-use dogfs_client::{ErrorKind, ObjectInfo};
+use dogfs_client::{Client, ErrorKind, ObjectInfo};
 use futures::StreamExt;
 use s3s::dto::{
     CopyObjectInput, CopyObjectOutput, CopyObjectResult, CopySource, DeleteObjectInput,
@@ -59,6 +59,7 @@ impl DogS3 {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        let client = self.client_for(req.credentials.as_ref());
         let input = req.input;
         if input.if_match.is_some() || input.if_none_match.is_some() {
             // A check-then-put would not be atomic: refuse rather than succeed wrongly.
@@ -100,13 +101,12 @@ impl DogS3 {
                 body.verify_empty().await.map_err(|e| e.to_s3())?;
                 let empty = tokio::io::empty();
                 Ok::<_, S3Error>(
-                    self.client
+                    client
                         .put_with_md5_etag(&bucket, &key, empty, 0, opts)
                         .await,
                 )
             } else {
-                Ok(self
-                    .client
+                Ok(client
                     .put_with_md5_etag(&bucket, &key, body, size, opts)
                     .await)
             }
@@ -118,7 +118,7 @@ impl DogS3 {
             // The body's own failure (digest, short body) explains the client's error.
             Err(e) => match outcome.failure() {
                 Some(f) => return Err(f.to_s3()),
-                None => return Err(s3_error(&self.client, Subject::Object(&bucket, &key), e).await),
+                None => return Err(s3_error(client, Subject::Object(&bucket, &key), e).await),
             },
         };
         debug!(bucket = %bucket, key = %key, etag = %info.etag, "object stored");
@@ -140,10 +140,15 @@ impl DogS3 {
     }
 
     /// The object's info, answering S3's errors for a missing bucket or key.
-    pub(crate) async fn info(&self, bucket: &str, key: &str) -> S3Result<ObjectInfo> {
-        match self.client.head(bucket, key).await {
+    pub(crate) async fn info(
+        &self,
+        client: &Client,
+        bucket: &str,
+        key: &str,
+    ) -> S3Result<ObjectInfo> {
+        match client.head(bucket, key).await {
             Ok(i) => Ok(i),
-            Err(e) => Err(s3_error(&self.client, Subject::Object(bucket, key), e).await),
+            Err(e) => Err(s3_error(client, Subject::Object(bucket, key), e).await),
         }
     }
 
@@ -151,16 +156,17 @@ impl DogS3 {
     /// layout comes from the same metadata call, so part and object agree.
     async fn read_target(
         &self,
+        client: &Client,
         bucket: &str,
         key: &str,
         part: Option<i32>,
     ) -> S3Result<(ObjectInfo, Option<PartRead>)> {
         let Some(n) = part else {
-            return Ok((self.info(bucket, key).await?, None));
+            return Ok((self.info(client, bucket, key).await?, None));
         };
-        let layout = match self.client.object_parts(bucket, key).await {
+        let layout = match client.object_parts(bucket, key).await {
             Ok(l) => l,
-            Err(e) => return Err(s3_error(&self.client, Subject::Object(bucket, key), e).await),
+            Err(e) => return Err(s3_error(client, Subject::Object(bucket, key), e).await),
         };
         let read = part_read(n, &layout)?;
         Ok((layout.info, Some(read)))
@@ -170,13 +176,14 @@ impl DogS3 {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
+        let client = self.client_for(req.credentials.as_ref());
         let input = req.input;
         let (bucket, key) = (input.bucket, input.key);
         let span = info_span!("get_object", bucket = %bucket, key = %key);
         check_part_number(input.part_number, input.range.is_some())?;
         check_version(input.version_id.as_deref())?;
         let (info, part) = self
-            .read_target(&bucket, &key, input.part_number)
+            .read_target(client, &bucket, &key, input.part_number)
             .instrument(span.clone())
             .await?;
         let last_modified = timestamp(info.created_unix);
@@ -209,7 +216,7 @@ impl DogS3 {
         let body = {
             let _entered = span.enter();
             object_stream(
-                self.client.clone(),
+                client.clone(),
                 bucket.clone(),
                 key.clone(),
                 range,
@@ -240,12 +247,13 @@ impl DogS3 {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let client = self.client_for(req.credentials.as_ref());
         let input = req.input;
         let (bucket, key) = (input.bucket, input.key);
         check_part_number(input.part_number, input.range.is_some())?;
         check_version(input.version_id.as_deref())?;
         let (info, part) = self
-            .read_target(&bucket, &key, input.part_number)
+            .read_target(client, &bucket, &key, input.part_number)
             .instrument(info_span!("head_object", bucket = %bucket, key = %key))
             .await?;
         let last_modified = timestamp(info.created_unix);
@@ -292,6 +300,7 @@ impl DogS3 {
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let client = self.client_for(req.credentials.as_ref());
         let input = req.input;
         let (bucket, key) = (input.bucket, input.key);
         if input.if_match.is_some() {
@@ -302,10 +311,10 @@ impl DogS3 {
         }
         check_version(input.version_id.as_deref())?;
         let span = info_span!("delete_object", bucket = %bucket, key = %key);
-        match self.client.delete(&bucket, &key).instrument(span).await {
+        match client.delete(&bucket, &key).instrument(span).await {
             // S3 answers 204 whether or not the key existed.
             Ok(_) => Ok(S3Response::new(DeleteObjectOutput::default())),
-            Err(e) => Err(s3_error(&self.client, Subject::Object(&bucket, &key), e).await),
+            Err(e) => Err(s3_error(client, Subject::Object(&bucket, &key), e).await),
         }
     }
 
@@ -313,6 +322,7 @@ impl DogS3 {
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let client = self.client_for(req.credentials.as_ref());
         let input = req.input;
         let bucket = input.bucket;
         let objects = input.delete.objects;
@@ -325,13 +335,13 @@ impl DogS3 {
             ));
         }
         // A missing bucket fails the whole request, as in S3.
-        if let Err(e) = self.client.head_bucket(&bucket).await {
-            return Err(s3_error(&self.client, Subject::Bucket(&bucket), e).await);
+        if let Err(e) = client.head_bucket(&bucket).await {
+            return Err(s3_error(client, Subject::Bucket(&bucket), e).await);
         }
         let span = info_span!("delete_objects", bucket = %bucket, keys = objects.len());
         let results: Vec<_> = futures::stream::iter(objects)
             .map(|o| {
-                let client = &self.client;
+                let client = client;
                 let bucket = &bucket;
                 async move {
                     let r = match check_version(o.version_id.as_deref()) {
@@ -382,6 +392,7 @@ impl DogS3 {
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let client = self.client_for(req.credentials.as_ref());
         let input = req.input;
         let (src_bucket, src_key, src_version) = match &input.copy_source {
             CopySource::Bucket {
@@ -415,7 +426,7 @@ impl DogS3 {
         };
         for attempt in 1..=COPY_ATTEMPTS {
             let src = self
-                .info(&src_bucket, &src_key)
+                .info(client, &src_bucket, &src_key)
                 .instrument(span.clone())
                 .await?;
             // A copy's failed condition is always 412.
@@ -441,7 +452,7 @@ impl DogS3 {
                 ObjectHeaders::of(&src)
             };
             let (copied, info) = self
-                .stream_copy(&src, &bucket, &key, headers)
+                .stream_copy(client, &src, &bucket, &key, headers)
                 .instrument(span.clone())
                 .await?;
             if copied.version_id == src.version_id {
@@ -468,33 +479,30 @@ impl DogS3 {
     /// object written.
     async fn stream_copy(
         &self,
+        client: &Client,
         src: &ObjectInfo,
         bucket: &str,
         key: &str,
         headers: ObjectHeaders,
     ) -> S3Result<(ObjectInfo, ObjectInfo)> {
         let (writer, reader) = tokio::io::duplex(1 << 20);
-        let get = self.client.get(
+        let get = client.get(
             &src.bucket,
             &src.key,
             writer,
             dogfs_client::GetOptions::default(),
         );
-        let put =
-            self.client
-                .put_with_md5_etag(bucket, key, reader, src.size, headers.to_put_options());
+        let put = client.put_with_md5_etag(bucket, key, reader, src.size, headers.to_put_options());
         let (got, put) = tokio::join!(get, put);
         match (got, put) {
             (Ok(copied), Ok(info)) => Ok((copied, info)),
             // A write error of the pipe only says the put stopped reading: the put's error
             // is the cause.
             (Err(e), Err(pe)) if e.kind() == ErrorKind::Io => {
-                Err(s3_error(&self.client, Subject::Object(bucket, key), pe).await)
+                Err(s3_error(client, Subject::Object(bucket, key), pe).await)
             }
-            (Err(e), _) => {
-                Err(s3_error(&self.client, Subject::Object(&src.bucket, &src.key), e).await)
-            }
-            (Ok(_), Err(e)) => Err(s3_error(&self.client, Subject::Object(bucket, key), e).await),
+            (Err(e), _) => Err(s3_error(client, Subject::Object(&src.bucket, &src.key), e).await),
+            (Ok(_), Err(e)) => Err(s3_error(client, Subject::Object(bucket, key), e).await),
         }
     }
 }

@@ -3,9 +3,11 @@
 //! `s3s` leaves out: a `<Message>` in the errors it raises itself, and HeadObject's 206 for a
 //! part (`partNumber`).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use crate::auth::Credentials;
 use dogfs_client::Client;
 use futures::future::BoxFuture;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE};
@@ -39,6 +41,8 @@ pub enum ServeError {
          unsigned requests (--anonymous)"
     )]
     NoAuthentication,
+    #[error("access key {access_key}: its DogFS token: {message}")]
+    KeyToken { access_key: String, message: String },
     #[error("virtual-host domains {domains:?}: {message}")]
     Domains {
         domains: Vec<String>,
@@ -46,13 +50,45 @@ pub enum ServeError {
     },
 }
 
-fn build(config: &GatewayConfig, client: Client) -> Result<S3Service, ServeError> {
+/// A client per access key that has a DogFS token of its own (same settings as the
+/// gateway's, that token instead of the gateway's).
+async fn key_clients(
+    credentials: &Credentials,
+    client: &Client,
+) -> Result<HashMap<String, Client>, ServeError> {
+    let mut out = HashMap::new();
+    for (access_key, token) in credentials.tokens() {
+        let mut cfg = client.config().clone();
+        cfg.token = Some(
+            dogfs_client::Token::new(token, &format!("the token of access key {access_key}"))
+                .map_err(|e| ServeError::KeyToken {
+                    access_key: access_key.to_owned(),
+                    message: e.to_string(),
+                })?,
+        );
+        let c = Client::connect(cfg)
+            .await
+            .map_err(|e| ServeError::KeyToken {
+                access_key: access_key.to_owned(),
+                message: e.to_string(),
+            })?;
+        out.insert(access_key.to_owned(), c);
+    }
+    Ok(out)
+}
+
+fn build(
+    config: &GatewayConfig,
+    client: Client,
+    key_clients: HashMap<String, Client>,
+) -> Result<S3Service, ServeError> {
     let credentials = config.credentials.clone().unwrap_or_default();
     if credentials.is_empty() && !config.anonymous {
         return Err(ServeError::NoAuthentication);
     }
     let s3 = DogS3::new(
         client,
+        key_clients,
         config.region.clone(),
         credentials.clone(),
         config.anonymous,
@@ -183,7 +219,9 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send,
 {
-    let service = Logged(build(&config, client)?);
+    let credentials = config.credentials.clone().unwrap_or_default();
+    let keyed = key_clients(&credentials, &client).await?;
+    let service = Logged(build(&config, client, keyed)?);
     if config.anonymous {
         warn!("anonymous mode: unsigned requests are allowed with full rights");
     }

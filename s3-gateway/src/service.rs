@@ -1,30 +1,51 @@
 //! [`DogS3`]: the `s3s::S3` implementation. Each operation lives in its module (buckets,
 //! objects, list, multipart); this file only routes, so the trait impl stays one block.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use dogfs_client::Client;
 use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result};
 
 use crate::auth::{Credentials, Gatekeeper};
 
-/// The S3 service over one DogFS client.
+/// The S3 service over DogFS clients: one per access key that has a DogFS token of its own
+/// (the cluster then enforces that token's scope and limits too), and the gateway's own for
+/// the others.
 #[derive(Debug, Clone)]
 pub struct DogS3 {
     pub(crate) client: Client,
+    /// Access key → a client presenting that key's DogFS token.
+    pub(crate) key_clients: Arc<HashMap<String, Client>>,
     pub(crate) region: String,
     pub(crate) gate: Gatekeeper,
 }
 
 impl DogS3 {
-    pub fn new(client: Client, region: String, credentials: Credentials, anonymous: bool) -> Self {
+    pub fn new(
+        client: Client,
+        key_clients: HashMap<String, Client>,
+        region: String,
+        credentials: Credentials,
+        anonymous: bool,
+    ) -> Self {
         DogS3 {
             client,
+            key_clients: Arc::new(key_clients),
             region,
             gate: Gatekeeper {
                 credentials,
                 anonymous,
             },
         }
+    }
+
+    /// The client a request is served with: its access key's, else the gateway's.
+    pub(crate) fn client_for(&self, creds: Option<&s3s::auth::Credentials>) -> &Client {
+        creds
+            .and_then(|c| self.key_clients.get(c.access_key.as_str()))
+            .unwrap_or(&self.client)
     }
 }
 

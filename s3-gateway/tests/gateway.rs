@@ -252,3 +252,93 @@ async fn no_credentials_needs_anonymous_mode() {
         "{r:?}"
     );
 }
+
+/// Access keys wired to DogFS tokens (issue 15 meets issue 14): a key whose entry carries a
+/// token is served with that token, so the cluster enforces its scope and buckets on top of
+/// the gateway's own check; keys without one use the gateway's token; a revoked token stops
+/// the key.
+#[tokio::test]
+async fn access_keys_act_with_their_dogfs_tokens() {
+    use dogfs_client::{ClientConfig, ClientTlsPaths, Token, TokenRequest, TokenScope};
+    use dogfs_s3::{CredentialEntry, Credentials, Scope};
+    use dogfs_tests::{Cluster, ClusterOptions};
+
+    let cluster = Cluster::start(ClusterOptions {
+        meta_nodes: 1,
+        chunk_nodes: 3,
+        ec_k: 2,
+        ec_m: 1,
+        tls: true,
+        auth: true,
+        meta_env: vec![("DOGFS_SEGMENT_SIZE".to_owned(), common::SEGMENT.to_owned())],
+        ..ClusterOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut cfg = ClientConfig::new(cluster.endpoints());
+    cfg.tls = Some(ClientTlsPaths::ca_only(cluster.tls().unwrap().ca_path()));
+    cfg.token = Some(Token::new(cluster.admin_token().unwrap(), "admin").unwrap());
+    cfg.retry_deadline = Duration::from_secs(20);
+    let admin_sdk = dogfs_client::Client::connect(cfg.clone()).await.unwrap();
+    admin_sdk.create_bucket("shared").await.unwrap();
+    let doc = data(7, 300_000);
+    admin_sdk
+        .put_bytes("shared", "doc", doc.clone())
+        .await
+        .unwrap();
+    let reader = admin_sdk
+        .create_token(&TokenRequest {
+            name: "s3-reader".to_owned(),
+            scope: TokenScope::Read,
+            buckets: vec!["shared".to_owned()],
+            prefix: String::new(),
+            ttl_secs: 0,
+        })
+        .await
+        .unwrap();
+    const KEYED: (&str, &str) = ("AKKEYED", "keyed-secret");
+    let entry = |key: (&str, &str), scope, token: Option<String>| CredentialEntry {
+        access_key: key.0.to_owned(),
+        secret_key: key.1.to_owned(),
+        identity: key.0.to_lowercase(),
+        scope,
+        buckets: None,
+        token,
+    };
+    let config = GatewayConfig {
+        credentials: Some(
+            Credentials::from_entries([
+                entry(ADMIN, Scope::Admin, None),
+                // The gateway alone would let this key write; its token does not.
+                entry(KEYED, Scope::ReadWrite, Some(reader.token.clone())),
+            ])
+            .unwrap(),
+        ),
+        ..GatewayConfig::default()
+    };
+    let gw = Gateway::start_with(cfg, config).await;
+    let keyed = gw.client(KEYED);
+    let r = keyed.send(Req::new("GET", "/shared/doc")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body == doc, "GET through the key's token differs");
+    let r = keyed
+        .send(Req::new("PUT", "/shared/new").body("refused"))
+        .await;
+    assert_eq!((r.status, r.error_code().as_str()), (403, "AccessDenied"));
+    assert!(r.text().contains("needs write"), "{}", r.text());
+    assert_eq!(
+        admin_sdk.head("shared", "new").await.unwrap_err().kind(),
+        dogfs_client::ErrorKind::NotFound
+    );
+    // A key without a token of its own writes with the gateway's.
+    let admin = gw.client(ADMIN);
+    let r = admin
+        .send(Req::new("PUT", "/shared/by-admin").body("ok"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Revoked, the key's token stops the key.
+    admin_sdk.revoke_token(&reader.info.id).await.unwrap();
+    let r = keyed.send(Req::new("GET", "/shared/doc")).await;
+    assert_eq!((r.status, r.error_code().as_str()), (403, "AccessDenied"));
+    gw.stop().await;
+}

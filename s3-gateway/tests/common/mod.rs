@@ -47,6 +47,7 @@ pub fn credentials() -> Credentials {
             identity: identity.to_owned(),
             scope,
             buckets: buckets.map(|b| b.into_iter().map(str::to_owned).collect()),
+            token: None,
         }
     };
     Credentials::from_entries([
@@ -68,6 +69,11 @@ impl Gateway {
     pub async fn start(endpoints: Vec<String>, config: GatewayConfig, deadline: Duration) -> Self {
         let mut cfg = ClientConfig::new(endpoints);
         cfg.retry_deadline = deadline;
+        Self::start_with(cfg, config).await
+    }
+
+    /// With the gateway's DogFS client configured by the caller (TLS, token).
+    pub async fn start_with(mut cfg: ClientConfig, config: GatewayConfig) -> Self {
         cfg.connect_timeout = Duration::from_secs(2);
         let client = Client::connect(cfg).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
