@@ -341,7 +341,6 @@ impl DogS3 {
         let span = info_span!("delete_objects", bucket = %bucket, keys = objects.len());
         let results: Vec<_> = futures::stream::iter(objects)
             .map(|o| {
-                let client = client;
                 let bucket = &bucket;
                 async move {
                     let r = match check_version(o.version_id.as_deref()) {
