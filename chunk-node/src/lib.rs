@@ -8,6 +8,8 @@ pub mod client;
 pub mod config;
 pub mod convert;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grants;
 pub mod heartbeat;
 pub mod http;

@@ -215,6 +215,20 @@ impl ByteRange {
     }
 }
 
+/// Fuzz entry point (`dogfs_core::fuzzing` explains how it runs): byte ranges, durations and
+/// spreads as typed on the command line — errors, never panics; a closed range is ordered.
+#[doc(hidden)]
+pub fn fuzz_parsers(data: &[u8]) {
+    let s = String::from_utf8_lossy(data);
+    if let Ok(ByteRange::Closed { start, end }) = ByteRange::parse(&s) {
+        assert!(start <= end, "{s:?}");
+    }
+    let _ = parse_duration(&s);
+    if let Ok(spread) = parse_spread(&s) {
+        assert!(spread > 0.0 && spread < 100.0, "{s:?}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -3,6 +3,8 @@
 
 pub mod checksum;
 pub mod codec;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 pub mod layout;
 pub mod names;

@@ -20,6 +20,8 @@ pub mod access;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod mover;

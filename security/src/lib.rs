@@ -16,6 +16,8 @@ pub mod args;
 pub mod auth;
 pub mod channels;
 pub mod client;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 pub mod grant;
 pub mod identity;
