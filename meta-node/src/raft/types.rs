@@ -108,7 +108,42 @@ pub struct Command {
     /// Applied iff every condition holds.
     pub writes: Vec<Write>,
     /// Sub-commands of a batch entry (empty for a plain command).
+    #[serde(deserialize_with = "bounded_batch")]
     pub batch: Vec<Command>,
+}
+
+/// How deep commands may nest when decoded. Batches do not nest (a nested one is applied as
+/// `Invalid`), but decoding must refuse long before the stack runs out: bincode has no depth
+/// limit, and a payload of commands nested a thousand deep (24 bytes a level) overflowed the
+/// stack of whatever decoded it — a Raft RPC handler, WAL recovery — and aborted the process
+/// (found by fuzzing, `fuzz/regressions/raft_messages/nested-batch`).
+pub const MAX_COMMAND_DEPTH: u32 = 8;
+
+thread_local! {
+    /// Commands being decoded on this thread, outermost first (decoding never awaits).
+    static COMMAND_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// `Command::batch`, refusing more than [`MAX_COMMAND_DEPTH`] levels of nesting.
+fn bounded_batch<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Command>, D::Error> {
+    /// Leaves the level however decoding ends (an error, or a panic unwinding).
+    struct Level;
+    impl Drop for Level {
+        fn drop(&mut self) {
+            COMMAND_DEPTH.with(|c| c.set(c.get().saturating_sub(1)));
+        }
+    }
+    let depth = COMMAND_DEPTH.with(|c| {
+        c.set(c.get().saturating_add(1));
+        c.get()
+    });
+    let _level = Level;
+    if depth > MAX_COMMAND_DEPTH {
+        return Err(serde::de::Error::custom(format_args!(
+            "commands nested more than {MAX_COMMAND_DEPTH} deep"
+        )));
+    }
+    Vec::<Command>::deserialize(d)
 }
 
 impl Command {

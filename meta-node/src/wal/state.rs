@@ -62,7 +62,8 @@ pub(crate) struct GroupState {
 
 impl GroupState {
     pub fn last(&self) -> Option<u64> {
-        (!self.entries.is_empty()).then(|| self.first + self.entries.len() as u64 - 1)
+        // `first + (len - 1)`: `first + len` overflows for an entry at index `u64::MAX`.
+        (!self.entries.is_empty()).then(|| self.first + (self.entries.len() as u64 - 1))
     }
 
     pub fn entry(&self, index: u64) -> Option<&Bytes> {
@@ -307,7 +308,8 @@ impl LogState {
                     if let Some(s) = g.entries.pop_front() {
                         killed.push(s.seg);
                     }
-                    g.first += 1;
+                    // Wraps only past an entry at `u64::MAX`, leaving the log empty.
+                    g.first = g.first.wrapping_add(1);
                 }
                 if let Some((_, old)) = g.purged.replace((rec.index, slot)) {
                     killed.push(old.seg);
