@@ -2,7 +2,12 @@
 //! no system protoc.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/chunk.proto", "proto/meta.proto", "proto/raft.proto"];
+    let protos = [
+        "proto/chunk.proto",
+        "proto/meta.proto",
+        "proto/raft.proto",
+        "proto/etcd_kv.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

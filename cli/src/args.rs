@@ -379,6 +379,10 @@ pub enum Workload {
     /// cluster: --size PUT/GET (bytes verified), 1 KiB PUT/GET from --small-clients clients,
     /// and one --s3-big-size PUT/GET with the gateway's peak RSS. Not part of `all`.
     S3,
+    /// Puts of --etcd-value-size values to the etcd cluster at --etcd-endpoints (a peer to
+    /// compare with, DESIGN §12): 1 client, then --small-clients clients, each for
+    /// --small-duration. Starts no DogFS cluster. Not part of `all`.
+    Etcd,
     /// disk, put, get, degraded, small, then big in a child process.
     All,
 }
@@ -416,12 +420,18 @@ pub struct BenchArgs {
     /// Run put/get/degraded this long instead of --count objects.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Concurrent clients of the small workload.
+    /// Concurrent clients of the small workload (and of the etcd workload's second phase).
     #[arg(long, default_value_t = 16)]
     pub small_clients: usize,
-    /// How long each half (PUT, GET) of the small workload runs.
+    /// How long each half (PUT, GET) of the small workload runs (each etcd phase too).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub small_duration: Duration,
+    /// etcd client endpoints (HOST:PORT, comma-separated) of the etcd workload.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub etcd_endpoints: Option<String>,
+    /// Value size, in bytes, of the etcd workload's puts.
+    #[arg(long, default_value_t = 256)]
+    pub etcd_value_size: usize,
     /// Object size of the big workload.
     #[arg(long, default_value = "4GiB")]
     pub big_size: ByteSize,

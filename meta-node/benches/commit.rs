@@ -56,6 +56,87 @@ fn floor(dir: &Path) -> Duration {
     lat[lat.len() / 2]
 }
 
+/// What a phase cost across the three nodes, for the per-commit figures: Raft frames and unary
+/// calls sent (each is one HTTP/2 message and a wake-up of the peer's connection), messages in
+/// the frames, WAL syncs and the groups they covered, and the process's context switches
+/// (every wake-up of a sleeping thread is one).
+#[derive(Debug, Clone, Copy, Default)]
+struct Costs {
+    frames: u64,
+    unary: u64,
+    messages: u64,
+    syncs: u64,
+    synced_groups: u64,
+    switches: u64,
+}
+
+impl Costs {
+    fn now(servers: &[MetaServer]) -> Costs {
+        let mut c = Costs {
+            switches: context_switches(),
+            ..Costs::default()
+        };
+        for s in servers {
+            let h = s.node().handle();
+            let (out, _) = h.transport_counts();
+            c.frames += out.frames_sent;
+            c.unary += out.unary_calls;
+            c.messages += out.messages_sent;
+            if let Some(w) = h.wal_stats() {
+                c.syncs += w.syncs;
+                c.synced_groups += w.synced_groups;
+            }
+        }
+        c
+    }
+
+    fn minus(&self, o: &Costs) -> Costs {
+        Costs {
+            frames: self.frames - o.frames,
+            unary: self.unary - o.unary,
+            messages: self.messages - o.messages,
+            syncs: self.syncs - o.syncs,
+            synced_groups: self.synced_groups - o.synced_groups,
+            switches: self.switches - o.switches,
+        }
+    }
+
+    fn per(&self, commits: f64) -> String {
+        format!(
+            "{:.2} raft frames + {:.2} unary calls (node→node requests, {:.2} messages in frames), \
+             {:.2} WAL syncs ({:.2} groups per sync), {:.1} context switches",
+            self.frames as f64 / commits,
+            self.unary as f64 / commits,
+            self.messages as f64 / commits,
+            self.syncs as f64 / commits,
+            self.synced_groups as f64 / self.syncs.max(1) as f64,
+            self.switches as f64 / commits,
+        )
+    }
+}
+
+/// Context switches (voluntary and not) of every thread of this process so far.
+fn context_switches() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let mut total = 0;
+    for t in dir.flatten() {
+        let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
 /// CPU seconds this process used so far (user + system), from `/proc/self/stat`.
 fn process_cpu() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -83,21 +164,53 @@ fn thread_cpu() -> std::collections::BTreeMap<&'static str, f64> {
             .split_once('(')
             .and_then(|(_, r)| r.rsplit_once(')'))
             .map_or("", |(n, _)| n);
-        let kind = if name.starts_with("bench-client") {
-            "bench clients"
-        } else if name.starts_with("tokio-rt") {
-            "servers (tokio)"
-        } else if name.starts_with("dogfs-wal") {
-            "WAL writers"
-        } else if name.starts_with("sled") || name.starts_with("log flusher") {
-            "sled threads"
-        } else {
-            "other"
-        };
+        let kind = thread_kind(name);
         let rest = stat.rsplit(')').next().unwrap_or("");
         let f: Vec<&str> = rest.split_whitespace().collect();
         let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         *out.entry(kind).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
+    }
+    out
+}
+
+/// The kind of a thread of this process, by name.
+fn thread_kind(name: &str) -> &'static str {
+    if name.starts_with("bench-client") {
+        "bench clients"
+    } else if name.starts_with("tokio-rt") {
+        "servers (tokio)"
+    } else if name.starts_with("dogfs-wal") {
+        "WAL writers"
+    } else if name.starts_with("sled") || name.starts_with("log flusher") {
+        "sled threads"
+    } else {
+        "other"
+    }
+}
+
+/// Context switches (voluntary and not) per thread kind of this process so far.
+fn thread_switches() -> std::collections::BTreeMap<&'static str, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in dir.flatten() {
+        let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
+            continue;
+        };
+        let mut kind = "other";
+        let mut n = 0;
+        for line in status.lines() {
+            if let Some(name) = line.strip_prefix("Name:") {
+                kind = thread_kind(name.trim());
+            } else if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                n += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+        *out.entry(kind).or_insert(0) += n;
     }
     out
 }
@@ -221,6 +334,13 @@ async fn run(crt: tokio::runtime::Handle) {
         {
             cfg.proposer_in_flight = n;
         }
+        // A/B of the Raft transport (`stream` or `unary`) and of the coalesced heartbeats.
+        if let Ok(t) = std::env::var("DOGFS_RAFT_TRANSPORT") {
+            cfg.raft_transport = t.parse().unwrap();
+        }
+        if let Ok(v) = std::env::var("DOGFS_RAFT_COALESCE_HEARTBEATS") {
+            cfg.raft_coalesce_heartbeats = v.parse().unwrap();
+        }
         servers.push(MetaServer::start(cfg, l, None).await.unwrap());
     }
     let end = Instant::now() + Duration::from_secs(30);
@@ -300,14 +420,33 @@ async fn run(crt: tokio::runtime::Handle) {
         })
         .collect();
 
+    // Idle: only heartbeats travel. With coalesced heartbeats each node sends those of every
+    // group it leads to a peer together, so they share frames.
+    let idle0 = Costs::now(&servers);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = Costs::now(&servers).minus(&idle0);
+    println!(
+        "idle 2 s: {:.0} frames/s + {:.0} unary calls/s carrying {:.0} messages/s ({:.2} messages per frame) from the three nodes",
+        idle.frames as f64 / 2.0,
+        idle.unary as f64 / 2.0,
+        (idle.messages + idle.unary) as f64 / 2.0,
+        idle.messages as f64 / idle.frames.max(1) as f64
+    );
+
     // Warm-up.
     for i in 0..200 {
         let k = format!("warm-{i}");
         put(&clients, leader_for(&k), 0, k).await;
     }
 
+    println!(
+        "raft transport: {:?}, coalesced heartbeats: {}",
+        servers[0].node().handle().connections().transport(),
+        std::env::var("DOGFS_RAFT_COALESCE_HEARTBEATS").unwrap_or_else(|_| "true".into())
+    );
     // 1 client, sequential.
     let syncs0 = servers[0].metrics().wal_syncs.get();
+    let costs_one = Costs::now(&servers);
     let cpu_one = process_cpu();
     let threads_one = thread_cpu();
     let mut lat = Vec::new();
@@ -319,6 +458,7 @@ async fn run(crt: tokio::runtime::Handle) {
         lat.push(t.elapsed());
     }
     let syncs1 = servers[0].metrics().wal_syncs.get();
+    let costs_one = Costs::now(&servers).minus(&costs_one);
     let cpu_one = process_cpu() - cpu_one;
     let split_one: Vec<String> = thread_cpu()
         .iter()
@@ -412,8 +552,10 @@ async fn run(crt: tokio::runtime::Handle) {
         .collect();
     let mut tasks = Vec::new();
     let syncs2 = servers[0].metrics().wal_syncs.get();
+    let costs0 = Costs::now(&servers);
     let cpu0 = process_cpu();
     let threads0 = thread_cpu();
+    let switches0 = thread_switches();
     let m0 = machine_cpu();
     let started = Instant::now();
     let n_clients: usize = std::env::var("DOGFS_BENCH_CLIENTS")
@@ -444,8 +586,10 @@ async fn run(crt: tokio::runtime::Handle) {
     let elapsed = started.elapsed();
     let cpu = process_cpu() - cpu0;
     let threads1 = thread_cpu();
+    let switches1 = thread_switches();
     let m1 = machine_cpu();
     let syncs3 = servers[0].metrics().wal_syncs.get();
+    let costs = Costs::now(&servers).minus(&costs0);
     let commits = done.load(Ordering::Relaxed);
     let rate = commits as f64 / elapsed.as_secs_f64();
     let floor_after = floor(root.path());
@@ -459,6 +603,7 @@ async fn run(crt: tokio::runtime::Handle) {
         p50.as_secs_f64() / fl.as_secs_f64(),
         (syncs1 - syncs0) as f64 / n1 as f64
     );
+    println!("1 client, per commit: {}", costs_one.per(n1 as f64));
     println!(
         "1 client CPU: {:.0} µs per commit (every commit its own Raft entry): {}",
         cpu_one * 1e6 / n1 as f64,
@@ -484,6 +629,21 @@ async fn run(crt: tokio::runtime::Handle) {
             format!("{k} {:.0} µs", d * 1e6 / commits as f64)
         })
         .collect();
+    println!(
+        "{n_clients} clients, per commit: {}",
+        costs.per(commits as f64)
+    );
+    let split_switches: Vec<String> = switches1
+        .iter()
+        .map(|(k, v)| {
+            let d = v - switches0.get(k).copied().unwrap_or(0);
+            format!("{k} {:.2}", d as f64 / commits as f64)
+        })
+        .collect();
+    println!(
+        "{n_clients} clients context switches per commit by thread: {}",
+        split_switches.join(", ")
+    );
     println!(
         "{n_clients} clients CPU per commit by thread: {}",
         split.join(", ")

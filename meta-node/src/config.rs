@@ -9,6 +9,8 @@ use std::time::Duration;
 use dogfs_core::scheme::{Codec, ErasureScheme, SchemeError};
 use dogfs_core::size::ByteSize;
 
+use crate::raft::TransportMode;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -239,6 +241,27 @@ pub struct MetaConfig {
     )]
     pub proposer_in_flight: usize,
 
+    /// How Raft messages travel between metadata nodes: `stream` (one node-pair stream per
+    /// peer, every group's messages framed together) or `unary` (one call per message, as
+    /// before the stream; for comparison). Snapshot chunks are unary either way.
+    #[arg(
+        long,
+        env = "DOGFS_RAFT_TRANSPORT",
+        default_value = "stream",
+        hide = true
+    )]
+    pub raft_transport: TransportMode,
+
+    /// One heartbeat tick for all groups the node leads (true) or openraft's timer per group.
+    #[arg(
+        long,
+        env = "DOGFS_RAFT_COALESCE_HEARTBEATS",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        hide = true
+    )]
+    pub raft_coalesce_heartbeats: bool,
+
     /// Seconds the HTTP side port gets to drain after SIGTERM (gRPC drains with the Raft node).
     #[arg(long, env = "DOGFS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -286,6 +309,8 @@ impl MetaConfig {
             snapshot_every: 10_000,
             snapshot_keep: 1000,
             proposer_in_flight: 1,
+            raft_transport: TransportMode::default(),
+            raft_coalesce_heartbeats: true,
             shutdown_grace_secs: 2,
         }
     }

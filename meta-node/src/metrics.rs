@@ -20,6 +20,14 @@ pub struct RpcLabels {
     pub code: String,
 }
 
+/// Counters of the Raft transport: `side` is `caller` (this node's outgoing calls) or
+/// `callee` (the streams peers opened to it).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    pub side: &'static str,
+    pub what: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GroupLabel {
     pub group: u64,
@@ -66,6 +74,9 @@ pub struct Metrics {
     commit: Family<GroupLabel, Gauge>,
     applied: Family<GroupLabel, Gauge>,
     apply_lag: Family<GroupLabel, Gauge>,
+    transport: Family<TransportLabel, Gauge>,
+    wal_synced_groups: Gauge,
+    wal_synced_submissions: Gauge,
 }
 
 impl Metrics {
@@ -163,6 +174,14 @@ impl Metrics {
             "repair_unreadable_segments",
             "Segments with fewer than k readable shards in the partitions this node leads",
         );
+        let wal_synced_groups = plain_gauge(
+            "wal_synced_groups",
+            "Sum over WAL fdatasyncs of the Raft groups each made durable (divide by the syncs)",
+        );
+        let wal_synced_submissions = plain_gauge(
+            "wal_synced_submissions",
+            "Sum over WAL fdatasyncs of the record submissions each made durable",
+        );
         let mut gauge = |name: &str, help: &str| {
             let f = Family::<GroupLabel, Gauge>::default();
             registry.register(name, help, f.clone());
@@ -181,6 +200,13 @@ impl Metrics {
         let apply_lag = gauge(
             "group_apply_lag",
             "Log entries written on this node and not yet applied",
+        );
+        let transport = Family::<TransportLabel, Gauge>::default();
+        registry.register(
+            "raft_transport",
+            "Raft transport counters since start: node-pair stream frames and messages sent and \
+             received, streams opened, unary calls; side caller (outgoing) or callee (served)",
+            transport.clone(),
         );
         Arc::new(Metrics {
             registry,
@@ -211,6 +237,9 @@ impl Metrics {
             commit,
             applied,
             apply_lag,
+            transport,
+            wal_synced_groups,
+            wal_synced_submissions,
         })
     }
 
@@ -255,6 +284,27 @@ impl Metrics {
             self.apply_lag
                 .get_or_create(&l)
                 .set(as_i64(last.saturating_sub(applied)));
+        }
+        let (caller, callee) = raft.transport_counts();
+        for (side, c) in [("caller", caller), ("callee", callee)] {
+            for (what, v) in [
+                ("frames_sent", c.frames_sent),
+                ("messages_sent", c.messages_sent),
+                ("frames_received", c.frames_received),
+                ("messages_received", c.messages_received),
+                ("streams_opened", c.streams_opened),
+                ("unary_calls", c.unary_calls),
+            ] {
+                self.transport
+                    .get_or_create(&TransportLabel { side, what })
+                    .set(i64::try_from(v).unwrap_or(i64::MAX));
+            }
+        }
+        if let Some(w) = raft.wal_stats() {
+            self.wal_synced_groups
+                .set(i64::try_from(w.synced_groups).unwrap_or(i64::MAX));
+            self.wal_synced_submissions
+                .set(i64::try_from(w.synced_submissions).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;

@@ -99,6 +99,8 @@ impl MetaServer {
             ..default_raft_config()
         };
         node_cfg.sync_observer = Some(metrics.sync_observer());
+        node_cfg.transport = config.raft_transport;
+        node_cfg.coalesce_heartbeats = config.raft_coalesce_heartbeats;
         if let Some(tls) = config
             .tls
             .load()

@@ -117,6 +117,54 @@ fn acks_can_be_awaited() {
 }
 
 #[test]
+fn completion_callbacks_run_once_durable_and_never_for_refused_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open(dir.path(), &WalConfig::default());
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 1..=10u64 {
+        let tx = tx.clone();
+        wal.append_entries_then(4, i, [Bytes::from(vec![i as u8])], move |r| {
+            tx.send((
+                i,
+                r.is_ok(),
+                std::thread::current().name().map(String::from),
+            ))
+            .unwrap();
+        })
+        .unwrap();
+    }
+    let tx2 = tx.clone();
+    wal.flush_then(move |r| tx2.send((0, r.is_ok(), None)).unwrap())
+        .unwrap();
+    let mut got: Vec<u64> = Vec::new();
+    for _ in 0..11 {
+        let (i, ok, thread) = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert!(ok, "entry {i}");
+        if i > 0 {
+            // Called on the writer thread, in submission order.
+            assert!(thread.is_some_and(|t| t.starts_with("dogfs-wal")));
+        }
+        got.push(i);
+    }
+    assert_eq!(got, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0]);
+    // Durable by then (the reopen below checks it on disk).
+    assert_eq!(wal.last_index(4), Some(10));
+    // A refused write (a gap in the log) reports its error and never calls back.
+    let called = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let c = std::sync::Arc::clone(&called);
+    let refused = wal.append_entries_then(4, 20, [b("gap")], move |_| {
+        c.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    assert!(refused.is_err());
+    wal.flush().unwrap().wait().unwrap();
+    assert!(!called.load(std::sync::atomic::Ordering::SeqCst));
+    drop(wal);
+    let wal = open(dir.path(), &WalConfig::default());
+    assert_eq!(wal.last_index(4), Some(10));
+    assert_eq!(rx.try_recv().ok().map(|x| x.0), None, "no extra calls");
+}
+
+#[test]
 fn reclaim_deletes_purged_segments_and_rewrites_idle_groups() {
     let dir = tempfile::tempdir().unwrap();
     let config = WalConfig {

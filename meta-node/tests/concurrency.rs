@@ -128,6 +128,14 @@ fn group_commit_batches_syncs() {
         "group commit: {} syncs for {appends} appends",
         stats.syncs
     );
+    // Each thread is its own group: the syncs covered many groups each, and together every
+    // append exactly once.
+    assert_eq!(stats.synced_submissions, appends, "{stats:?}");
+    assert!(
+        stats.synced_groups >= stats.syncs * 4,
+        "a sync should cover the records of many groups: {stats:?}"
+    );
+    assert!(stats.synced_groups <= appends, "{stats:?}");
     drop(wal);
     let wal = Wal::open(dir.path(), WalConfig::default()).unwrap().0;
     for t in 0..THREADS as u64 {

@@ -32,3 +32,8 @@ pub mod raft {
     }
     pub use v1::*;
 }
+
+/// A subset of etcd's KV API, only for the peer benchmark (`dogfs bench etcd`): `KV.Put`.
+pub mod etcd {
+    tonic::include_proto!("etcdserverpb");
+}

@@ -6,9 +6,11 @@
 //! measures the client's peak RSS; in `all` it runs in a child `dogfs bench big` process
 //! against the same cluster, because the in-process servers' memory would count otherwise.
 //! `s3` runs the S3 gateway as a `dogfs-s3` child process beside the native client (`s3/`).
+//! `etcd` measures a peer, an etcd cluster at `--etcd-endpoints`, and starts no cluster (`etcd.rs`).
 
 pub mod disk;
 pub mod drain;
+pub mod etcd;
 pub mod pattern;
 pub mod repair;
 pub mod s3;
@@ -66,6 +68,8 @@ pub enum BenchError {
     DrainNeedsDev,
     #[error(transparent)]
     Drain(#[from] drain::DrainBenchError),
+    #[error("etcd workload: {0}")]
+    Etcd(#[from] etcd::EtcdBenchError),
     #[error("s3 workload: {0}")]
     S3(#[from] s3::S3BenchError),
     #[error("starting the relay in front of chunk server 0: {source}")]
@@ -109,6 +113,7 @@ impl Classify for BenchError {
             BenchError::Drain(e) => e
                 .client_error()
                 .map_or(ExitKind::Other, ExitKind::of_client),
+            BenchError::Etcd(e) => e.exit_kind(),
             BenchError::S3(s3::S3BenchError::Gateway(s3::gateway::GatewayError::Missing(_))) => {
                 ExitKind::InvalidInput
             }
@@ -164,6 +169,10 @@ pub async fn run(
     timeout: Duration,
     out: Out,
 ) -> Result<Report, BenchError> {
+    // A peer, not DogFS: no cluster of ours to start or connect to.
+    if args.workload == Workload::Etcd {
+        return Ok(etcd::run(args, timeout, out).await?);
+    }
     let use_dev = args.dev || endpoints.is_none();
     // Refused before touching anything: it drains, stops and removes servers of the cluster.
     if args.workload == Workload::Drain && !use_dev {
@@ -434,7 +443,8 @@ impl Ctx {
             }
         }
         match self.args.workload {
-            Workload::Disk => {}
+            // The etcd workload returns from `run` before any cluster exists.
+            Workload::Disk | Workload::Etcd => {}
             Workload::Put => self.put().await?,
             Workload::Get => self.get().await?,
             Workload::Degraded => self.degraded().await?,

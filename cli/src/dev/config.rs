@@ -65,6 +65,22 @@ pub(super) fn meta_config(
     cfg.mover_interval_ms = mover.interval_ms;
     cfg.rebalance_spread_percent = mover.spread_percent;
     cfg.rebalance_on_join = mover.rebalance_on_join;
+    // The metadata server reads these from its environment too; for in-process clusters
+    // (`dogfs dev`, `dogfs bench`) they allow the same comparisons.
+    if let Ok(v) = std::env::var("DOGFS_RAFT_TRANSPORT") {
+        match v.parse() {
+            Ok(t) => cfg.raft_transport = t,
+            Err(e) => tracing::warn!(value = %v, error = %e, "ignoring DOGFS_RAFT_TRANSPORT"),
+        }
+    }
+    if let Ok(v) = std::env::var("DOGFS_RAFT_COALESCE_HEARTBEATS") {
+        match v.parse() {
+            Ok(b) => cfg.raft_coalesce_heartbeats = b,
+            Err(e) => {
+                tracing::warn!(value = %v, error = %e, "ignoring DOGFS_RAFT_COALESCE_HEARTBEATS");
+            }
+        }
+    }
     if let Some(h) = healing {
         cfg.suspect_after_secs = h.suspect_after_secs;
         cfg.down_after_secs = h.down_after_secs;

@@ -366,10 +366,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             })?;
             payloads.push(Bytes::from(payload));
         }
-        let ack = match first {
+        // The WAL's writer thread tells openraft as soon as the `fdatasync` covering the
+        // entries returned: no task in between awaits an acknowledgement to pass it on. The
+        // entries are readable now; openraft learns they are durable only then.
+        let on_durable = move |res: Result<(), WriterError>| {
+            let res = res.map_err(|e| {
+                io::Error::other(LogStoreError::FlushEntries {
+                    group,
+                    source: Box::new(e),
+                })
+            });
+            callback.log_io_completed(res);
+        };
+        match first {
             Some(first) => self
                 .wal
-                .append_entries(group, first, payloads)
+                .append_entries_then(group, first, payloads, on_durable)
                 .map_err(Box::new)
                 .map_err(|source| {
                     write_err(LogStoreError::AppendEntries {
@@ -381,19 +393,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // Nothing to append: report once everything submitted so far is durable.
             None => self
                 .wal
-                .flush()
+                .flush_then(on_durable)
                 .map_err(Box::new)
                 .map_err(|source| write_err(LogStoreError::Flush { group, source }))?,
-        };
-        // The entries are readable now; openraft learns they are durable only when the
-        // `fdatasync` covering them returned.
-        tokio::spawn(async move {
-            let res = ack
-                .await
-                .map_err(Box::new)
-                .map_err(|source| io::Error::other(LogStoreError::FlushEntries { group, source }));
-            callback.log_io_completed(res);
-        });
+        }
         Ok(())
     }
 

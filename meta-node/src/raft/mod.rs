@@ -9,6 +9,8 @@
 //!   with fsynced snapshot files.
 //! - [`network`]: the gRPC client side of the Raft transport ([`NetworkFactory`], one pooled
 //!   channel per peer shared by all groups).
+//! - [`link`], [`stream`], [`frame`]: the node-pair stream that carries every group's Vote and
+//!   AppendEntries between two nodes in shared frames (caller, callee, framing).
 //! - [`server`]: the gRPC `RaftService`, routing messages by group id ([`RaftServer`]).
 //! - [`restored`]: the extra wait of reads on a leadership resumed at startup.
 //! - [`node`]: [`MultiRaft`], every group of one node on one WAL and one sled database
@@ -16,18 +18,22 @@
 
 pub mod bytes_serde;
 pub mod engine;
+pub mod frame;
+pub mod link;
 pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod restored;
 pub mod server;
 pub mod state_machine;
+pub mod stream;
 pub mod types;
 
 pub use engine::{EngineError, KvEngine, KvSpace, SledEngine, SledSpace};
+pub use frame::{TransportCounts, TransportStats};
 pub use log_store::{LogStore, LogStoreError};
-pub use network::{Connections, GroupClient, NetworkFactory, TransportError};
+pub use network::{Connections, GroupClient, NetworkFactory, TransportError, TransportMode};
 pub use node::{MultiRaft, NodeConfig, NodeError, RaftHandle};
-pub use server::{RaftRegistry, RaftServer, ServerError};
+pub use server::{CallKind, RaftRegistry, RaftServer, ServerError};
 pub use state_machine::{KvReader, SnapshotBuilder, StateMachine, StateMachineError, Versioned};
 pub use types::{Command, Condition, Key, Response, TypeConfig, Write};

@@ -12,14 +12,14 @@
 //! - any other transport or codec failure: [`NetworkError`];
 //! - the peer's Raft answered with an error (e.g. a higher vote): [`RemoteError`] — only then.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
-use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dogfs_proto::raft::RaftRequest;
 use dogfs_proto::raft::raft_service_client::RaftServiceClient;
+use dogfs_proto::raft::{RaftMessageKind, RaftRequest};
 use dogfs_security::{Channels, ClientTls};
 use openraft::BasicNode;
 use openraft::error::{
@@ -36,6 +36,9 @@ use thiserror::Error;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use super::frame::{STREAM_MAX_REQUEST_BYTES, TransportStats, kind_to_proto};
+use super::link::{Link, LinkError};
+use super::server::CallKind;
 use super::types::TypeConfig;
 use crate::wal::GroupId;
 
@@ -88,12 +91,45 @@ pub enum TransportError {
     },
 }
 
-/// The node's pool of gRPC channels, one per peer address, shared by every group. Channels
-/// connect lazily and reconnect by themselves after a peer comes back; over TLS they are
-/// made anew after the certificate files change.
+/// The node-pair streams by peer address, with the certificate generation each was made with.
+type Links = HashMap<String, (Arc<Link>, u64)>;
+
+/// How the node sends Vote and AppendEntries to its peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransportMode {
+    /// One node-pair stream per peer carrying every group's calls, framed together
+    /// ([`super::link`]); snapshot chunks and large requests stay unary.
+    #[default]
+    Stream,
+    /// One unary gRPC call per message (what nodes before the stream did; for comparison).
+    Unary,
+}
+
+impl std::str::FromStr for TransportMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "stream" => Ok(TransportMode::Stream),
+            "unary" => Ok(TransportMode::Unary),
+            other => Err(format!(
+                "unknown raft transport {other:?} (expected stream or unary)"
+            )),
+        }
+    }
+}
+
+/// The node's pool of gRPC channels, one per peer address, shared by every group, and its
+/// node-pair streams ([`Link`]), one per peer. Channels connect lazily and reconnect by
+/// themselves after a peer comes back; over TLS they are made anew after the certificate
+/// files change, and so are the streams.
 #[derive(Debug, Clone)]
 pub struct Connections {
     channels: Channels,
+    tls: Option<Arc<ClientTls>>,
+    mode: TransportMode,
+    links: Arc<Mutex<Links>>,
+    stats: Arc<TransportStats>,
 }
 
 impl Default for Connections {
@@ -106,13 +142,30 @@ impl Connections {
     /// An empty pool whose channels give up connecting after `connect_timeout`, over TLS
     /// (this node's certificate as client identity) when `tls` is given.
     pub fn new(connect_timeout: Duration, tls: Option<Arc<ClientTls>>) -> Connections {
-        let channels = Channels::new(tls, move |e| {
+        let channels = Channels::new(tls.clone(), move |e| {
             e.connect_timeout(connect_timeout)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_timeout(Duration::from_secs(10))
         });
-        Connections { channels }
+        Connections {
+            channels,
+            tls,
+            mode: TransportMode::default(),
+            links: Arc::default(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// The same pool sending Raft messages the `mode` way.
+    pub fn with_transport(mut self, mode: TransportMode) -> Connections {
+        self.mode = mode;
+        self
+    }
+
+    /// How Raft messages are sent.
+    pub fn transport(&self) -> TransportMode {
+        self.mode
     }
 
     /// The channel to `addr` (`host:port`, or a URI with a scheme), created on first use.
@@ -123,6 +176,46 @@ impl Connections {
                 addr: addr.to_string(),
                 source,
             })
+    }
+
+    /// The Raft client for `addr`, with the transport's message limits.
+    fn raft_client(&self, addr: &str) -> Result<RaftServiceClient<Channel>, TransportError> {
+        Ok(RaftServiceClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES))
+    }
+
+    /// The node-pair stream to `addr`, made on first use and again after the certificates
+    /// changed.
+    pub fn link(&self, addr: &str) -> Result<Arc<Link>, TransportError> {
+        let generation = self.tls.as_ref().map_or(0, |t| t.generation());
+        let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((link, made)) = links.get(addr)
+            && *made == generation
+        {
+            return Ok(Arc::clone(link));
+        }
+        let link = Arc::new(Link::new(
+            addr.to_string(),
+            self.raft_client(addr)?,
+            Arc::clone(&self.stats),
+        ));
+        links.insert(addr.to_string(), (Arc::clone(&link), generation));
+        Ok(link)
+    }
+
+    /// Holds every node-pair stream's next frame for `d` ([`Link::hold_until`]).
+    pub fn hold_links(&self, d: Duration) {
+        let until = tokio::time::Instant::now() + d;
+        let links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        for (link, _) in links.values() {
+            link.hold_until(until);
+        }
+    }
+
+    /// The counters of this node's outgoing Raft traffic.
+    pub fn stats(&self) -> &Arc<TransportStats> {
+        &self.stats
     }
 
     /// Number of pooled channels (one per distinct peer address).
@@ -159,33 +252,25 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = GroupClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GroupClient {
-        let client = self
-            .connections
-            .channel(&node.addr)
-            .map(|ch| {
-                RaftServiceClient::new(ch)
-                    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-            })
-            .map_err(Arc::new);
         GroupClient {
             source: self.node_id,
             group: self.group,
             target,
             node: node.clone(),
-            client,
+            connections: self.connections.clone(),
         }
     }
 }
 
-/// The connection of one group to one target node.
+/// The connection of one group to one target node. The channel and stream are looked up per
+/// call, so a client openraft keeps for long follows reconnections and certificate changes.
 #[derive(Debug)]
 pub struct GroupClient {
     source: NodeId,
     group: GroupId,
     target: NodeId,
     node: BasicNode,
-    client: Result<RaftServiceClient<Channel>, Arc<TransportError>>,
+    connections: Connections,
 }
 
 /// How a failed call failed, before it is typed for the RPC's error.
@@ -202,58 +287,125 @@ fn is_unreachable(code: Code) -> bool {
 }
 
 impl GroupClient {
-    /// Sends `req` with `call` and decodes the reply as openraft's `Result<Resp, E>`.
-    async fn call<Req, Resp, E, F, Fut>(
+    /// Sends `req` as a `kind` call and decodes the reply as openraft's `Result<Resp, E>`:
+    /// over the node-pair stream when the kind travels there, the request is small enough and
+    /// the peer serves it; else as a unary call.
+    async fn call<Req, Resp, E>(
         &mut self,
-        what: &'static str,
+        kind: CallKind,
         req: &Req,
         option: &RPCOption,
-        call: F,
+        urgent: bool,
     ) -> Result<Result<Resp, E>, CallError>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: DeserializeOwned,
-        F: FnOnce(RaftServiceClient<Channel>, tonic::Request<RaftRequest>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<dogfs_proto::raft::RaftReply>, Status>>,
     {
-        let client = match &self.client {
-            Ok(c) => c.clone(),
-            Err(e) => return Err(CallError::Unreachable(Unreachable::new(e.as_ref()))),
-        };
+        let what = kind.name();
         let payload = bincode::serialize(req).map_err(|source| {
             CallError::Network(NetworkError::new(&TransportError::Encode { what, source }))
         })?;
+        let payload = Bytes::from(payload);
         let ttl = option.hard_ttl();
-        let mut request = tonic::Request::new(RaftRequest {
-            group_id: self.group,
-            payload: Bytes::from(payload),
-        });
-        request.set_timeout(ttl);
-        let reply = match tokio::time::timeout(ttl, call(client, request)).await {
-            Err(_elapsed) => return Err(CallError::Timeout(ttl)),
-            Ok(Err(status)) if status.code() == Code::DeadlineExceeded => {
-                return Err(CallError::Timeout(ttl));
+        let stream_kind = match self.connections.mode {
+            TransportMode::Stream if payload.len() <= STREAM_MAX_REQUEST_BYTES => {
+                kind_to_proto(kind)
             }
-            Ok(Err(status)) => {
-                let code = status.code();
-                let err = TransportError::Rpc {
-                    target: self.target,
-                    addr: self.node.addr.clone(),
-                    group: self.group,
-                    status,
-                };
-                return Err(if is_unreachable(code) {
-                    CallError::Unreachable(Unreachable::new(&err))
-                } else {
-                    CallError::Network(NetworkError::new(&err))
-                });
-            }
-            Ok(Ok(reply)) => reply.into_inner(),
+            _ => None,
         };
-        bincode::deserialize::<Result<Resp, E>>(&reply.payload).map_err(|source| {
+        let reply = match stream_kind {
+            Some(sk) => match self.streamed(sk, payload.clone(), ttl, urgent).await {
+                Err(LinkError::Unsupported { .. }) => self.unary(kind, payload, ttl).await?,
+                other => other.map_err(|e| self.link_error(e))?,
+            },
+            None => self.unary(kind, payload, ttl).await?,
+        };
+        bincode::deserialize::<Result<Resp, E>>(&reply).map_err(|source| {
             CallError::Network(NetworkError::new(&TransportError::Decode { what, source }))
         })
+    }
+
+    async fn streamed(
+        &self,
+        kind: RaftMessageKind,
+        payload: Bytes,
+        ttl: Duration,
+        urgent: bool,
+    ) -> Result<Bytes, LinkError> {
+        let link = self
+            .connections
+            .link(&self.node.addr)
+            .map_err(|e| LinkError::Unreachable {
+                addr: self.node.addr.clone(),
+                reason: e.to_string(),
+            })?;
+        if !link.streams() {
+            return Err(LinkError::Unsupported {
+                addr: self.node.addr.clone(),
+            });
+        }
+        link.call(self.group, kind, payload, ttl, urgent).await
+    }
+
+    fn link_error(&self, e: LinkError) -> CallError {
+        match e {
+            LinkError::Timeout { ttl, .. } => CallError::Timeout(ttl),
+            LinkError::Status { status, .. } if status.code() == Code::DeadlineExceeded => {
+                CallError::Timeout(Duration::ZERO)
+            }
+            LinkError::Status { status, .. } => self.status_error(status),
+            other => CallError::Unreachable(Unreachable::new(&other)),
+        }
+    }
+
+    fn status_error(&self, status: Status) -> CallError {
+        let code = status.code();
+        let err = TransportError::Rpc {
+            target: self.target,
+            addr: self.node.addr.clone(),
+            group: self.group,
+            status,
+        };
+        if is_unreachable(code) {
+            CallError::Unreachable(Unreachable::new(&err))
+        } else {
+            CallError::Network(NetworkError::new(&err))
+        }
+    }
+
+    /// One unary call.
+    async fn unary(
+        &self,
+        kind: CallKind,
+        payload: Bytes,
+        ttl: Duration,
+    ) -> Result<Bytes, CallError> {
+        let mut client = self
+            .connections
+            .raft_client(&self.node.addr)
+            .map_err(|e| CallError::Unreachable(Unreachable::new(&e)))?;
+        self.connections.stats.unary_call();
+        let mut request = tonic::Request::new(RaftRequest {
+            group_id: self.group,
+            payload,
+        });
+        request.set_timeout(ttl);
+        let call = async move {
+            match kind {
+                CallKind::Vote => client.vote(request).await,
+                CallKind::AppendEntries => client.append_entries(request).await,
+                CallKind::InstallSnapshot => client.install_snapshot(request).await,
+            }
+        };
+        match tokio::time::timeout(ttl, call).await {
+            Err(_elapsed) => Err(CallError::Timeout(ttl)),
+            Ok(Err(status)) if status.code() == Code::DeadlineExceeded => {
+                Err(CallError::Timeout(ttl))
+            }
+            Ok(Err(status)) => Err(self.status_error(status)),
+            Ok(Ok(reply)) => Ok(reply.into_inner().payload),
+        }
     }
 
     /// Types a call's outcome as openraft's [`RPCError`]: only an error the peer's Raft itself
@@ -289,13 +441,11 @@ impl RaftNetwork<TypeConfig> for GroupClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        // Entries are urgent (a commit waits for them); a heartbeat or a commit-index update
+        // may wait for the heartbeat tick's frame.
+        let urgent = !rpc.entries.is_empty();
         let res = self
-            .call::<_, AppendEntriesResponse<NodeId>, RaftError<NodeId>, _, _>(
-                "AppendEntries",
-                &rpc,
-                &option,
-                |mut c, r| async move { c.append_entries(r).await },
-            )
+            .call(CallKind::AppendEntries, &rpc, &option, urgent)
             .await;
         self.finish(RPCTypes::AppendEntries, res)
     }
@@ -309,12 +459,7 @@ impl RaftNetwork<TypeConfig> for GroupClient {
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
         let res = self
-            .call::<_, InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>, _, _>(
-                "InstallSnapshot",
-                &rpc,
-                &option,
-                |mut c, r| async move { c.install_snapshot(r).await },
-            )
+            .call(CallKind::InstallSnapshot, &rpc, &option, true)
             .await;
         self.finish(RPCTypes::InstallSnapshot, res)
     }
@@ -324,14 +469,7 @@ impl RaftNetwork<TypeConfig> for GroupClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let res = self
-            .call::<_, VoteResponse<NodeId>, RaftError<NodeId>, _, _>(
-                "Vote",
-                &rpc,
-                &option,
-                |mut c, r| async move { c.vote(r).await },
-            )
-            .await;
+        let res = self.call(CallKind::Vote, &rpc, &option, true).await;
         self.finish(RPCTypes::Vote, res)
     }
 }

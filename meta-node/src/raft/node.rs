@@ -21,13 +21,14 @@ use tokio::time::Instant;
 use tonic::transport::server::TcpIncoming;
 
 use super::engine::{EngineError, SledEngine, SledSpace};
+use super::frame::TransportCounts;
 use super::log_store::{LogStore, LogStoreError};
-use super::network::{Connections, NetworkFactory};
+use super::network::{Connections, NetworkFactory, TransportMode};
 use super::restored::{self, RestoredLead};
 use super::server::{RaftRegistry, RaftServer, ServerError};
 use super::state_machine::{KvReader, StateMachine, StateMachineError};
 use super::types::{Command, Response, TypeConfig};
-use crate::wal::{GroupId, SyncObserver, Wal, WalConfig, WalError};
+use crate::wal::{GroupId, SyncObserver, Wal, WalConfig, WalError, WalStats};
 
 type NodeId = u64;
 
@@ -163,6 +164,11 @@ pub struct NodeConfig {
     /// the guard ([`RaftHandle::lift_vote_guard`]; the metadata service's `vote_guard` task).
     /// Off by default: whoever turns it on must run something that lifts it.
     pub amnesia_guard: bool,
+    /// How Vote and AppendEntries travel to peers (the node-pair stream by default).
+    pub transport: TransportMode,
+    /// One heartbeat tick for every group the node leads, instead of a timer per group, so the
+    /// heartbeats of all groups to a peer leave together and share frames (on by default).
+    pub coalesce_heartbeats: bool,
 }
 
 impl NodeConfig {
@@ -186,6 +192,8 @@ impl NodeConfig {
             client_tls: None,
             sync_observer: None,
             amnesia_guard: false,
+            transport: TransportMode::default(),
+            coalesce_heartbeats: true,
         }
     }
 }
@@ -234,6 +242,7 @@ pub struct MultiRaft {
     shutdown: watch::Sender<bool>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     reclaimer: Option<JoinHandle<()>>,
+    heartbeats: Option<JoinHandle<()>>,
 }
 
 /// Runs `open` on the blocking pool, retrying while `locked` says the error is a lock still
@@ -279,10 +288,14 @@ impl MultiRaft {
         listener: tokio::net::TcpListener,
     ) -> Result<MultiRaft, NodeError> {
         let addr = listener.local_addr().map_err(NodeError::Listener)?;
+        let mut raft_config = config.raft.clone();
+        let heartbeat = Duration::from_millis(raft_config.heartbeat_interval);
+        if config.coalesce_heartbeats {
+            // The node's heartbeat loop sends them instead (`heartbeat_loop`).
+            raft_config.enable_heartbeat = false;
+        }
         let raft_config = Arc::new(
-            config
-                .raft
-                .clone()
+            raft_config
                 .validate()
                 .map_err(|e| NodeError::Config(Box::new(e)))?,
         );
@@ -311,7 +324,8 @@ impl MultiRaft {
         )
         .await??;
 
-        let connections = Connections::new(config.connect_timeout, config.client_tls.clone());
+        let connections = Connections::new(config.connect_timeout, config.client_tls.clone())
+            .with_transport(config.transport);
         let registry = RaftRegistry::new();
         let snapshot_root = dir.join("snapshots");
         let mut groups = BTreeMap::new();
@@ -377,11 +391,22 @@ impl MultiRaft {
         let weak = Arc::downgrade(&wal);
         drop(wal);
         let reclaimer = tokio::spawn(reclaim_loop(weak.clone(), config.reclaim_interval, rx));
+        let heartbeats = config.coalesce_heartbeats.then(|| {
+            let rafts: Vec<Raft<TypeConfig>> = groups.values().map(|g| g.raft.clone()).collect();
+            tokio::spawn(heartbeat_loop(
+                config.node_id,
+                rafts,
+                connections.clone(),
+                heartbeat,
+                shutdown.subscribe(),
+            ))
+        });
         Ok(MultiRaft {
             handle: RaftHandle {
                 node_id: config.node_id,
                 groups: Arc::new(groups),
                 connections,
+                wal: weak.clone(),
                 registry: registry.clone(),
             },
             addr,
@@ -392,6 +417,7 @@ impl MultiRaft {
             shutdown,
             server: None,
             reclaimer: Some(reclaimer),
+            heartbeats,
         })
     }
 
@@ -431,6 +457,12 @@ impl MultiRaft {
             }
         }));
         tracing::info!(node = self.handle.node_id, addr = %self.addr, groups = ?self.registry.group_ids(), "raft node serving");
+    }
+
+    /// The groups the node's Raft service routes to (tests add and remove groups under a
+    /// running stream with it).
+    pub fn registry(&self) -> &RaftRegistry {
+        &self.registry
     }
 
     /// A cheap, cloneable handle on the groups (for request handlers and background tasks).
@@ -492,6 +524,11 @@ impl MultiRaft {
     /// same directory. Readers handed out keep the database open until dropped.
     pub async fn shutdown(mut self) -> Result<(), NodeError> {
         let _ = self.shutdown.send(true);
+        // Peers' streams into this node end now rather than at the server's shutdown timeout.
+        self.registry.close();
+        if let Some(h) = self.heartbeats.take() {
+            let _ = h.await;
+        }
         let ids: Vec<GroupId> = self.handle.group_ids();
         for group in &ids {
             self.registry.remove(*group)?;
@@ -548,6 +585,7 @@ pub struct RaftHandle {
     node_id: NodeId,
     groups: Arc<BTreeMap<GroupId, Group>>,
     connections: Connections,
+    wal: Weak<Wal>,
     registry: RaftRegistry,
 }
 
@@ -610,6 +648,19 @@ impl RaftHandle {
     /// The pool of peer channels.
     pub fn connections(&self) -> &Connections {
         &self.connections
+    }
+
+    /// The Raft transport's counters: this node's outgoing calls, and the streams it serves.
+    pub fn transport_counts(&self) -> (TransportCounts, TransportCounts) {
+        (
+            self.connections.stats().counts(),
+            self.registry.stream_stats().counts(),
+        )
+    }
+
+    /// The WAL's counters (none once the node has shut down).
+    pub fn wal_stats(&self) -> Option<WalStats> {
+        self.wal.upgrade().map(|w| w.stats())
     }
 
     /// The groups under the amnesia guard ([`NodeConfig::amnesia_guard`]).
@@ -688,6 +739,50 @@ impl RaftHandle {
                 group,
                 source: Box::new(source),
             }),
+        }
+    }
+}
+
+/// How long the heartbeat tick holds the node-pair streams' next frames.
+const HEARTBEAT_GATHER: Duration = Duration::from_millis(1);
+
+/// Sends a heartbeat for every group this node leads, all in the same instant, every
+/// `interval` until shutdown. openraft's own per-group heartbeat timer is off
+/// ([`NodeConfig::coalesce_heartbeats`]): its timers drift apart, so each group's heartbeats
+/// would travel alone; triggered together they share the node-pair streams' frames.
+async fn heartbeat_loop(
+    node_id: NodeId,
+    rafts: Vec<Raft<TypeConfig>>,
+    connections: Connections,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let leading: Vec<&Raft<TypeConfig>> = rafts
+            .iter()
+            .filter(|raft| {
+                let m = raft.metrics();
+                let m = m.borrow();
+                m.current_leader == Some(node_id) && m.state.is_leader()
+            })
+            .collect();
+        if leading.is_empty() {
+            continue;
+        }
+        // The triggered heartbeats reach the streams from each group's replication task over a
+        // few hundred microseconds; the frames wait for them (tokio's timer granularity is 1 ms).
+        connections.hold_links(HEARTBEAT_GATHER);
+        for raft in leading {
+            // A stopped Raft answers Fatal; shutdown ends the loop soon after.
+            if raft.trigger().heartbeat().await.is_err() {
+                tracing::debug!(node = node_id, "heartbeat trigger on a stopped raft");
+            }
         }
     }
 }

@@ -11,14 +11,16 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use dogfs_proto::raft::raft_service_server::{RaftService, RaftServiceServer};
-use dogfs_proto::raft::{RaftReply, RaftRequest};
+use dogfs_proto::raft::{RaftFrame, RaftReply, RaftRequest};
 use openraft::Raft;
 use openraft::error::RaftError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
-use tonic::{Request, Response, Status};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status, Streaming};
 
+use super::frame::TransportStats;
 use super::network::MAX_RAFT_MESSAGE_BYTES;
 use super::types::TypeConfig;
 use crate::wal::GroupId;
@@ -63,6 +65,14 @@ pub enum ServerError {
          has caught up with a leader (amnesia guard)"
     )]
     VoteGuarded(GroupId),
+    /// A stream message of a kind this node does not know.
+    #[error("group {group}: unknown raft message kind {kind}")]
+    UnknownKind {
+        /// The group.
+        group: GroupId,
+        /// The kind as sent.
+        kind: i32,
+    },
     /// The registry lock was poisoned.
     #[error("raft registry lock poisoned")]
     Poisoned,
@@ -73,7 +83,9 @@ impl From<ServerError> for Status {
         let msg = e.to_string();
         match e {
             ServerError::UnknownGroup(_) => Status::not_found(msg),
-            ServerError::Decode { .. } => Status::invalid_argument(msg),
+            ServerError::Decode { .. } | ServerError::UnknownKind { .. } => {
+                Status::invalid_argument(msg)
+            }
             ServerError::Stopped { .. } | ServerError::VoteGuarded(_) => Status::unavailable(msg),
             ServerError::Encode { .. } | ServerError::Poisoned => Status::internal(msg),
         }
@@ -81,11 +93,27 @@ impl From<ServerError> for Status {
 }
 
 /// The groups a node hosts, by id; shared by the server and the node.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RaftRegistry {
     groups: Arc<RwLock<HashMap<GroupId, Raft<TypeConfig>>>>,
     /// Groups that refuse to vote (the amnesia guard, docs/meta-service.md).
     vote_guarded: Arc<RwLock<BTreeSet<GroupId>>>,
+    /// Set when the node shuts down: node-pair streams end (they would otherwise hold the
+    /// server's graceful shutdown open for as long as the peer keeps them).
+    closing: Arc<watch::Sender<bool>>,
+    /// The server side's stream counters.
+    stats: Arc<TransportStats>,
+}
+
+impl Default for RaftRegistry {
+    fn default() -> Self {
+        RaftRegistry {
+            groups: Arc::default(),
+            vote_guarded: Arc::default(),
+            closing: Arc::new(watch::Sender::new(false)),
+            stats: Arc::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for RaftRegistry {
@@ -130,6 +158,24 @@ impl RaftRegistry {
             .ok_or(ServerError::UnknownGroup(group))
     }
 
+    /// Ends every node-pair stream this node serves, now and later (at shutdown).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`RaftRegistry::close`] was called.
+    pub(crate) fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
+    }
+
+    /// The counters of the node-pair streams this node serves.
+    pub fn stream_stats(&self) -> &Arc<TransportStats> {
+        &self.stats
+    }
+
     /// Makes this node refuse vote requests for `group` (with `UNAVAILABLE`, which the
     /// candidate counts as no vote) until [`RaftRegistry::lift_vote_guard`].
     pub fn guard_votes(&self, group: GroupId) -> Result<(), ServerError> {
@@ -157,7 +203,7 @@ impl RaftRegistry {
             .unwrap_or_default()
     }
 
-    fn check_vote(&self, group: GroupId) -> Result<(), ServerError> {
+    pub(crate) fn check_vote(&self, group: GroupId) -> Result<(), ServerError> {
         if self
             .vote_guarded
             .read()
@@ -200,76 +246,142 @@ impl RaftServer {
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
     }
 
-    /// Decodes the request, hands it to the group's Raft with `handle`, encodes the result.
-    async fn route<Req, Resp, E, F, Fut>(
-        &self,
-        what: &'static str,
-        request: Request<RaftRequest>,
-        handle: F,
-    ) -> Result<Response<RaftReply>, Status>
-    where
-        Req: DeserializeOwned,
-        Resp: Serialize,
-        E: Serialize + std::error::Error,
-        F: FnOnce(Raft<TypeConfig>, Req) -> Fut,
-        Fut: std::future::Future<Output = Result<Resp, RaftError<u64, E>>>,
-    {
-        let RaftRequest { group_id, payload } = request.into_inner();
-        let raft = self.registry.get(group_id)?;
-        let req: Req = bincode::deserialize(&payload).map_err(|source| ServerError::Decode {
-            group: group_id,
-            what,
-            source,
-        })?;
-        let res = handle(raft, req).await;
-        if let Err(RaftError::Fatal(fatal)) = &res {
-            // A stopped Raft is as good as absent: the caller treats it as unreachable.
-            return Err(ServerError::Stopped {
-                group: group_id,
-                reason: fatal.to_string(),
-            }
-            .into());
-        }
-        let bytes = bincode::serialize(&res).map_err(|source| ServerError::Encode {
-            group: group_id,
-            what,
-            source,
-        })?;
-        Ok(Response::new(RaftReply {
-            payload: Bytes::from(bytes),
-        }))
+    /// The registry the server routes to.
+    pub fn registry(&self) -> &RaftRegistry {
+        &self.registry
     }
+}
+
+/// The calls the transport carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// `Raft::vote`.
+    Vote,
+    /// `Raft::append_entries`.
+    AppendEntries,
+    /// `Raft::install_snapshot` (one chunk; unary only).
+    InstallSnapshot,
+}
+
+impl CallKind {
+    /// The name used in errors and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            CallKind::Vote => "Vote",
+            CallKind::AppendEntries => "AppendEntries",
+            CallKind::InstallSnapshot => "InstallSnapshot",
+        }
+    }
+}
+
+/// Hands one encoded request to `group`'s Raft and encodes openraft's `Result` — the whole
+/// server side of a call, shared by the unary methods and the node-pair stream.
+pub async fn dispatch(
+    registry: &RaftRegistry,
+    group: GroupId,
+    kind: CallKind,
+    payload: &[u8],
+) -> Result<Bytes, ServerError> {
+    match kind {
+        CallKind::Vote => {
+            registry.check_vote(group)?;
+            route(registry, group, kind, payload, |raft, req| async move {
+                raft.vote(req).await
+            })
+            .await
+        }
+        CallKind::AppendEntries => {
+            route(registry, group, kind, payload, |raft, req| async move {
+                raft.append_entries(req).await
+            })
+            .await
+        }
+        CallKind::InstallSnapshot => {
+            route(registry, group, kind, payload, |raft, req| async move {
+                raft.install_snapshot(req).await
+            })
+            .await
+        }
+    }
+}
+
+/// Decodes the request, hands it to the group's Raft with `handle`, encodes the result.
+async fn route<Req, Resp, E, F, Fut>(
+    registry: &RaftRegistry,
+    group: GroupId,
+    kind: CallKind,
+    payload: &[u8],
+    handle: F,
+) -> Result<Bytes, ServerError>
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+    E: Serialize + std::error::Error,
+    F: FnOnce(Raft<TypeConfig>, Req) -> Fut,
+    Fut: std::future::Future<Output = Result<Resp, RaftError<u64, E>>>,
+{
+    let what = kind.name();
+    let raft = registry.get(group)?;
+    let req: Req = bincode::deserialize(payload).map_err(|source| ServerError::Decode {
+        group,
+        what,
+        source,
+    })?;
+    let res = handle(raft, req).await;
+    if let Err(RaftError::Fatal(fatal)) = &res {
+        // A stopped Raft is as good as absent: the caller treats it as unreachable.
+        return Err(ServerError::Stopped {
+            group,
+            reason: fatal.to_string(),
+        });
+    }
+    let bytes = bincode::serialize(&res).map_err(|source| ServerError::Encode {
+        group,
+        what,
+        source,
+    })?;
+    Ok(Bytes::from(bytes))
+}
+
+async fn unary(
+    registry: &RaftRegistry,
+    kind: CallKind,
+    request: Request<RaftRequest>,
+) -> Result<Response<RaftReply>, Status> {
+    let RaftRequest { group_id, payload } = request.into_inner();
+    let payload = dispatch(registry, group_id, kind, &payload).await?;
+    Ok(Response::new(RaftReply { payload }))
 }
 
 #[tonic::async_trait]
 impl RaftService for RaftServer {
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        self.registry.check_vote(request.get_ref().group_id)?;
-        self.route(
-            "Vote",
-            request,
-            |raft, req| async move { raft.vote(req).await },
-        )
-        .await
+        unary(&self.registry, CallKind::Vote, request).await
     }
 
     async fn append_entries(
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        self.route("AppendEntries", request, |raft, req| async move {
-            raft.append_entries(req).await
-        })
-        .await
+        unary(&self.registry, CallKind::AppendEntries, request).await
     }
 
     async fn install_snapshot(
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        self.route("InstallSnapshot", request, |raft, req| async move {
-            raft.install_snapshot(req).await
-        })
-        .await
+        unary(&self.registry, CallKind::InstallSnapshot, request).await
+    }
+
+    type StreamStream = super::stream::ReplyStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<RaftFrame>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        Ok(Response::new(super::stream::serve(
+            self.registry.clone(),
+            request.into_inner(),
+        )))
     }
 }

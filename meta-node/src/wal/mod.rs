@@ -29,7 +29,7 @@ pub use recovery::{RecoveryError, RecoveryReport};
 use segment::SegmentError;
 use state::StateError;
 pub use writer::{Ack, ReclaimReport, SyncObserver, WriterError};
-use writer::{Inner, Item, Shared, Writer};
+use writer::{Callback, Done, Inner, Item, Shared, Writer};
 
 /// A Raft group id.
 pub type GroupId = u64;
@@ -102,6 +102,12 @@ pub struct WalStats {
     pub bytes: u64,
     /// `fdatasync` calls on segments (group commits plus the sync before each roll).
     pub syncs: u64,
+    /// Over every sync, the number of distinct Raft groups whose records it made durable: over
+    /// `syncs`, how many groups one `fdatasync` serves (the WAL's batching across groups).
+    pub synced_groups: u64,
+    /// Over every sync, the number of record submissions (appends, votes, truncations) it
+    /// made durable.
+    pub synced_submissions: u64,
     /// Batches the writer took.
     pub batches: u64,
     /// Segments created since open.
@@ -219,6 +225,40 @@ impl Wal {
     where
         I: IntoIterator<Item = Bytes>,
     {
+        let records = Self::entry_records(group, first, payloads)?;
+        self.submit(records)
+    }
+
+    /// Like [`Wal::append_entries`], but instead of an [`Ack`], `on_durable` is called on the
+    /// writer thread once the entries are durable (or with the error that stopped them; with
+    /// [`WriterError::Closed`] if the WAL shut down first). Not called when this returns an
+    /// error. For callers that would only pass the result on: it saves a task and a wake-up.
+    pub fn append_entries_then<I>(
+        &self,
+        group: GroupId,
+        first: u64,
+        payloads: I,
+        on_durable: impl FnOnce(Result<(), WriterError>) + Send + 'static,
+    ) -> Result<(), WalError>
+    where
+        I: IntoIterator<Item = Bytes>,
+    {
+        let records = Self::entry_records(group, first, payloads)?;
+        self.submit_done(records, Done::Call(Callback::new(on_durable)))
+    }
+
+    /// Like [`Wal::flush`], with a callback as in [`Wal::append_entries_then`].
+    pub fn flush_then(
+        &self,
+        on_durable: impl FnOnce(Result<(), WriterError>) + Send + 'static,
+    ) -> Result<(), WalError> {
+        self.submit_done(Vec::new(), Done::Call(Callback::new(on_durable)))
+    }
+
+    fn entry_records<I>(group: GroupId, first: u64, payloads: I) -> Result<Vec<Record>, WalError>
+    where
+        I: IntoIterator<Item = Bytes>,
+    {
         let payloads: Vec<Bytes> = payloads.into_iter().collect();
         if first.checked_add(payloads.len() as u64).is_none() {
             return Err(StateError::IndexOverflow {
@@ -237,7 +277,7 @@ impl Wal {
                 payload,
             })
             .collect();
-        self.submit(records)
+        Ok(records)
     }
 
     /// Removes `group`'s entries with index `>= since` (a conflicting suffix). `since` is
@@ -380,6 +420,8 @@ impl Wal {
             records: c.records.load(Ordering::Relaxed),
             bytes: c.bytes.load(Ordering::Relaxed),
             syncs: c.syncs.load(Ordering::Relaxed),
+            synced_groups: c.synced_groups.load(Ordering::Relaxed),
+            synced_submissions: c.synced_submissions.load(Ordering::Relaxed),
             batches: c.batches.load(Ordering::Relaxed),
             segments_created: c.segments_created.load(Ordering::Relaxed),
             segments_deleted: c.segments_deleted.load(Ordering::Relaxed),
@@ -427,7 +469,8 @@ impl Wal {
                     report.rewritten_groups.push(id);
                     report.rewritten_bytes += image.payload.len() as u64;
                     // The reclaim below waits for the same batch, so this Ack is redundant.
-                    drop(self.submit_locked(&mut g, vec![image])?);
+                    let (_ack, done) = Ack::new();
+                    self.submit_locked(&mut g, vec![image], &mut Some(done))?;
                 }
             }
             let (tx, rx) = mpsc::channel();
@@ -439,24 +482,44 @@ impl Wal {
     }
 
     fn submit(&self, records: Vec<Record>) -> Result<Ack, WalError> {
-        let ack = {
-            let mut g = self.shared.lock();
-            self.submit_locked(&mut g, records)?
-        };
-        self.shared.wake.notify_one();
+        let (ack, done) = Ack::new();
+        self.submit_done(records, done)?;
         Ok(ack)
+    }
+
+    fn submit_done(&self, records: Vec<Record>, done: Done) -> Result<(), WalError> {
+        {
+            let mut g = self.shared.lock();
+            let mut done = Some(done);
+            if let Err(e) = self.submit_locked(&mut g, records, &mut done) {
+                // Not queued: a callback must not run (the caller gets the error instead).
+                if let Some(d) = done {
+                    d.defuse();
+                }
+                return Err(e);
+            }
+        }
+        self.shared.wake.notify_one();
+        Ok(())
     }
 
     /// Applies, encodes and queues `records` (rolling segments as needed), followed by an
     /// acknowledgement. On a rejected record nothing after it is applied or queued; records
     /// before it stay (they are valid and already in the state).
-    fn submit_locked(&self, g: &mut Inner, records: Vec<Record>) -> Result<Ack, WalError> {
+    fn submit_locked(
+        &self,
+        g: &mut Inner,
+        records: Vec<Record>,
+        done: &mut Option<Done>,
+    ) -> Result<(), WalError> {
         if let Some(e) = &g.failed {
             return Err(e.clone().into());
         }
         let mut buf = Vec::new();
         let mut written = 0u64;
         let mut outcome = Ok(());
+        // Submissions are per group; the writer counts how many groups each sync covers.
+        let group = records.first().map_or(0, |r| r.group);
         for rec in records {
             match g.state.check(&rec) {
                 Ok(true) => {}
@@ -478,7 +541,7 @@ impl Wal {
             if g.active_len + size > self.config.segment_size && g.active_len > segment::HEADER_LEN
             {
                 if !buf.is_empty() {
-                    g.queue.push(Item::Records(std::mem::take(&mut buf)));
+                    g.queue.push(Item::Records(std::mem::take(&mut buf), group));
                 }
                 let next = g.active_seq + 1;
                 g.queue.push(Item::Roll(next));
@@ -500,7 +563,7 @@ impl Wal {
             written += 1;
         }
         if !buf.is_empty() {
-            g.queue.push(Item::Records(buf));
+            g.queue.push(Item::Records(buf, group));
         }
         self.shared
             .counters
@@ -509,9 +572,10 @@ impl Wal {
         outcome?;
         // Even with nothing written (a no-op, or `flush`), the acknowledgement goes through the
         // queue: it must wait for a batch that may be in flight.
-        let (ack, tx) = Ack::new();
-        g.queue.push(Item::Done(tx));
-        Ok(ack)
+        if let Some(done) = done.take() {
+            g.queue.push(Item::Done(done));
+        }
+        Ok(())
     }
 }
 

@@ -24,6 +24,7 @@ use std::task::{Context, Poll};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
+use super::GroupId;
 use super::segment::{self, SegmentError};
 use super::state::LogState;
 
@@ -55,12 +56,72 @@ pub enum WriterError {
 /// One queued step, in file order.
 #[derive(Debug)]
 pub(crate) enum Item {
-    /// Encoded records for the current segment.
-    Records(Vec<u8>),
+    /// Encoded records for the current segment, and the group that submitted them.
+    Records(Vec<u8>, GroupId),
     /// Close the current segment (after syncing it) and start segment `seq`.
     Roll(u64),
     /// Acknowledge once everything before it is synced.
-    Done(oneshot::Sender<Result<(), WriterError>>),
+    Done(Done),
+}
+
+/// What completes a submission once it is durable (or the WAL failed).
+pub(crate) enum Done {
+    /// Resolves an [`Ack`] (someone awaits or waits on it).
+    Ack(oneshot::Sender<Result<(), WriterError>>),
+    /// Called on the writer thread right after the `fdatasync`: the waiter is woken directly,
+    /// without a task in between that awaits an [`Ack`] only to pass the result on.
+    Call(Callback),
+}
+
+impl std::fmt::Debug for Done {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Done::Ack(_) => f.write_str("Done::Ack"),
+            Done::Call(_) => f.write_str("Done::Call"),
+        }
+    }
+}
+
+impl Done {
+    /// Drops it without completing it (the submission was refused and the caller told so).
+    pub(crate) fn defuse(self) {
+        if let Done::Call(mut c) = self {
+            drop(c.0.take());
+        }
+    }
+
+    pub(crate) fn complete(self, result: Result<(), WriterError>) {
+        match self {
+            Done::Ack(tx) => {
+                let _ = tx.send(result);
+            }
+            Done::Call(mut c) => {
+                if let Some(f) = c.0.take() {
+                    f(result);
+                }
+            }
+        }
+    }
+}
+
+/// A completion callback; one dropped uncalled (the writer stopped) is called with
+/// [`WriterError::Closed`], as a dropped [`Ack`] sender resolves its `Ack` with it.
+pub(crate) struct Callback(Option<CallbackFn>);
+
+type CallbackFn = Box<dyn FnOnce(Result<(), WriterError>) + Send>;
+
+impl Callback {
+    pub(crate) fn new(f: impl FnOnce(Result<(), WriterError>) + Send + 'static) -> Callback {
+        Callback(Some(Box::new(f)))
+    }
+}
+
+impl Drop for Callback {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err(WriterError::Closed));
+        }
+    }
 }
 
 /// Counters, readable at any time.
@@ -69,6 +130,8 @@ pub(crate) struct Counters {
     pub records: AtomicU64,
     pub bytes: AtomicU64,
     pub syncs: AtomicU64,
+    pub synced_groups: AtomicU64,
+    pub synced_submissions: AtomicU64,
     pub batches: AtomicU64,
     pub segments_created: AtomicU64,
     pub segments_deleted: AtomicU64,
@@ -139,9 +202,9 @@ pub struct Ack {
 }
 
 impl Ack {
-    pub(crate) fn new() -> (Ack, oneshot::Sender<Result<(), WriterError>>) {
+    pub(crate) fn new() -> (Ack, Done) {
         let (tx, rx) = oneshot::channel();
-        (Ack { rx }, tx)
+        (Ack { rx }, Done::Ack(tx))
     }
 
     /// Blocks until the covered records are durable. Must not be called from inside an async
@@ -197,6 +260,25 @@ impl Writer {
         Ok(())
     }
 
+    /// Syncs what was written and counts the groups and submissions it covered.
+    fn sync_covering(
+        &mut self,
+        groups: &mut Vec<GroupId>,
+        submissions: &mut u64,
+    ) -> Result<(), WriterError> {
+        self.sync()?;
+        groups.sort_unstable();
+        groups.dedup();
+        let c = &self.shared.counters;
+        c.synced_groups
+            .fetch_add(groups.len() as u64, Ordering::Relaxed);
+        c.synced_submissions
+            .fetch_add(*submissions, Ordering::Relaxed);
+        groups.clear();
+        *submissions = 0;
+        Ok(())
+    }
+
     fn sync(&mut self) -> Result<(), WriterError> {
         let started = std::time::Instant::now();
         self.file.sync_data().map_err(|source| WriterError::Sync {
@@ -212,27 +294,27 @@ impl Writer {
     }
 
     /// Writes and syncs one batch; returns the acknowledgements it holds.
-    fn process(
-        &mut self,
-        items: Vec<Item>,
-        acks: &mut Vec<oneshot::Sender<Result<(), WriterError>>>,
-    ) -> Result<(), WriterError> {
+    fn process(&mut self, items: Vec<Item>, acks: &mut Vec<Done>) -> Result<(), WriterError> {
         let mut buf = Vec::new();
         let mut dirty = false;
+        let mut groups = Vec::new();
+        let mut submissions = 0u64;
         for item in items {
             match item {
-                Item::Records(bytes) => {
+                Item::Records(bytes, group) => {
                     if buf.is_empty() {
                         buf = bytes;
                     } else {
                         buf.extend_from_slice(&bytes);
                     }
+                    groups.push(group);
+                    submissions += 1;
                     dirty = true;
                 }
                 Item::Roll(seq) => {
                     self.write(&mut buf)?;
                     if dirty {
-                        self.sync()?;
+                        self.sync_covering(&mut groups, &mut submissions)?;
                         dirty = false;
                     }
                     let file =
@@ -255,7 +337,7 @@ impl Writer {
         }
         self.write(&mut buf)?;
         if dirty {
-            self.sync()?;
+            self.sync_covering(&mut groups, &mut submissions)?;
         }
         Ok(())
     }
@@ -304,8 +386,8 @@ impl Writer {
                     self.shared.lock().failed = Some(WriterError::Failed(Box::new(e.clone())));
                 }),
             };
-            for tx in acks {
-                let _ = tx.send(result.clone());
+            for done in acks {
+                done.complete(result.clone());
             }
             let reclaimed = match result {
                 Ok(()) => self.delete(&dead),
