@@ -26,6 +26,7 @@ pub use config::{ClientConfig, ClientTlsPaths, Token};
 pub use dogfs_proto::meta::{TokenInfo, TokenScope};
 pub use error::{Error, ErrorKind};
 pub use hedge::{DEFAULT_HEDGE_MAX, DEFAULT_HEDGE_MIN};
+pub use meta::Bearer;
 pub use tokens::{CreatedToken, TokenRequest};
 pub use types::{
     BucketInfo, GetOptions, ListEntry, ListPage, ListQuery, ObjectInfo, ObjectSummary, Progress,

@@ -38,9 +38,19 @@ use crate::pool::never_sent;
 /// Response header naming the leader's gRPC address.
 pub const LEADER_HEADER: &str = "x-dogfs-leader";
 
-/// Adds the client's bearer token (if any) to every call on a metadata channel.
-#[derive(Debug, Clone)]
-pub(crate) struct Bearer(Option<MetadataValue<Ascii>>);
+/// Adds a bearer token (if any) to every call on a channel, as the SDK does on its metadata
+/// channels; for callers that make raw gRPC calls to a cluster that checks tokens
+/// (`MetaServiceClient::with_interceptor(channel, Bearer::new(Some(token)))`).
+#[derive(Debug, Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    /// An interceptor sending `Authorization: Bearer <token>`; none for `None` or for a token
+    /// that is not a valid header value (the server then refuses the call as unauthenticated).
+    pub fn new(token: Option<&str>) -> Bearer {
+        Bearer(token.and_then(|t| MetadataValue::try_from(format!("Bearer {t}")).ok()))
+    }
+}
 
 impl Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
@@ -164,11 +174,7 @@ impl Meta {
                 .keep_alive_timeout(Duration::from_secs(20))
         });
         // Checked by `Token::new`: visible ASCII always makes a header value.
-        let bearer = Bearer(
-            cfg.token
-                .as_ref()
-                .and_then(|t| MetadataValue::try_from(format!("Bearer {}", t.as_str())).ok()),
-        );
+        let bearer = Bearer::new(cfg.token.as_ref().map(|t| t.as_str()));
         // Spread clients over the endpoints instead of all starting at the first.
         let start = rand::rng().random_range(0..endpoints.len());
         Ok(Meta {

@@ -5,29 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use dogfs_security::GrantKeys;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
 
 use crate::ClusterError;
 
-/// Adds a bearer token (when there is one) to every call, like the SDK does.
-#[derive(Debug, Clone, Default)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl Bearer {
-    pub fn new(token: Option<&str>) -> Self {
-        Bearer(token.and_then(|t| MetadataValue::try_from(format!("Bearer {t}")).ok()))
-    }
-}
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(req)
-    }
-}
+/// The SDK's interceptor, for the harness's raw gRPC calls.
+pub use dogfs_client::Bearer;
 
 /// A test cluster's bootstrap token and grant key.
 #[derive(Debug)]
