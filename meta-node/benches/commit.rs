@@ -73,7 +73,7 @@ struct Costs {
 impl Costs {
     fn now(servers: &[MetaServer]) -> Costs {
         let mut c = Costs {
-            switches: context_switches(),
+            switches: thread_switches().values().sum(),
             ..Costs::default()
         };
         for s in servers {
@@ -113,28 +113,6 @@ impl Costs {
             self.switches as f64 / commits,
         )
     }
-}
-
-/// Context switches (voluntary and not) of every thread of this process so far.
-fn context_switches() -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    let mut total = 0;
-    for t in dir.flatten() {
-        let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
-            continue;
-        };
-        for line in status.lines() {
-            if let Some(v) = line
-                .strip_prefix("voluntary_ctxt_switches:")
-                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
-            {
-                total += v.trim().parse::<u64>().unwrap_or(0);
-            }
-        }
-    }
-    total
 }
 
 /// CPU seconds this process used so far (user + system), from `/proc/self/stat`.

@@ -320,6 +320,20 @@ fn sum(counts: impl IntoIterator<Item = TransportCounts>) -> TransportCounts {
         })
 }
 
+/// Three votes of group 7 to the node at `addr` through `conns` (each must succeed); the
+/// pool's counters after them.
+async fn three_votes(conns: &Connections, addr: &str, opt: &RPCOption) -> TransportCounts {
+    let mut net = NetworkFactory::new(2, 7, conns.clone())
+        .new_client(1, &BasicNode::new(addr))
+        .await;
+    for _ in 0..3 {
+        net.vote(VoteRequest::new(Vote::new(1u64, 2u64), None), opt.clone())
+            .await
+            .unwrap();
+    }
+    conns.stats().counts()
+}
+
 /// Waits (polling, at most `within`) until `cond` holds.
 async fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
@@ -824,15 +838,7 @@ async fn falls_back_to_unary_for_a_peer_without_the_stream() {
     // The stream is refused with UNIMPLEMENTED: the call goes unary and succeeds, and so do
     // the next ones, without trying the stream again.
     let conns = Connections::default();
-    let mut net = NetworkFactory::new(2, 7, conns.clone())
-        .new_client(1, &BasicNode::new(&old_addr))
-        .await;
-    for _ in 0..3 {
-        net.vote(VoteRequest::new(Vote::new(1u64, 2u64), None), opt.clone())
-            .await
-            .unwrap();
-    }
-    let k = conns.stats().counts();
+    let k = three_votes(&conns, &old_addr, &opt).await;
     assert!(k.unary_calls >= 3, "{k:?}");
     assert_eq!(k.streams_opened, 0, "{k:?}");
     assert_eq!(k.frames_sent, 0, "{k:?}");
@@ -840,15 +846,7 @@ async fn falls_back_to_unary_for_a_peer_without_the_stream() {
     // TransportMode::Unary against a node that serves the stream: unary calls only.
     let conns = Connections::default().with_transport(TransportMode::Unary);
     assert_eq!(conns.transport(), TransportMode::Unary);
-    let mut net = NetworkFactory::new(2, 7, conns.clone())
-        .new_client(1, &BasicNode::new(&addr))
-        .await;
-    for _ in 0..3 {
-        net.vote(VoteRequest::new(Vote::new(1u64, 2u64), None), opt.clone())
-            .await
-            .unwrap();
-    }
-    let k = conns.stats().counts();
+    let k = three_votes(&conns, &addr, &opt).await;
     assert_eq!(k.unary_calls, 3, "{k:?}");
     assert_eq!(k.streams_opened, 0, "{k:?}");
     assert_eq!(k.frames_sent, 0, "{k:?}");

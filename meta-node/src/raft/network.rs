@@ -317,7 +317,7 @@ impl GroupClient {
         let reply = match stream_kind {
             Some(sk) => match self.streamed(sk, payload.clone(), ttl, urgent).await {
                 Err(LinkError::Unsupported { .. }) => self.unary(kind, payload, ttl).await?,
-                other => other.map_err(|e| self.link_error(e))?,
+                other => other.map_err(|e| self.link_error(e, ttl))?,
             },
             None => self.unary(kind, payload, ttl).await?,
         };
@@ -348,11 +348,12 @@ impl GroupClient {
         link.call(self.group, kind, payload, ttl, urgent).await
     }
 
-    fn link_error(&self, e: LinkError) -> CallError {
+    fn link_error(&self, e: LinkError, ttl: Duration) -> CallError {
         match e {
             LinkError::Timeout { ttl, .. } => CallError::Timeout(ttl),
+            // The stream's open timed out on the peer's side: the call's own time ran out too.
             LinkError::Status { status, .. } if status.code() == Code::DeadlineExceeded => {
-                CallError::Timeout(Duration::ZERO)
+                CallError::Timeout(ttl)
             }
             LinkError::Status { status, .. } => self.status_error(status),
             other => CallError::Unreachable(Unreachable::new(&other)),
